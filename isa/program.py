@@ -1,0 +1,433 @@
+"""The compiled artefact: a :class:`Program` and its versioned, checksummed binary format.
+
+A program holds everything a machine needs to run a model: the configuration it was compiled
+for, each core's instructions and initial memory images (weight tiles, tensor-RAM constants,
+clamp table), the I/O layout (where each input beat is written, how many beats come out, how
+tensor values map to beat lanes) and metadata for reports.
+
+File format (all integers little-endian)::
+
+    offset  size  field
+    0       8     magic  b"TIDALPRG"
+    8       2     format version (FORMAT_VERSION)
+    10      2     reserved, 0
+    12      8     payload length in bytes
+    20      32    SHA-256 of the payload
+    52      ...   payload: u32 header length, UTF-8 JSON header, then the raw arrays
+
+The JSON header describes each array (offset into the payload, dtype, shape). A file that is
+truncated, corrupted, of another format or of another version raises
+:class:`ProgramFormatError` saying which; nothing is loaded unless the checksum matches and
+every field is consistent with the configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isa.config import Config, ConfigError
+from isa.instructions import Dest, EncodingError, Opcode, Vec, decode_program
+from isa.timing import (
+    INPUT_WRITE, VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE, TimingError, issue_cycles,
+    mac_acc_write,
+)
+
+__all__ = [
+    "MAGIC", "FORMAT_VERSION", "ProgramFormatError", "ProgramError", "TensorLayout",
+    "CoreImage", "Program",
+]
+
+MAGIC = b"TIDALPRG"
+FORMAT_VERSION = 1
+_HEAD = struct.Struct("<8sHHQ32s")
+
+
+class ProgramFormatError(ValueError):
+    """A program file cannot be loaded.
+
+    Attributes
+    ----------
+    reason : str
+        One of ``"magic"``, ``"version"``, ``"truncated"``, ``"checksum"``, ``"content"``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ProgramError(ValueError):
+    """A program is inconsistent with its configuration; the message names the culprit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorLayout:
+    """How one model input or output tensor maps to I/O beats.
+
+    The tensor (one inference's worth, i.e. without the streaming axis) is viewed as
+    ``rows`` rows of ``channels`` values (its last axis is the data axis). Each row is padded
+    to ``blocks`` = ceil(channels / B) blocks, one beat each; value ``c`` of row ``r`` is lane
+    ``c % B`` of beat ``r * blocks + c // B``. Padding lanes are zero on input and ignored
+    on output.
+    """
+
+    shape: tuple[int, ...]
+    block_size: int
+
+    @property
+    def channels(self) -> int:
+        """Return the length of the data (last) axis."""
+        return self.shape[-1] if self.shape else 1
+
+    @property
+    def rows(self) -> int:
+        """Return the number of rows (product of all but the last axis)."""
+        return math.prod(self.shape[:-1]) if self.shape else 1
+
+    @property
+    def blocks(self) -> int:
+        """Return the beats per row."""
+        return -(-self.channels // self.block_size)
+
+    @property
+    def beats(self) -> int:
+        """Return the beats of the whole tensor."""
+        return self.rows * self.blocks
+
+    def to_blocks(self, values: np.ndarray) -> np.ndarray:
+        """Return ``values`` (shaped like the tensor) as a zero-padded [beats, B] array."""
+        rows = np.asarray(values).reshape(self.rows, self.channels)
+        out = np.zeros((self.rows, self.blocks * self.block_size), dtype=rows.dtype)
+        out[:, : self.channels] = rows
+        return out.reshape(self.beats, self.block_size)
+
+    def from_blocks(self, blocks: np.ndarray) -> np.ndarray:
+        """Return the tensor from a [beats, B] array (padding dropped)."""
+        rows = np.asarray(blocks).reshape(self.rows, self.blocks * self.block_size)
+        return rows[:, : self.channels].reshape(self.shape)
+
+
+@dataclasses.dataclass
+class CoreImage:
+    """One core's program and initial memory contents.
+
+    Attributes
+    ----------
+    instructions : np.ndarray
+        ``uint64`` instruction words, executed from pc 0.
+    weights : np.ndarray
+        ``uint16`` bf16 bit patterns, shape [tiles, B, B]; tile ``w`` is weight-store address
+        ``w``; row ``i`` of a tile produces output lane ``i``.
+    tram_init : np.ndarray
+        ``uint16`` bf16 bit patterns, shape [n, B]: tensor-RAM addresses 0..n-1 at load time
+        (the rest is zero). Holds constants (biases, scalars) and zeroed state.
+    clamps : np.ndarray
+        ``float32`` shape [n, 2]: clamp table entries (low, high).
+    tram_used : int
+        Tensor-RAM blocks the program uses (for metrics; ≥ len(tram_init)).
+    """
+
+    instructions: np.ndarray
+    weights: np.ndarray
+    tram_init: np.ndarray
+    clamps: np.ndarray
+    tram_used: int = 0
+
+
+_ARRAYS = {
+    "instructions": ("<u8", 1),
+    "weights": ("<u2", 3),
+    "tram_init": ("<u2", 2),
+    "clamps": ("<f4", 2),
+}
+
+
+@dataclasses.dataclass
+class Program:
+    """A compiled program for one :class:`Config` (the reference's ``Program``).
+
+    Attributes
+    ----------
+    config : Config
+    cores : list[CoreImage]
+        One image per core of the configuration.
+    inputs, outputs : list[TensorLayout]
+        Model inputs and outputs, in beat order.
+    input_dests : np.ndarray
+        ``uint32`` [input beats, 2]: for input beat ``i``, the core mask and the tensor-RAM
+        address it is written to (in cycle ``i + INPUT_WRITE``).
+    meta : dict
+        JSON-serialisable metadata: ``name``, ``streaming``, ``input_axis``, ``output_axis``,
+        ``layers`` (per-layer records for reports), and anything else the compiler records.
+    """
+
+    config: Config
+    cores: list[CoreImage]
+    inputs: list[TensorLayout]
+    outputs: list[TensorLayout]
+    input_dests: np.ndarray
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    # -- consistency ---------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check the program against its configuration.
+
+        Raises
+        ------
+        ProgramError
+            Naming the core and the memory or field that is inconsistent.
+        """
+        cfg, b = self.config, self.config.block_size
+        if len(self.cores) != cfg.num_cores:
+            raise ProgramError(f"program has {len(self.cores)} core images for "
+                               f"{cfg.num_cores} cores")
+        for c, core in enumerate(self.cores):
+            checks = [
+                ("instructions", core.instructions, np.uint64, 1, cfg.instr_mem_depth),
+                ("weights", core.weights, np.uint16, 3, cfg.weight_store_depth),
+                ("tram_init", core.tram_init, np.uint16, 2, cfg.tensor_ram_depth),
+                ("clamps", core.clamps, np.float32, 2, cfg.clamp_store_depth),
+            ]
+            for name, arr, dtype, ndim, depth in checks:
+                if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != ndim:
+                    raise ProgramError(f"core {c} {name}: expected a {ndim}-D {dtype.__name__} "
+                                       "array")
+                if len(arr) > depth:
+                    raise ProgramError(f"core {c} {name}: {len(arr)} entries exceed the "
+                                       f"depth {depth}")
+            if core.weights.shape[1:] != (b, b):
+                raise ProgramError(f"core {c} weights: tiles are {core.weights.shape[1:]}, "
+                                   f"not {(b, b)}")
+            if core.tram_init.shape[1] != b or core.clamps.shape[1] != 2:
+                raise ProgramError(f"core {c}: tram_init rows must have {b} values and "
+                                   "clamps 2")
+            try:
+                instrs = decode_program(core.instructions)
+                issue_cycles(instrs)
+            except (EncodingError, TimingError) as exc:
+                raise ProgramError(f"core {c} instructions: {exc}") from None
+        beats = sum(t.beats for t in self.inputs)
+        if self.input_dests.shape != (beats, 2):
+            raise ProgramError(f"input_dests has shape {self.input_dests.shape}, expected "
+                               f"({beats}, 2) for {beats} input beats")
+        if beats < 1 or beats > cfg.io_depth:
+            raise ProgramError(f"{beats} input beats: must be 1..io_depth={cfg.io_depth}")
+        masks, addrs = self.input_dests[:, 0], self.input_dests[:, 1]
+        if (masks >= (1 << cfg.num_cores)).any() or (addrs >= cfg.tensor_ram_depth).any():
+            raise ProgramError("input_dests names a core or address outside the machine")
+
+    # -- static timing -------------------------------------------------------------------
+
+    def output_cycles(self) -> list[int]:
+        """Return the cycle each output beat is presented, in beat order."""
+        cycles = []
+        for core in self.cores:
+            instrs = decode_program(core.instructions)
+            for instr, t in zip(instrs, issue_cycles(instrs), strict=False):
+                if isinstance(instr, Vec) and instr.dest == Dest.OUTPUT:
+                    cycles.append(t + VEC_OUTPUT)
+        return sorted(cycles)
+
+    def done_cycle(self) -> int:
+        """Return the last cycle in which anything of an inference happens.
+
+        That is the latest of: an ``END`` issue, a memory write, an output beat, the last
+        input beat's write. The next inference's first beat can be accepted one cycle later.
+        """
+        last = len(self.input_dests) - 1 + INPUT_WRITE
+        mac_write = mac_acc_write(self.config)
+        for c, core in enumerate(self.cores):
+            instrs = decode_program(core.instructions)
+            for instr, t in zip(instrs, issue_cycles(instrs), strict=False):
+                if instr.OPCODE == Opcode.MAC:
+                    last = max(last, t + mac_write)
+                elif isinstance(instr, Vec):
+                    local_only = instr.dest == Dest.ACC or instr.cores == 1 << c
+                    last = max(last, t + (VEC_LOCAL_WRITE if local_only else VEC_REMOTE_WRITE))
+                else:
+                    last = max(last, t)
+        return last
+
+    def cycle_count_per_inference(self, spaced: bool = True) -> int:
+        """Return the cycles one inference takes.
+
+        Parameters
+        ----------
+        spaced : bool
+            True: latency of an inference on an idle machine, from the cycle the first input
+            beat is accepted to the cycle the last output beat is presented, inclusive.
+            False: the interval between back-to-back (contiguous) inferences.
+        """
+        if spaced:
+            return max(self.output_cycles()) + 1
+        return self.done_cycle() + 1
+
+    def compute_duration_per_inference_us(self, spaced: bool = True) -> float:
+        """Return :meth:`cycle_count_per_inference` in µs at the configuration's clock.
+
+        Compute only (no host I/O), assuming the design closes timing at ``clock_mhz``.
+        """
+        return self.cycle_count_per_inference(spaced) / self.config.clock_mhz
+
+    def metrics(self) -> dict[str, Any]:
+        """Return static resource use and ideal compute figures.
+
+        Keys: per-core lists ``weight_store_used``, ``tensor_ram_used``, ``num_instrs``; the
+        depths ``weight_store_depth``, ``tensor_ram_depth``, ``instr_mem_depth``; totals
+        ``total_weight_tiles``, ``total_instrs``; ``input_bytes``, ``output_bytes``;
+        ``ideal_compute_cycles`` (Σ over layers of ceil(tiles / cores)),
+        ``cycles_per_inference`` and ``utilisation`` (ideal / actual).
+        """
+        cfg = self.config
+        tiles = [len(c.weights) for c in self.cores]
+        instrs = [len(c.instructions) for c in self.cores]
+        ideal = sum(-(-layer.get("tiles", 0) // cfg.num_cores)
+                    for layer in self.meta.get("layers", []))
+        cycles = self.cycle_count_per_inference()
+        return {
+            "weight_store_used": tiles,
+            "weight_store_depth": cfg.weight_store_depth,
+            "tensor_ram_used": [c.tram_used for c in self.cores],
+            "tensor_ram_depth": cfg.tensor_ram_depth,
+            "num_instrs": instrs,
+            "instr_mem_depth": cfg.instr_mem_depth,
+            "total_weight_tiles": sum(tiles),
+            "total_instrs": sum(instrs),
+            "input_bytes": sum(t.beats for t in self.inputs) * cfg.block_size * 2,
+            "output_bytes": sum(t.beats for t in self.outputs) * cfg.block_size * 2,
+            "ideal_compute_cycles": ideal,
+            "cycles_per_inference": cycles,
+            "utilisation": ideal / cycles if cycles else 0.0,
+        }
+
+    # -- serialisation -------------------------------------------------------------------
+
+    def save_bytes(self) -> bytes:
+        """Return the program in the binary file format."""
+        self.validate()
+        blobs: list[bytes] = []
+        offset = 0
+        cores = []
+        for core in self.cores:
+            entry: dict[str, Any] = {"tram_used": int(core.tram_used)}
+            for name, (dtype, _) in _ARRAYS.items():
+                arr = np.ascontiguousarray(getattr(core, name), dtype=dtype)
+                raw = arr.tobytes()
+                entry[name] = {"offset": offset, "shape": list(arr.shape)}
+                blobs.append(raw)
+                offset += len(raw)
+            cores.append(entry)
+        dests = np.ascontiguousarray(self.input_dests, dtype="<u4")
+        header = {
+            "config": self.config.to_dict(),
+            "cores": cores,
+            "inputs": [list(t.shape) for t in self.inputs],
+            "outputs": [list(t.shape) for t in self.outputs],
+            "input_dests": {"offset": offset, "shape": list(dests.shape)},
+            "meta": self.meta,
+        }
+        blobs.append(dests.tobytes())
+        head = json.dumps(header, sort_keys=True).encode()
+        payload = struct.pack("<I", len(head)) + head + b"".join(blobs)
+        digest = hashlib.sha256(payload).digest()
+        return _HEAD.pack(MAGIC, FORMAT_VERSION, 0, len(payload), digest) + payload
+
+    def save(self, path: str | Path) -> None:
+        """Write the program to ``path``."""
+        Path(path).write_bytes(self.save_bytes())
+
+    @classmethod
+    def load_bytes(cls, data: bytes) -> Program:
+        """Read a program from :meth:`save_bytes` output.
+
+        Raises
+        ------
+        ProgramFormatError
+            If the bytes are not a program (magic), of another format version, truncated,
+            corrupted (checksum or trailing bytes), or inconsistent (content).
+        """
+        data = bytes(data)
+        if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+            raise ProgramFormatError("magic", "not a tidal program: bad magic number")
+        if len(data) < _HEAD.size:
+            raise ProgramFormatError("truncated", f"truncated program: {len(data)} bytes, "
+                                     f"shorter than the {_HEAD.size}-byte header")
+        _, version, reserved, length, digest = _HEAD.unpack_from(data)
+        if version != FORMAT_VERSION:
+            raise ProgramFormatError("version", f"unsupported program format version "
+                                     f"{version}; this tidal reads version {FORMAT_VERSION}")
+        if reserved:
+            raise ProgramFormatError("checksum", "corrupted program: reserved header field "
+                                     f"is {reserved:#x}, not 0")
+        payload = data[_HEAD.size:]
+        if len(payload) < length:
+            raise ProgramFormatError("truncated", f"truncated program: payload is "
+                                     f"{len(payload)} of {length} bytes")
+        if len(payload) > length:
+            raise ProgramFormatError("checksum", f"corrupted program: {len(payload) - length} "
+                                     "trailing bytes after the payload")
+        if hashlib.sha256(payload).digest() != digest:
+            raise ProgramFormatError("checksum", "corrupted program: checksum mismatch")
+        try:
+            return cls._from_payload(payload)
+        except ProgramFormatError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError,
+                struct.error) as exc:
+            raise ProgramFormatError("content", f"corrupted program content: {exc}") from None
+
+    @classmethod
+    def _from_payload(cls, payload: bytes) -> Program:
+        (head_len,) = struct.unpack_from("<I", payload)
+        header = json.loads(payload[4: 4 + head_len].decode())
+        arrays = payload[4 + head_len:]
+
+        def array(desc: dict[str, Any], dtype: str, ndim: int) -> np.ndarray:
+            shape = tuple(int(s) for s in desc["shape"])
+            if len(shape) != ndim or any(s < 0 for s in shape):
+                raise ValueError(f"bad array shape {shape}")
+            start = int(desc["offset"])
+            size = math.prod(shape) * np.dtype(dtype).itemsize
+            if start < 0 or start + size > len(arrays):
+                raise ValueError("array outside the payload")
+            out = np.frombuffer(arrays, dtype=dtype, count=math.prod(shape), offset=start)
+            return out.reshape(shape).astype(np.dtype(dtype).newbyteorder("="))
+
+        try:
+            config = Config.from_dict(header["config"])
+        except ConfigError as exc:
+            raise ValueError(f"configuration: {exc}") from None
+        cores = []
+        for entry in header["cores"]:
+            fields = {name: array(entry[name], dtype, ndim)
+                      for name, (dtype, ndim) in _ARRAYS.items()}
+            cores.append(CoreImage(**fields, tram_used=int(entry["tram_used"])))
+        b = config.block_size
+        program = cls(
+            config=config,
+            cores=cores,
+            inputs=[TensorLayout(tuple(int(s) for s in shape), b) for shape in header["inputs"]],
+            outputs=[TensorLayout(tuple(int(s) for s in shape), b)
+                     for shape in header["outputs"]],
+            input_dests=array(header["input_dests"], "<u4", 2),
+            meta=dict(header["meta"]),
+        )
+        try:
+            program.validate()
+        except ProgramError as exc:
+            raise ValueError(str(exc)) from None
+        return program
+
+    @classmethod
+    def load(cls, path: str | Path) -> Program:
+        """Read a program file written by :meth:`save` (errors as :meth:`load_bytes`)."""
+        return cls.load_bytes(Path(path).read_bytes())
