@@ -1,0 +1,34 @@
+# tidal: the one entry point. `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+CONFIG ?= ia_420f_c6b32
+STAMP := .venv/.tidal-setup
+
+.PHONY: help setup demo test test-fast rtl bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup:  ## install system packages and the .venv (a quick no-op when up to date)
+	@bash scripts/setup.sh
+
+demo: setup  ## compile the seed CNN, run it on the VM and the RTL, compare, print the report
+	@bash scripts/demo.sh
+
+test: setup  ## the whole test suite, fastest tier first (what CI runs)
+	@bash scripts/test.sh
+
+test-fast: setup  ## everything except co-simulation
+	$(PY) -m pytest -q -m "not cosim"
+
+rtl: setup  ## write the Verilog of CONFIG (default ia_420f_c6b32) into build/rtl/CONFIG/
+	$(PY) -m rtl.gen --config $(CONFIG) --out build/rtl/$(CONFIG)
+
+bench: setup  ## run the benchmark suite: bench/results/latest.json and docs/benchmarks.md
+	$(PY) bench/run.py
+
+lint: setup  ## ruff
+	.venv/bin/ruff check isa compiler sim rtl tidal_cli bench tests examples
+
+clean:  ## remove build products (keeps .venv)
+	rm -rf build .pytest_cache .hypothesis

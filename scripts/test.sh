@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run the test suite in tiers, fastest first; stop at the first failing tier.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+tiers=(
+  "isa:tests/test_isa.py tests/test_numerics.py tests/test_dependencies.py"
+  "front end:tests/test_frontend*.py tests/test_nnir*.py"
+  "compiler+VM:tests/test_vm.py tests/test_compiler.py tests/test_seed.py"
+  "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py"
+  "tools:tests/test_cli.py tests/test_report.py"
+  "co-simulation:tests/test_cosim.py"
+)
+# Every test file must belong to a tier: a file left out would silently never run.
+declare -A tiered=()
+for tier in "${tiers[@]}"; do
+  for f in ${tier#*:}; do tiered[$f]=1; done
+done
+for f in tests/test_*.py; do
+  [ -n "${tiered[$f]:-}" ] || { echo "test file $f is in no tier of scripts/test.sh"; exit 1; }
+done
+for tier in "${tiers[@]}"; do
+  name=${tier%%:*}
+  files=()
+  for f in ${tier#*:}; do [ -e "$f" ] && files+=("$f"); done
+  [ ${#files[@]} -gt 0 ] || continue
+  echo "=== tier: $name (${files[*]})"
+  $PY -m pytest -q -p no:cacheprovider "${files[@]}"
+done
