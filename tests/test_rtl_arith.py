@@ -1,0 +1,361 @@
+# amaranth: UnusedElaboratable=no
+"""RTL arithmetic (``rtl/arith.py``, ``rtl/dot.py``) against ``isa.numerics``, bit for bit.
+
+Each combinational unit runs once in Amaranth's simulator over a batch of vectors (one
+testbench looping over all of them, since a simulator start costs more than a vector):
+the cross product of directed edge values of every exponent class (zero, subnormal, normal,
+largest, inf, NaN) and their ties and neighbours, then random vectors, half raw bit patterns
+and half drawn from the exponent classes with short fractions (ties, cancellation,
+overflow and underflow become likely). The expected values come from ``isa.numerics``,
+which ``tests/test_numerics.py`` checks against independent references.
+"""
+
+# No ``from __future__ import annotations``: wiring.Component reads its annotations.
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from isa.numerics import (
+    VecOp,
+    accumulate,
+    bf16_bits_to_f32,
+    bf16_product,
+    bits_f32,
+    canonical_nan,
+    clamp,
+    f32_bits,
+    f32_to_bf16_bits,
+    tile_matvec,
+    vec_max,
+    vec_min,
+    vec_op,
+)
+from rtl.arith import (
+    Bf16Mul,
+    Fp32Add,
+    Fp32Clamp,
+    Fp32Max,
+    Fp32Min,
+    Fp32MulBf16,
+    RoundBf16,
+    fp32_mul_bf16,
+)
+from rtl.dot import DotUnit, dot_latency
+
+pytestmark = pytest.mark.timeout(120)
+
+N_RANDOM = 3000
+
+# fp32 edge values: zeros, subnormals (smallest, largest, mid), the normal boundary, values
+# around 1 (ties against 2^-24), the largest finite values, infinities and NaNs.
+F32_EDGES = np.array([
+    0x00000000, 0x80000000, 0x00000001, 0x80000001, 0x00000002, 0x00400000, 0x007FFFFF,
+    0x807FFFFF, 0x00800000, 0x80800000, 0x00800001, 0x3F800000, 0xBF800000, 0x3F800001,
+    0xBF800001, 0x3F7FFFFF, 0x33800000, 0xB3800000, 0x33800001, 0x34000000, 0x7F000000,
+    0x7F7FFFFE, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000,
+    0x7F800001, 0x7FBFFFFF,
+], dtype=np.uint32)
+
+# bf16 edge values: the same classes, plus products that land on fp32 subnormal ties
+# (0x1A00 = 2^-75, 0x1AC0 = 1.5 × 2^-74) and the extremes of the exponent sum.
+BF16_EDGES = np.array([
+    0x0000, 0x8000, 0x0001, 0x8001, 0x0040, 0x007F, 0x0080, 0x8080, 0x0081, 0x0100, 0x2000,
+    0x3400, 0x3F80, 0xBF80, 0x3F81, 0x3FFF, 0x4000, 0x1A00, 0x9A00, 0x1A01, 0x1AC0, 0x1B20,
+    0x7F00, 0x7F7F, 0xFF7F, 0x7F80, 0xFF80, 0x7FC0, 0xFFC0, 0x7F81,
+], dtype=np.uint16)
+
+
+def pairs(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair of ``edges``."""
+    a, b = np.meshgrid(edges, edges, indexing="ij")
+    return a.reshape(-1), b.reshape(-1)
+
+
+def random_f32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """fp32 patterns: half raw random bits, half random exponent class and short fraction."""
+    raw = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype(np.uint32)
+    sign = rng.integers(0, 2, size=n).astype(np.uint32) << 31
+    exp = rng.choice(np.r_[0, 0, 1, 1, 2, 127, 253, 254, 254, 255, np.arange(256)], size=n)
+    frac = rng.integers(0, 1 << 23, size=n).astype(np.uint32)
+    # Short fractions (few significant bits) make exact ties and cancellations common.
+    frac = np.where(rng.random(n) < 0.5, frac & 0x7F0000, frac)
+    classy = sign | (exp.astype(np.uint32) << 23) | frac
+    return np.where(rng.random(n) < 0.5, raw, classy).astype(np.uint32)
+
+
+def random_bf16(rng: np.random.Generator, n: int) -> np.ndarray:
+    """bf16 patterns drawn like :func:`random_f32` (its top halves)."""
+    return (random_f32(rng, n) >> 16).astype(np.uint16)
+
+
+def near(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Patterns within a few ulps of ±x, or of ±x scaled by a small power of two."""
+    y = x.astype(np.int64) + rng.integers(-3, 4, size=len(x))
+    y = np.where(rng.random(len(x)) < 0.5, y, y + (rng.integers(-26, 27, size=len(x)) << 23))
+    y = np.where(rng.random(len(x)) < 0.5, y, y ^ 0x80000000)
+    return (y & 0xFFFFFFFF).astype(np.uint32)
+
+
+def simulate_comb(dut: wiring.Component, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Drive ``inputs`` (port name → values) through comb unit ``dut``; return ``out``s."""
+    columns = [(getattr(dut, name), values.tolist()) for name, values in inputs.items()]
+    count = len(columns[0][1])
+    results: list[int] = []
+
+    async def bench(ctx) -> None:
+        for k in range(count):
+            for port, values in columns:
+                ctx.set(port, values[k])
+            results.append(ctx.get(dut.out))
+
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(results) == count > 0
+    return np.array(results, dtype=np.uint64)
+
+
+def assert_bits_equal(got: np.ndarray, want: np.ndarray, inputs: dict[str, np.ndarray]) -> None:
+    """Assert ``got == want`` elementwise, listing the first mismatching vectors in hex."""
+    want = np.asarray(want).astype(np.uint64)
+    bad = np.flatnonzero(got != want)
+    detail = [{**{k: hex(int(v[i])) for k, v in inputs.items()},
+               "got": hex(int(got[i])), "want": hex(int(want[i]))} for i in bad[:5]]
+    assert bad.size == 0, f"{bad.size} of {len(got)} vectors differ: {detail}"
+
+
+def check_unit(dut: wiring.Component, inputs: dict[str, np.ndarray],
+               model: Callable[..., np.ndarray]) -> None:
+    """Simulate ``dut`` on ``inputs`` and compare with ``model(*inputs.values())``."""
+    assert_bits_equal(simulate_comb(dut, inputs), model(*inputs.values()), inputs)
+
+
+def binary_f32_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ea, eb = pairs(F32_EDGES)
+    a = random_f32(rng, N_RANDOM)
+    b = np.where(rng.random(N_RANDOM) < 0.5, near(rng, a), random_f32(rng, N_RANDOM))
+    return np.concatenate([ea, a]), np.concatenate([eb, b]).astype(np.uint32)
+
+
+def model_bf16_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return f32_bits(canonical_nan(bf16_product(bf16_bits_to_f32(a), bf16_bits_to_f32(b))))
+
+
+def model_fp32_mul_bf16(a: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return f32_bits(vec_op(VecOp.MUL, bits_f32(a), bf16_bits_to_f32(t)))
+
+
+def test_bf16_mul() -> None:
+    rng = np.random.default_rng(1)
+    ea, eb = pairs(BF16_EDGES)
+    a = np.concatenate([ea, random_bf16(rng, N_RANDOM)])
+    b = np.concatenate([eb, random_bf16(rng, N_RANDOM)])
+    check_unit(Bf16Mul(), {"a": a, "b": b}, model_bf16_mul)
+
+
+def test_fp32_mul_bf16() -> None:
+    rng = np.random.default_rng(2)
+    ea = np.repeat(F32_EDGES, len(BF16_EDGES))
+    et = np.tile(BF16_EDGES, len(F32_EDGES))
+    a = np.concatenate([ea, random_f32(rng, N_RANDOM)])
+    t = np.concatenate([et, random_bf16(rng, N_RANDOM)])
+    check_unit(Fp32MulBf16(), {"a": a, "t": t}, model_fp32_mul_bf16)
+
+
+def test_fp32_add() -> None:
+    a, b = binary_f32_vectors(3)
+    check_unit(Fp32Add(), {"a": a, "b": b},
+               lambda x, y: f32_bits(accumulate(bits_f32(x), bits_f32(y))))
+
+
+def test_round_bf16() -> None:
+    rng = np.random.default_rng(4)
+    # Every edge value with its low half on and around the rounding boundary.
+    lows = np.array([0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=np.uint32)
+    edges = ((F32_EDGES[:, None] & 0xFFFF0000) | lows[None, :]).reshape(-1)
+    a = np.concatenate([edges, random_f32(rng, N_RANDOM)]).astype(np.uint32)
+    check_unit(RoundBf16(), {"a": a}, lambda x: f32_to_bf16_bits(bits_f32(x)))
+
+
+def test_fp32_max_min() -> None:
+    a, b = binary_f32_vectors(5)
+    check_unit(Fp32Max(), {"a": a, "b": b},
+               lambda x, y: f32_bits(vec_max(bits_f32(x), bits_f32(y))))
+    check_unit(Fp32Min(), {"a": a, "b": b},
+               lambda x, y: f32_bits(vec_min(bits_f32(x), bits_f32(y))))
+
+
+def test_fp32_clamp() -> None:
+    rng = np.random.default_rng(6)
+    bounds = np.array([(0x00000000, 0x7F800000),  # ReLU
+                       (0xFF800000, 0x7F800000),  # no bound
+                       (0xBF800000, 0x3F800000),  # [-1, 1]
+                       (0x80000000, 0x00000000),  # [-0, +0]
+                       (0x3F800000, 0xBF800000)],  # lo > hi: hi wins (MIN last)
+                      dtype=np.uint32)
+    x = np.repeat(F32_EDGES, len(bounds))
+    lo, hi = np.tile(bounds.T, len(F32_EDGES))
+    inputs = {
+        "a": np.concatenate([x, random_f32(rng, N_RANDOM)]),
+        "lo": np.concatenate([lo, random_f32(rng, N_RANDOM)]),
+        "hi": np.concatenate([hi, random_f32(rng, N_RANDOM)]),
+    }
+    check_unit(Fp32Clamp(), inputs,
+               lambda v, lo_, hi_: f32_bits(clamp(bits_f32(v), bits_f32(lo_), bits_f32(hi_))))
+
+
+class PipedMul(wiring.Component):
+    """fp32_mul_bf16 split into two stages by its ``pipe`` hook (test fixture).
+
+    Members
+    -------
+    a : In(32)
+    t : In(16)
+    out : Out(32)
+        The product of the operands of the previous cycle.
+    """
+
+    a: In(32)
+    t: In(16)
+    out: Out(32)
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+
+        def register(v: Value) -> Value:
+            r = Signal(len(v), reset_less=True)
+            m.d.sync += r.eq(v)
+            return r
+
+        m.d.comb += self.out.eq(fp32_mul_bf16(m, self.a, self.t, pipe=register))
+        return m
+
+
+def test_fp32_mul_bf16_pipe_hook() -> None:
+    rng = np.random.default_rng(7)
+    a, t = random_f32(rng, 200), random_bf16(rng, 200)
+    dut = PipedMul()
+    results: list[int] = []
+
+    async def bench(ctx) -> None:
+        for x, y in zip(a.tolist(), t.tolist(), strict=True):
+            ctx.set(dut.a, x)
+            ctx.set(dut.t, y)
+            await ctx.tick()
+            results.append(ctx.get(dut.out))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert_bits_equal(np.array(results, dtype=np.uint64), model_fp32_mul_bf16(a, t),
+                      {"a": a, "t": t})
+
+
+# --- DotUnit ------------------------------------------------------------------------------
+
+def test_dot_latency() -> None:
+    assert [dot_latency(b) for b in (1, 2, 4, 8, 16, 32, 64)] == [1, 2, 3, 4, 5, 6, 7]
+    for bad in (0, 3, 128):
+        with pytest.raises(ValueError, match=f"power of two from 1 to 64, not {bad}"):
+            dot_latency(bad)
+    with pytest.raises(ValueError, match="power of two from 1 to 64, not 12"):
+        DotUnit(12)
+
+
+def pack_lanes(rows: np.ndarray) -> list[int]:
+    """Pack each row of bf16 patterns into one integer, lane i at bits [16i, 16i + 16)."""
+    return [sum(int(v) << (16 * i) for i, v in enumerate(row)) for row in rows]
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 8])
+def test_dot_unit(width: int) -> None:
+    rng = np.random.default_rng(100 + width)
+    n = 300
+    # Mostly finite, similar-magnitude values (so the tree's cancellations and ties matter),
+    # some vectors from all classes (subnormals, inf, NaN).
+    x = f32_to_bf16_bits(rng.standard_normal((n, width)).astype(np.float32))
+    tiles = f32_to_bf16_bits(rng.standard_normal((n, width, width)).astype(np.float32))
+    wild = rng.random(n) < 0.2
+    x[wild] = random_bf16(rng, int(wild.sum()) * width).reshape(-1, width)
+    tiles[wild] = random_bf16(rng, int(wild.sum()) * width * width).reshape(-1, width, width)
+    # Vector k is row k mod B of tile k: the unit is that lane of the matrix array.
+    rows = np.arange(n) % width
+    w = tiles[np.arange(n), rows]
+    want = f32_bits(tile_matvec(bf16_bits_to_f32(tiles), bf16_bits_to_f32(x)))
+    want = want[np.arange(n), rows]
+    valid = rng.random(n) < 0.8  # bubbles test the valid pipeline
+    valid[:4] = True
+
+    dut = DotUnit(width)
+    latency = dot_latency(width)
+    a_beats, w_beats = pack_lanes(x), pack_lanes(w)
+    seen: list[tuple[int, int]] = []  # (cycle the result appeared, value)
+    presented: list[int] = []  # cycle each valid vector was presented
+
+    async def bench(ctx) -> None:
+        assert ctx.get(dut.out_valid) == 0  # valid pipeline comes out of reset empty
+        for cycle in range(n + latency):
+            if cycle < n:
+                ctx.set(dut.a, a_beats[cycle])
+                ctx.set(dut.w, w_beats[cycle])
+                ctx.set(dut.valid, int(valid[cycle]))
+                if valid[cycle]:
+                    presented.append(cycle)
+            else:
+                ctx.set(dut.valid, 0)
+            await ctx.tick()
+            # Now in cycle + 1: a result visible here was presented latency cycles before.
+            if ctx.get(dut.out_valid):
+                seen.append((cycle + 1, ctx.get(dut.out)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+    assert len(seen) == len(presented) == int(valid.sum())
+    assert [c - latency for c, _ in seen] == presented
+    got = np.array([v for _, v in seen], dtype=np.uint64)
+    assert_bits_equal(got, want[valid], {"cycle": np.array(presented)})
+
+
+def test_dot_unit_edge_lanes() -> None:
+    """Every 4-lane combination of extreme products: overflow and cancellation of ±max,
+    subnormals, -0, ±inf (inf − inf = NaN) through the tree."""
+    width = 4
+    products = [(0x3F80, 0x7F7F), (0xBF80, 0x7F7F), (0x0001, 0x3F80), (0x8001, 0x3F80),
+                (0x8000, 0x3F80), (0x7F80, 0x3F80), (0xFF80, 0x3F80)]
+    combos = np.array(list(itertools.product(range(len(products)), repeat=width)))
+    pick = np.array(products, dtype=np.uint16)[combos]  # [n, width, 2]
+    x, w = pick[..., 0], pick[..., 1]
+    tiles = np.repeat(w[:, None, :], width, axis=1)  # every row of the tile is w
+    want = f32_bits(tile_matvec(bf16_bits_to_f32(tiles), bf16_bits_to_f32(x)))[:, 0]
+    dut = DotUnit(width)
+    latency = dot_latency(width)
+    a_beats, w_beats = pack_lanes(x), pack_lanes(w)
+    results: list[int] = []
+
+    async def bench(ctx) -> None:
+        ctx.set(dut.valid, 1)
+        for cycle in range(len(combos) + latency - 1):
+            if cycle < len(combos):
+                ctx.set(dut.a, a_beats[cycle])
+                ctx.set(dut.w, w_beats[cycle])
+            await ctx.tick()
+            if cycle >= latency - 1:
+                assert ctx.get(dut.out_valid)
+                results.append(ctx.get(dut.out))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert_bits_equal(np.array(results, dtype=np.uint64), want, {"n": np.arange(len(want))})
