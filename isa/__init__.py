@@ -4,11 +4,25 @@ it imports none of them."""
 
 from isa.config import Config, ConfigError
 from isa.instructions import (
-    Dest, EncodingError, End, Instruction, Mac, Opcode, Vec, VecOp, Wait, decode, encode,
+    Dest,
+    EncodingError,
+    End,
+    Instruction,
+    Mac,
+    Opcode,
+    Vec,
+    VecOp,
+    Wait,
+    decode,
+    encode,
 )
 from isa.numerics import NumberFormat
 from isa.program import (
-    CoreImage, Program, ProgramError, ProgramFormatError, TensorLayout,
+    CoreImage,
+    Program,
+    ProgramError,
+    ProgramFormatError,
+    TensorLayout,
 )
 
 __all__ = [

@@ -36,7 +36,12 @@ import numpy as np
 from isa.config import Config, ConfigError
 from isa.instructions import Dest, EncodingError, Opcode, Vec, decode_program
 from isa.timing import (
-    INPUT_WRITE, VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE, TimingError, issue_cycles,
+    INPUT_WRITE,
+    VEC_LOCAL_WRITE,
+    VEC_OUTPUT,
+    VEC_REMOTE_WRITE,
+    TimingError,
+    issue_cycles,
     mac_acc_write,
 )
 
@@ -251,7 +256,8 @@ class Program:
                 if instr.OPCODE == Opcode.MAC:
                     last = max(last, t + mac_write)
                 elif isinstance(instr, Vec):
-                    local_only = instr.dest == Dest.ACC or instr.cores == 1 << c
+                    local_only = instr.dest == Dest.ACC or (
+                        instr.dest == Dest.TRAM and instr.cores == 1 << c)
                     last = max(last, t + (VEC_LOCAL_WRITE if local_only else VEC_REMOTE_WRITE))
                 else:
                     last = max(last, t)

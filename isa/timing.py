@@ -20,7 +20,8 @@ from isa.config import Config
 from isa.instructions import End, Instruction, Wait
 
 __all__ = [
-    "INPUT_WRITE", "VEC_LOCAL_WRITE", "VEC_REMOTE_WRITE", "VEC_OUTPUT", "mac_acc_write",
+    "INPUT_WRITE", "VEC_LOCAL_WRITE", "VEC_REMOTE_WRITE", "VEC_OUTPUT", "mac_acc_read",
+    "mac_acc_write",
     "issue_cycles", "TimingError",
 ]
 
@@ -42,6 +43,15 @@ def mac_acc_write(config: Config) -> int:
     (t+2 .. t+1+log2 B), accumulate (t+2+log2 B), write (t+3+log2 B).
     """
     return 3 + config.tree_levels
+
+
+def mac_acc_read(config: Config) -> int:
+    """Return the offset from a MAC's issue to its accumulator read (accumulate = 1).
+
+    The address is presented one cycle before the accumulate stage (t+1+log2 B); a MAC at
+    distance 1 or 2 before it, into the same accumulator, is forwarded by the bypass instead.
+    """
+    return mac_acc_write(config) - 2
 
 
 class TimingError(ValueError):

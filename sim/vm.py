@@ -1,0 +1,285 @@
+"""The VM: the bit- and cycle-accurate executable specification of the tidal machine.
+
+``VM(program)`` loads a :class:`isa.Program`: it decodes every core's instructions, computes
+their issue cycles with :mod:`isa.timing`, checks the static-schedule rules of
+``docs/architecture.md`` §5 once (raising :class:`ScheduleError`), and compiles an execution
+plan. ``vm.run(x)`` then executes one inference (one timestep of a streaming program) with
+the numerics of :mod:`isa.numerics`; tensor RAM and accumulators persist between inferences.
+``docs/vm.md`` is the user's guide.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from isa.numerics import bf16_bits_to_f32, f32_to_bf16_bits, round_to_bf16
+from isa.program import Program
+from sim._vm_cycle import CycleModel
+from sim._vm_plan import Memories, Plan
+from sim._vm_schedule import ScheduleError, analyse
+from sim._vm_trace import TraceRecord, WriteRecord, format_trace, parse_trace
+
+__all__ = ["VM", "ScheduleError", "TraceRecord", "WriteRecord", "format_trace", "parse_trace"]
+
+
+class VM:
+    """A loaded program, ready to run inferences.
+
+    Parameters
+    ----------
+    program : isa.Program
+        The program; checked at load.
+    trace : bool
+        Record, for every inference, the issue of every instruction (:attr:`trace`) and every
+        memory write and output beat (:attr:`write_trace`). Runs are then executed cycle by
+        cycle, which is much slower.
+
+    Attributes
+    ----------
+    program : isa.Program
+    tracing : bool
+        Whether runs are traced (the ``trace`` parameter).
+    inferences : int
+        Inferences run since load (or :meth:`reset`).
+    trace : list of TraceRecord
+        After a run with tracing on: every instruction issue of the last inference, sorted
+        by (cycle, core); empty otherwise.
+    write_trace : list of WriteRecord
+        After a run with tracing on: every write and output beat of the last inference,
+        sorted by (cycle, core, memory); empty otherwise.
+
+    Raises
+    ------
+    ScheduleError
+        If the program breaks a static-schedule rule or an address is outside its memory.
+    ProgramError
+        If the program is otherwise inconsistent with its configuration.
+    """
+
+    def __init__(self, program: Program, trace: bool = False) -> None:
+        if not isinstance(program, Program):
+            raise TypeError(f"'program' must be an isa.Program, not {program!r}")
+        self.program = program
+        self.tracing = bool(trace)
+        schedule = analyse(program)
+        cfg = program.config
+        b = cfg.block_size
+        self._n_in = len(program.input_dests)
+        self._latency = schedule.latency
+        self._interval = schedule.done_cycle + 1
+        self._tram_init = np.zeros((cfg.num_cores * cfg.tensor_ram_depth, b), np.float32)
+        clamps = []
+        for c, core in enumerate(program.cores):
+            start = c * cfg.tensor_ram_depth
+            self._tram_init[start:start + len(core.tram_init)] = bf16_bits_to_f32(core.tram_init)
+            # Entries beyond the image are zero, like every memory the image does not cover.
+            table = np.zeros((cfg.clamp_store_depth, 2), np.float32)
+            table[:len(core.clamps)] = core.clamps
+            clamps.append(table)
+        self._mem = Memories(
+            tram=self._tram_init.copy(),
+            acc=np.zeros((cfg.num_cores * cfg.accum_store_depth, b), np.float32),
+            weights=[bf16_bits_to_f32(core.weights) for core in program.cores],
+            clamps=clamps,
+            tram_depth=cfg.tensor_ram_depth,
+            acc_depth=cfg.accum_store_depth,
+        )
+        self._plan = Plan(schedule, self._mem, program.input_dests)
+        self._cycle_model = (CycleModel(cfg, schedule, program.input_dests) if self.tracing
+                             else None)
+        self._issue_trace = [
+            TraceRecord(s.cycle, s.core, s.pc, int(program.cores[s.core].instructions[s.pc]))
+            for s in schedule.sources if s.core >= 0
+        ]
+        self.inferences = 0
+        self.trace: list[TraceRecord] = []
+        self.write_trace: list[WriteRecord] = []
+
+    # -- running -------------------------------------------------------------------------
+
+    def _execute(self, beats: np.ndarray) -> np.ndarray:
+        """Run one inference on bf16-valued float32 beats; return the output beats."""
+        if self._cycle_model is None:
+            out = self._plan.run(self._mem, beats)
+        else:
+            writes: list[WriteRecord] = []
+            out = self._cycle_model.run(self._mem, beats, writes)
+            self.trace = list(self._issue_trace)
+            self.write_trace = sorted(writes, key=lambda w: (w.cycle, w.core, w.memory))
+        self.inferences += 1
+        return out
+
+    def run_beats(self, in_beats: np.ndarray) -> np.ndarray:
+        """Run one inference at the beat level (what co-simulation compares).
+
+        Parameters
+        ----------
+        in_beats : numpy.ndarray
+            uint16 [input beats, B]: bf16 bit patterns, lane ``j`` of beat ``i`` at
+            ``[i, j]``.
+
+        Returns
+        -------
+        numpy.ndarray
+            uint16 [output beats, B].
+
+        Raises
+        ------
+        ValueError
+            If ``in_beats`` is not a uint16 array of that shape.
+        """
+        b = self.program.config.block_size
+        if not isinstance(in_beats, np.ndarray) or in_beats.dtype != np.uint16:
+            raise ValueError(f"input beats must be a uint16 numpy array, not "
+                             f"{getattr(in_beats, 'dtype', type(in_beats).__name__)}")
+        if in_beats.shape != (self._n_in, b):
+            raise ValueError(f"input beats must have shape {(self._n_in, b)}, not "
+                             f"{in_beats.shape}")
+        return f32_to_bf16_bits(self._execute(bf16_bits_to_f32(in_beats)))
+
+    def run(self, x: Any, *more: Any) -> Any:
+        """Run one inference (one timestep of a streaming program).
+
+        Parameters
+        ----------
+        x, *more : array_like
+            One array per program input, each of exactly that input's shape (the model's
+            input without the streaming axis) and of a floating dtype. Values are converted
+            to float32, then rounded to bf16 (to nearest, ties to even).
+
+        Returns
+        -------
+        numpy.ndarray or tuple of numpy.ndarray
+            The output (float32, shaped like ``program.outputs[0]``), or a tuple of all
+            outputs if the program has several.
+
+        Raises
+        ------
+        ValueError
+            If the number of inputs, a shape or a dtype is wrong; the message gives the
+            expected and the actual value.
+        """
+        layouts = self.program.inputs
+        xs = (x, *more)
+        if len(xs) != len(layouts):
+            raise ValueError(f"the program takes {len(layouts)} input(s), not {len(xs)}")
+        blocks = []
+        for k, (value, layout) in enumerate(zip(xs, layouts, strict=True)):
+            arr = _float_array(value, f"input {k}")
+            if arr.shape != layout.shape:
+                raise ValueError(f"input {k} must have shape {layout.shape}, not {arr.shape}")
+            blocks.append(layout.to_blocks(arr.astype(np.float32, copy=False)))
+        beats = round_to_bf16(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
+        out = self._execute(beats)
+        results = []
+        start = 0
+        for layout in self.program.outputs:
+            results.append(layout.from_blocks(out[start:start + layout.beats]))
+            start += layout.beats
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def run_timesteps(self, x: Any, input_axis: int, output_axis: int) -> np.ndarray:
+        """Run a streaming program over a whole sequence, one inference per timestep.
+
+        Parameters
+        ----------
+        x : array_like
+            The sequence: the program's input shape with the streaming axis inserted at
+            ``input_axis``; a floating dtype.
+        input_axis : int
+            The streaming axis of ``x``.
+        output_axis : int
+            Where the timesteps' outputs are stacked in the result.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32: the outputs of every timestep stacked along ``output_axis``.
+
+        Raises
+        ------
+        ValueError
+            If the program has more than one input or output, or on a wrong shape, dtype
+            or axis.
+        """
+        if len(self.program.inputs) != 1 or len(self.program.outputs) != 1:
+            raise ValueError("run_timesteps needs a program with one input and one output")
+        shape = self.program.inputs[0].shape
+        arr = _float_array(x, "the sequence")
+        if arr.ndim != len(shape) + 1 or not -arr.ndim <= input_axis < arr.ndim:
+            raise ValueError(f"the sequence must have {len(shape) + 1} axes (input shape "
+                             f"{shape} plus the streaming axis {input_axis}), not shape "
+                             f"{arr.shape}")
+        steps = np.moveaxis(arr, input_axis, 0)
+        if steps.shape[1:] != shape:
+            raise ValueError(f"the sequence has shape {arr.shape}: without axis {input_axis} "
+                             f"that is {steps.shape[1:]}, not the input shape {shape}")
+        out_shape = self.program.outputs[0].shape
+        if not -len(out_shape) - 1 <= output_axis <= len(out_shape):
+            raise ValueError(f"output_axis {output_axis} is out of range for outputs of "
+                             f"shape {out_shape} plus a streaming axis")
+        outs = [self.run(step) for step in steps]
+        if not outs:
+            return np.moveaxis(np.empty((0, *out_shape), np.float32), 0, output_axis)
+        return np.stack(outs, axis=output_axis)
+
+    # -- timing --------------------------------------------------------------------------
+
+    def cycle_count(self, spaced: bool = True) -> int:
+        """Return the cycles of the last inference (the same for every inference).
+
+        Parameters
+        ----------
+        spaced : bool
+            True: latency from the first input beat's acceptance to the last output beat,
+            inclusive (``docs/architecture.md`` §6). False: the interval between
+            back-to-back inferences (done cycle + 1).
+
+        Raises
+        ------
+        RuntimeError
+            If no inference has run since load or reset.
+        """
+        if not self.inferences:
+            raise RuntimeError("no inference has run yet: call run() first")
+        return self._latency if spaced else self._interval
+
+    def compute_duration_us(self, spaced: bool = True) -> float:
+        """Return :meth:`cycle_count` in µs at the configuration's clock (compute only)."""
+        return self.cycle_count(spaced) / self.program.config.clock_mhz
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, list[np.ndarray]]:
+        """Return a copy of every core's tensor RAM and accumulator store.
+
+        Returns
+        -------
+        dict
+            ``"tram"``: per core, uint16 [tensor_ram_depth, B] bf16 bit patterns;
+            ``"acc"``: per core, uint32 [accum_store_depth, B] fp32 bit patterns.
+        """
+        cfg = self.program.config
+        tram = (self._mem.tram.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+        acc = self._mem.acc.view(np.uint32).copy()
+        return {
+            "tram": list(tram.reshape(cfg.num_cores, cfg.tensor_ram_depth, -1)),
+            "acc": list(acc.reshape(cfg.num_cores, cfg.accum_store_depth, -1)),
+        }
+
+    def reset(self) -> None:
+        """Return to the state just after load: initial images, zero accumulators, no runs."""
+        self._mem.tram[...] = self._tram_init
+        self._mem.acc[...] = 0
+        self.inferences = 0
+        self.trace = []
+        self.write_trace = []
+
+
+def _float_array(value: Any, what: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{what} must have a floating dtype (float16/32/64), not {arr.dtype}")
+    return arr
