@@ -1,0 +1,553 @@
+"""The block graph: an NNIR graph rewritten as a dataflow graph of B-lane blocks.
+
+Every tensor is a matrix of *rows* (all axes but the last) by *blocks* (its last axis cut into
+⌈C/B⌉ blocks of B lanes, zero padded). The builder turns every NNIR node into the values of
+its blocks (:class:`Val`), which are of two families:
+
+* tensor-RAM values, which the machine reads from tensor RAM: model input beats
+  (:class:`InputBlock`), constants such as biases and scalars (:class:`ConstBlock`) and the
+  previous inputs of a streaming convolution (:class:`StateSlot`);
+* accumulator values, computed in an fp32 accumulator: tile multiply-accumulate chains
+  (:class:`Chain`, the tile products summed in fp32) and vector operations
+  (:class:`VecVal`, one ``VEC`` instruction: ``clamp(op(a, t))``).
+
+Elementwise ops become :class:`VecVal` s on their operands, and a clamp (ReLU, clamp,
+maximum/minimum with a scalar) on a single-use vector value is fused into it
+(:meth:`Graph.fuse`), so that e.g. ``relu(linear(x))`` is a chain plus one ``VEC ADD`` with
+the bias that also clamps. Relabelling ops (slice, concat, transpose, reshape) map blocks to
+blocks at no cost when every output block is one input block with its lanes in place; any
+other data movement is a chain of 0/1 selection tiles, which moves bf16 values exactly.
+
+Padding lanes (beyond C in the last block of a row) may hold any finite value: every
+consumer ignores them (weight tiles have zero columns there, outputs drop them).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler.nnir import NNIR, Node, evaluate
+from isa.numerics import VecOp, f32_to_bf16_bits
+
+__all__ = [
+    "INF", "Val", "InputBlock", "ConstBlock", "StateSlot", "Chain", "VecVal", "History",
+    "Graph", "build", "is_acc", "operands",
+]
+
+INF = float("inf")
+
+#: Ops that only relabel or move data (lowered by :meth:`_Builder._move`).
+_MOVES = ("slice", "concat", "transpose", "reshape")
+#: NNIR binary op -> (VecOp with the accumulator operand on the left, commutative).
+_BINARY = {
+    "add": (VecOp.ADD, True),
+    "sub": (VecOp.SUB, False),
+    "mul": (VecOp.MUL, True),
+    "maximum": (VecOp.MAX, True),
+    "minimum": (VecOp.MIN, True),
+}
+
+
+_SEQ = itertools.count()
+
+
+@dataclass(eq=False)
+class Val:
+    """One block value (B lanes).
+
+    ``node`` is the id of the NNIR node it is attributed to; ``seq`` numbers values in
+    creation order, which is a topological order (operands are created before users).
+    """
+
+    node: int
+
+    def __post_init__(self) -> None:
+        self.seq = next(_SEQ)
+
+
+@dataclass(eq=False)
+class InputBlock(Val):
+    """Input beat ``beat`` (counted over all model inputs), in tensor RAM."""
+
+    beat: int
+
+
+@dataclass(eq=False)
+class ConstBlock(Val):
+    """A constant block (bf16 bit patterns ``bits``, shape [B]), in tensor RAM from load."""
+
+    bits: np.ndarray
+
+
+@dataclass(eq=False)
+class StateSlot(Val):
+    """The block of ``history`` from ``age`` inferences ago (1 = the previous one)."""
+
+    history: History
+    age: int
+
+
+@dataclass(eq=False)
+class Chain(Val):
+    """Σ over ``terms`` of tile · block, accumulated in fp32 (``terms``: (tile id, Val)).
+
+    ``unit`` groups chains that share weight tiles (same layer and output block) so that the
+    placement can keep them on one core.
+    """
+
+    terms: list[tuple[int, Val]]
+    unit: tuple[int, int]
+
+
+@dataclass(eq=False)
+class VecVal(Val):
+    """``clamp(op(a, t), lo, hi)``: one ``VEC``; ``a`` is an accumulator value (None for
+    ``PASS_T``), ``t`` any value read from tensor RAM (None for ``PASS_A``)."""
+
+    op: VecOp
+    a: Val | None
+    t: Val | None
+    lo: float = -INF
+    hi: float = INF
+
+
+@dataclass(eq=False)
+class History:
+    """The previous ``depth`` values of block ``src`` (the window of streaming convolutions).
+
+    ``slots[age]`` is the block from ``age`` inferences ago, ``1 <= age <= depth``. After
+    this inference's reads, each slot takes the value of the next younger one and slot 1
+    takes ``src``.
+    """
+
+    src: Val
+    node: int
+    slots: dict[int, StateSlot] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        """Return the number of previous values kept."""
+        return max(self.slots)
+
+
+def is_acc(v: Val) -> bool:
+    """Return whether ``v`` is computed into an accumulator (else it lives in tensor RAM)."""
+    return isinstance(v, Chain | VecVal)
+
+
+@dataclass
+class _Tensor:
+    """The block values of one NNIR tensor: ``blocks[row][block]``."""
+
+    shape: tuple[int, ...]
+    blocks: list[list[Val]]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[-1] if self.shape else 1
+
+
+@dataclass
+class Graph:
+    """The block graph of a model (see the module docstring).
+
+    Attributes
+    ----------
+    tiles : list of np.ndarray
+        Distinct weight tiles (bf16 bit patterns [B, B]; row i feeds output lane i).
+    inputs : list of InputBlock
+        Every input beat, in beat order.
+    outputs : list of Val
+        The value of every output beat, in beat order.
+    histories : list of History
+        Streaming-convolution windows, each updated once per inference.
+    node_tiles : dict
+        Nonzero weight tiles per NNIR node id (what the node costs in matrix cycles).
+    """
+
+    tiles: list[np.ndarray] = field(default_factory=list)
+    inputs: list[InputBlock] = field(default_factory=list)
+    outputs: list[Val] = field(default_factory=list)
+    histories: list[History] = field(default_factory=list)
+    node_tiles: dict[int, int] = field(default_factory=dict)
+
+    def live_values(self) -> list[Val]:
+        """Return the values the outputs depend on, operands before users.
+
+        A history is live when one of its slots is read, and then its source is too.
+        """
+        seen: dict[int, Val] = {}
+        order: list[Val] = []
+
+        def visit(root: Val) -> None:
+            stack: list[tuple[Val, bool]] = [(root, False)]
+            while stack:
+                v, expanded = stack.pop()
+                if expanded:
+                    order.append(v)
+                    continue
+                if id(v) in seen:
+                    continue
+                seen[id(v)] = v
+                stack.append((v, True))
+                stack.extend((o, False) for o in reversed(operands(v)) if id(o) not in seen)
+
+        for v in self.outputs:
+            visit(v)
+        return sorted(order, key=lambda v: v.seq)
+
+    def fuse(self) -> None:
+        """Fold each clamp-only ``VEC`` into the vector value it clamps, where that is legal.
+
+        ``clamp(op(a, t), lo1, hi1)`` then clamped to ``[lo2, hi2]`` is one ``VEC`` with the
+        bounds ``[max(lo), min(hi)]`` when that interval is not empty and nothing else uses
+        the inner value.
+        """
+        uses: dict[int, int] = {}
+        for v in self.live_values():
+            for o in operands(v):
+                uses[id(o)] = uses.get(id(o), 0) + 1
+        for v in self.outputs:
+            uses[id(v)] = uses.get(id(v), 0) + 1
+        for v in self.live_values():
+            if not (isinstance(v, VecVal) and v.op == VecOp.PASS_A):
+                continue
+            inner = v.a
+            if not isinstance(inner, VecVal) or uses.get(id(inner)) != 1:
+                continue
+            lo, hi = max(inner.lo, v.lo), min(inner.hi, v.hi)
+            if lo > hi:
+                continue
+            v.op, v.a, v.t, v.lo, v.hi = inner.op, inner.a, inner.t, lo, hi
+            # The fused value takes the inner one's place: the node that did the work, and
+            # its position in creation order (right after its operands, layer by layer).
+            v.node, v.seq = inner.node, inner.seq
+
+
+def operands(v: Val) -> list[Val]:
+    """Return the values ``v`` reads (a state slot reads its history's source)."""
+    if isinstance(v, Chain):
+        return [x for _, x in v.terms]
+    if isinstance(v, VecVal):
+        return [x for x in (v.a, v.t) if x is not None]
+    if isinstance(v, StateSlot):
+        return [v.history.src]
+    return []
+
+
+def build(nnir: NNIR, block_size: int) -> Graph:
+    """Return the fused block graph of ``nnir`` for block size ``block_size``.
+
+    Raises
+    ------
+    ValueError
+        For a node the back end cannot lower (non-streaming ``conv1d``); the message names it.
+    """
+    builder = _Builder(nnir, block_size)
+    graph = builder.run()
+    graph.fuse()
+    return graph
+
+
+class _Builder:
+    """Translates NNIR nodes, in order, to the block values of their outputs."""
+
+    def __init__(self, nnir: NNIR, block_size: int) -> None:
+        self.nnir = nnir
+        self.b = block_size
+        self.graph = Graph()
+        self.tensors: dict[int, _Tensor] = {}
+        self._tile_ids: dict[bytes, int] = {}
+        self._consts: dict[bytes, ConstBlock] = {}
+        self._loads: dict[int, VecVal] = {}
+        self._histories: dict[int, History] = {}
+        self.node: Node | None = None
+
+    # -- driver --------------------------------------------------------------------------
+
+    def run(self) -> Graph:
+        for node in self.nnir.nodes:
+            self.node = node
+            self.tensors[node.id] = self._lower(node)
+        for out in self.nnir.outputs:
+            for row in self.tensors[out].blocks:
+                self.graph.outputs.extend(row)
+        self.graph.histories = list(self._histories.values())
+        return self.graph
+
+    def _lower(self, node: Node) -> _Tensor:
+        args = [self.tensors[i] for i in node.inputs]
+        op = node.op
+        if op == "input":
+            return self._input(node)
+        if op == "constant":
+            return self._constant(node.attrs["value"], node.shape)
+        if op == "linear":
+            return self._linear(node, args[0])
+        if op == "stream_conv1d":
+            return self._conv(node, args[0])
+        if op == "conv1d":
+            raise ValueError(
+                f"node %{node.id} ({node.name!r}): a non-streaming conv1d cannot be lowered; "
+                f"apply NNIR.streaming_transform(axis) first"
+            )
+        if op in _BINARY:
+            return self._binary(node, args)
+        if op == "relu":
+            return self._map(args[0], lambda v, c: self._clamp(v, 0.0, INF))
+        if op == "clamp":
+            lo = -INF if node.attrs["min"] is None else float(node.attrs["min"])
+            hi = INF if node.attrs["max"] is None else float(node.attrs["max"])
+            return self._map(args[0], lambda v, c: self._clamp(v, lo, hi))
+        if op == "neg":
+            return self._map(args[0], lambda v, c: self._vec(VecOp.MUL, v, self._scalar(-1, c)))
+        if op in _MOVES:
+            return self._move(node, args)
+        if op == "output":
+            return args[0]
+        raise ValueError(f"node %{node.id} ({node.name!r}): op {op!r} cannot be lowered")
+
+    # -- values --------------------------------------------------------------------------
+
+    @property
+    def _id(self) -> int:
+        assert self.node is not None
+        return self.node.id
+
+    def _tile(self, values: np.ndarray) -> int | None:
+        """Return the id of a weight tile (float [B, B]), or None if it is all zeros."""
+        bits = f32_to_bf16_bits(values)
+        if not (bits & 0x7FFF).any():
+            return None
+        key = bits.tobytes()
+        if key not in self._tile_ids:
+            self._tile_ids[key] = len(self.graph.tiles)
+            self.graph.tiles.append(bits)
+        return self._tile_ids[key]
+
+    def _const(self, values: np.ndarray) -> ConstBlock:
+        """Return the constant block of ``values`` (≤ B floats; the rest of the lanes 0)."""
+        block = np.zeros(self.b, np.float32)
+        block[: len(values)] = values
+        bits = f32_to_bf16_bits(block)
+        key = bits.tobytes()
+        if key not in self._consts:
+            self._consts[key] = ConstBlock(self._id, bits)
+        return self._consts[key]
+
+    def _scalar(self, value: float, lanes: int) -> ConstBlock:
+        """Return a block of ``value`` in the first ``lanes`` lanes."""
+        return self._const(np.full(lanes, value, np.float32))
+
+    def _acc(self, v: Val) -> Val:
+        """Return ``v`` as an accumulator value (a ``PASS_T`` load for tensor-RAM values)."""
+        if is_acc(v):
+            return v
+        if id(v) not in self._loads:
+            self._loads[id(v)] = VecVal(self._id, VecOp.PASS_T, None, v)
+        return self._loads[id(v)]
+
+    def _vec(self, op: VecOp, a: Val, t: Val) -> VecVal:
+        return VecVal(self._id, op, self._acc(a), t)
+
+    def _clamp(self, v: Val, lo: float, hi: float) -> Val:
+        if lo == -INF and hi == INF:
+            return v
+        return VecVal(self._id, VecOp.PASS_A, self._acc(v), None, lo, hi)
+
+    def _lanes(self, channels: int, block: int) -> int:
+        """Return the number of data lanes of block ``block`` of a row of ``channels``."""
+        return min(self.b, channels - block * self.b)
+
+    def _map(self, x: _Tensor, fn: Callable[[Val, int], Val]) -> _Tensor:
+        """Apply ``fn(value, data lanes of its block)`` to every block of ``x``."""
+        c = x.channels
+        blocks = [[fn(v, self._lanes(c, k)) for k, v in enumerate(row)] for row in x.blocks]
+        return _Tensor(x.shape, blocks)
+
+    def _blocked(self, values: np.ndarray) -> np.ndarray:
+        """Return [rows, C] values as [rows, blocks, B], zero padded."""
+        rows, c = values.shape
+        nb = -(-c // self.b)
+        out = np.zeros((rows, nb * self.b), np.float32)
+        out[:, :c] = values
+        return out.reshape(rows, nb, self.b)
+
+    # -- ops -----------------------------------------------------------------------------
+
+    def _input(self, node: Node) -> _Tensor:
+        shape = tuple(node.shape)
+        rows, c = _rows(shape), (shape[-1] if shape else 1)
+        nb = -(-c // self.b)
+        blocks = []
+        for _ in range(rows):
+            row = []
+            for _ in range(nb):
+                block = InputBlock(node.id, len(self.graph.inputs))
+                self.graph.inputs.append(block)
+                row.append(block)
+            blocks.append(row)
+        return _Tensor(shape, blocks)
+
+    def _constant(self, value: np.ndarray, shape: tuple[int, ...]) -> _Tensor:
+        values = np.broadcast_to(np.asarray(value, np.float32), shape)
+        c = shape[-1] if shape else 1
+        blocked = self._blocked(values.reshape(_rows(shape), c))
+        return _Tensor(shape, [[self._const(b) for b in row] for row in blocked])
+
+    def _matrix(self, x: _Tensor, taps: list[tuple[np.ndarray, list[list[Val]]]],
+                bias: np.ndarray | None, out_channels: int) -> list[list[Val]]:
+        """Return the blocks of Σ_taps W · x_tap + bias, one chain per (row, output block).
+
+        ``taps`` pairs a weight [Out, In] with the input blocks it multiplies ([row][block]).
+        """
+        b = self.b
+        nbo = -(-out_channels // b)
+        tiled = []
+        for w, _ in taps:
+            out, in_ = w.shape
+            padded = np.zeros((nbo * b, -(-in_ // b) * b), np.float32)
+            padded[:out, :in_] = w
+            grid = padded.reshape(nbo, b, -1, b).transpose(0, 2, 1, 3)
+            tiled.append([[self._tile(grid[o, i]) for i in range(grid.shape[1])]
+                          for o in range(nbo)])
+        self.graph.node_tiles[self._id] = sum(
+            t is not None for tiles in tiled for row in tiles for t in row)
+        bias_blocks = None if bias is None else self._blocked(bias[None, :])[0]
+        blocks = []
+        for r in range(len(x.blocks)):
+            row = []
+            for o in range(nbo):
+                terms = [(t, xs[r][i]) for tiles, (_, xs) in zip(tiled, taps, strict=True)
+                         for i, t in enumerate(tiles[o]) if t is not None]
+                if not terms:
+                    # An all-zero weight block row: one explicit zero tile keeps the chain.
+                    zero = np.zeros((b, b), np.uint16)
+                    key = zero.tobytes()
+                    if key not in self._tile_ids:
+                        self._tile_ids[key] = len(self.graph.tiles)
+                        self.graph.tiles.append(zero)
+                    terms = [(self._tile_ids[key], taps[-1][1][r][0])]
+                v: Val = Chain(self._id, terms, (self._id, o))
+                if bias_blocks is not None and (bias_blocks[o] != 0).any():
+                    v = VecVal(self._id, VecOp.ADD, v, self._const(bias_blocks[o]))
+                row.append(v)
+            blocks.append(row)
+        return blocks
+
+    def _linear(self, node: Node, x: _Tensor) -> _Tensor:
+        w = node.attrs["weight"]
+        blocks = self._matrix(x, [(w, x.blocks)], node.attrs["bias"], w.shape[0])
+        return _Tensor(tuple(node.shape), blocks)
+
+    def _conv(self, node: Node, x: _Tensor) -> _Tensor:
+        w, k = node.attrs["weight"], node.attrs["kernel_size"]
+        cout = w.shape[0]
+        if node.attrs["groups"] == 1:
+            dense = w
+        else:
+            # Depthwise: a diagonal weight per tap; its off-diagonal tiles are zero and dropped.
+            dense = np.zeros((cout, cout, k), np.float32)
+            dense[np.arange(cout), np.arange(cout), :] = w[:, 0, :]
+        taps = []
+        for j in range(k):
+            age = k - 1 - j
+            xs = x.blocks if age == 0 else [[self._slot(v, age) for v in row]
+                                             for row in x.blocks]
+            taps.append((dense[:, :, j], xs))
+        blocks = self._matrix(x, taps, node.attrs["bias"], cout)
+        return _Tensor(tuple(node.shape), blocks)
+
+    def _slot(self, src: Val, age: int) -> StateSlot:
+        if id(src) not in self._histories:
+            self._histories[id(src)] = History(src, self._id)
+        history = self._histories[id(src)]
+        if age not in history.slots:
+            history.slots[age] = StateSlot(self._id, history, age)
+            for younger in range(1, age):  # the shift passes through every younger slot
+                if younger not in history.slots:
+                    history.slots[younger] = StateSlot(self._id, history, younger)
+        return history.slots[age]
+
+    def _binary(self, node: Node, args: list[_Tensor]) -> _Tensor:
+        op, commutative = _BINARY[node.op]
+        if len(args) == 1:
+            return self._scalar_op(node, args[0])
+        shape = tuple(node.shape)
+        x, y = (self._constant(self.nnir.node(i).attrs["value"], shape)
+                if self.nnir.node(i).op == "constant" else t
+                for i, t in zip(node.inputs, args, strict=True))
+        blocks = []
+        for row_x, row_y in zip(x.blocks, y.blocks, strict=True):
+            row = []
+            for a, t in zip(row_x, row_y, strict=True):
+                if is_acc(t) and not is_acc(a):
+                    # Keep an accumulator value on the accumulator side: no load needed.
+                    # a - t with the operands swapped is RSUB (t - a).
+                    row.append(self._vec(op if commutative else VecOp.RSUB, t, a))
+                else:
+                    row.append(self._vec(op, a, t))
+            blocks.append(row)
+        return _Tensor(shape, blocks)
+
+    def _scalar_op(self, node: Node, x: _Tensor) -> _Tensor:
+        s, reverse = float(node.attrs["scalar"]), bool(node.attrs["reverse"])
+        if node.op == "maximum":
+            return self._map(x, lambda v, c: self._clamp(v, s, INF))
+        if node.op == "minimum":
+            return self._map(x, lambda v, c: self._clamp(v, -INF, s))
+        op = {"add": VecOp.ADD, "mul": VecOp.MUL,
+              "sub": VecOp.RSUB if reverse else VecOp.SUB}[node.op]
+        return self._map(x, lambda v, c: self._vec(op, v, self._scalar(s, c)))
+
+    def _move(self, node: Node, args: list[_Tensor]) -> _Tensor:
+        """Lower a relabelling op: block for block where aligned, else selection tiles."""
+        b = self.b
+        # Each element's code says where it comes from: operand index and flat position.
+        stride = max(math.prod(t.shape) for t in args)
+        codes = [k * stride + np.arange(math.prod(t.shape), dtype=np.int64).reshape(t.shape)
+                 for k, t in enumerate(args)]
+        shape = tuple(node.shape)
+        c = shape[-1] if shape else 1
+        out = np.asarray(evaluate(node, codes)).reshape(_rows(shape), c)
+        node_tiles = 0
+        blocks = []
+        for r in range(out.shape[0]):
+            row = []
+            for o in range(-(-c // b)):
+                src = out[r, o * b: (o + 1) * b]
+                k, flat = src // stride, src % stride
+                ck = np.array([args[int(i)].channels for i in k])
+                s_row, s_col = flat // ck, flat % ck
+                s_blk, s_lane = s_col // b, s_col % b
+                first = (int(k[0]), int(s_row[0]), int(s_blk[0]))
+                if ((k == first[0]).all() and (s_row == first[1]).all()
+                        and (s_blk == first[2]).all()
+                        and (s_lane == np.arange(len(src))).all()):
+                    row.append(args[first[0]].blocks[first[1]][first[2]])
+                    continue
+                groups: dict[tuple[int, int, int], np.ndarray] = {}
+                for lane in range(len(src)):
+                    key = (int(k[lane]), int(s_row[lane]), int(s_blk[lane]))
+                    tile = groups.setdefault(key, np.zeros((b, b), np.float32))
+                    tile[lane, s_lane[lane]] = 1.0
+                terms = []
+                for (ki, ri, bi), tile in groups.items():
+                    tid = self._tile(tile)
+                    assert tid is not None
+                    terms.append((tid, args[ki].blocks[ri][bi]))
+                node_tiles += len(terms)
+                row.append(Chain(self._id, terms, (self._id, o)))
+            blocks.append(row)
+        if node_tiles:
+            self.graph.node_tiles[self._id] = node_tiles
+        return _Tensor(shape, blocks)
+
+
+def _rows(shape: tuple[int, ...]) -> int:
+    return math.prod(shape[:-1]) if shape else 1

@@ -1,0 +1,234 @@
+"""Static scheduling: issue cycles for every operation, and accumulator assignment.
+
+:func:`schedule` is a cycle-by-cycle list scheduler. In each cycle, each core issues the
+ready operation of highest priority (longest latency-weighted path to the end of the
+inference; ties go to the earlier-created operation, i.e. earlier layers) whose future port
+uses are free in the reservation tables:
+
+* issue slot: one instruction per core per cycle;
+* accumulator write port, one per core per cycle: ``MAC`` at ``t + mac_acc_write``,
+  ``VEC`` to an accumulator at ``t + 4``;
+* tensor-RAM write port, one per core per cycle: input beat ``i`` at ``i + 1``, a ``VEC``'s
+  local write at ``t + 4``, its remote writes at ``t + 5`` on each other core of its mask;
+* output port: one beat per cycle at ``t + 5`` (beats are also chained in order).
+
+An operation is ready when every predecessor has issued and ``t >= pred + latency`` for each
+(see :mod:`compiler._ops`). Operations never hold resources while waiting, so the scheduler
+always finishes.
+
+Accumulators are assigned afterwards (:func:`assign_accumulators`) by interval colouring:
+an accumulator is busy from the first write of its value to the last read, and a value may
+reuse it once the previous value's last reader has issued.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+from compiler._ops import Op, OpGraph, VAcc, write_latency
+from isa.config import Config
+from isa.instructions import Dest
+from isa.timing import INPUT_WRITE, VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE, mac_acc_write
+
+__all__ = ["schedule", "topological_order", "assign_accumulators", "constrain_reuse"]
+
+
+def _successors(ops: Sequence[Op]) -> list[list[tuple[int, int]]]:
+    succ: list[list[tuple[int, int]]] = [[] for _ in ops]
+    for op in ops:
+        for pred, lat in op.preds:
+            succ[pred.index].append((op.index, lat))
+    return succ
+
+
+def topological_order(ops: Sequence[Op]) -> list[Op]:
+    """Return ``ops`` in a topological order of their constraints, earliest-created first.
+
+    Raises
+    ------
+    RuntimeError
+        If the constraints have a cycle (a compiler bug).
+    """
+    succ = _successors(ops)
+    count = [len(op.preds) for op in ops]
+    heap = [op.index for op in ops if not count[op.index]]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        i = heapq.heappop(heap)
+        order.append(ops[i])
+        for j, _ in succ[i]:
+            count[j] -= 1
+            if not count[j]:
+                heapq.heappush(heap, j)
+    if len(order) != len(ops):
+        raise RuntimeError("internal error: the operation constraints have a cycle")
+    return order
+
+
+def _tail(op: Op, config: Config) -> int:
+    """Return the cycles from ``op``'s issue to its last effect."""
+    if op.is_mac:
+        return mac_acc_write(config)
+    if op.dest == Dest.TRAM and op.dbuf is not None and op.dbuf.mask - {op.core}:
+        return VEC_REMOTE_WRITE
+    return VEC_OUTPUT if op.dest == Dest.OUTPUT else VEC_LOCAL_WRITE
+
+
+def schedule(graph: OpGraph, config: Config) -> None:
+    """Set the issue ``cycle`` of every operation of ``graph`` (see the module docstring)."""
+    ops = graph.ops
+    n_cores = config.num_cores
+    mac_write = mac_acc_write(config)
+    succ = _successors(ops)
+    prio = [0] * len(ops)
+    for op in reversed(topological_order(ops)):
+        prio[op.index] = max([_tail(op, config)]
+                             + [lat + prio[j] for j, lat in succ[op.index]])
+    count = [len(op.preds) for op in ops]
+    earliest = [op.release for op in ops]
+    tram_busy: list[set[int]] = [set() for _ in range(n_cores)]
+    acc_busy: list[set[int]] = [set() for _ in range(n_cores)]
+    out_busy: set[int] = set()
+    for buf in graph.inputs:
+        for core in buf.mask:
+            tram_busy[core].add(buf.beat + INPUT_WRITE)
+    # Per core: operations whose predecessors have issued, by earliest cycle (waiting) and,
+    # once that cycle is reached, by priority (ready).
+    waiting: list[list[tuple[int, int]]] = [[] for _ in range(n_cores)]
+    ready: list[list[tuple[int, int]]] = [[] for _ in range(n_cores)]
+    for op in ops:
+        if not count[op.index]:
+            waiting[op.core].append((earliest[op.index], op.index))
+    for heap in waiting:
+        heapq.heapify(heap)
+    # Per core: VECs into an accumulator whose predecessors have all issued. A MAC writes its
+    # accumulator 4 cycles later than such a VEC would, so a MAC issued 4 cycles before the
+    # VEC can issue takes the VEC's write port; MACs of lower priority yield to them.
+    acc_vecs: list[set[int]] = [set() for _ in range(n_cores)]
+    for op in ops:
+        if not count[op.index] and op.dest == Dest.ACC:
+            acc_vecs[op.core].add(op.index)
+    lead = mac_write - VEC_LOCAL_WRITE
+
+    def writes(op: Op, t: int) -> list[tuple[set[int], int]]:
+        if op.is_mac:
+            return [(acc_busy[op.core], t + mac_write)]
+        if op.dest == Dest.ACC:
+            return [(acc_busy[op.core], t + VEC_LOCAL_WRITE)]
+        if op.dest == Dest.OUTPUT:
+            return [(out_busy, t + VEC_OUTPUT)]
+        assert op.dbuf is not None
+        return [(tram_busy[c], t + write_latency(op, c, config)) for c in op.dbuf.mask]
+
+    remaining = len(ops)
+    t = 0
+    while remaining:
+        issued_any = False
+        for core in range(n_cores):
+            while waiting[core] and waiting[core][0][0] <= t:
+                _, i = heapq.heappop(waiting[core])
+                heapq.heappush(ready[core], (-prio[i], i))
+            blocked = []
+            while ready[core]:
+                entry = heapq.heappop(ready[core])
+                op = ops[entry[1]]
+                ports = writes(op, t)
+                if any(cycle in busy for busy, cycle in ports) or (op.is_mac and any(
+                        earliest[j] <= t + lead and prio[j] > prio[op.index]
+                        for j in acc_vecs[core])):
+                    blocked.append(entry)
+                    continue
+                for busy, cycle in ports:
+                    busy.add(cycle)
+                op.cycle = t
+                acc_vecs[core].discard(op.index)
+                remaining -= 1
+                issued_any = True
+                for j, lat in succ[op.index]:
+                    earliest[j] = max(earliest[j], t + lat)
+                    count[j] -= 1
+                    if not count[j]:
+                        heapq.heappush(waiting[ops[j].core], (earliest[j], j))
+                        if ops[j].dest == Dest.ACC:
+                            acc_vecs[ops[j].core].add(j)
+                break
+            for entry in blocked:
+                heapq.heappush(ready[core], entry)
+        t += 1
+        if not issued_any and not any(ready):
+            # Nothing can issue until the next operation's earliest cycle: skip ahead.
+            pending = [heap[0][0] for heap in waiting if heap]
+            if not pending:
+                raise RuntimeError("internal error: operations wait on each other")
+            t = max(t, min(pending))
+
+
+def _assign(vaccs: Sequence[VAcc], start: dict[int, int], end: dict[int, int],
+            spread: int) -> dict[int, int]:
+    """Colour intervals [start, end] per core with accumulator addresses; return the count
+    of addresses per core.
+
+    A value may reuse an address only if it starts after the previous occupant ended. New
+    addresses are opened while fewer than ``spread`` are in use, then the least recently
+    freed one is reused (spreading reuse out keeps the constraints it adds loose); beyond
+    that, an address is opened only when none is free.
+    """
+    needed: dict[int, int] = {}
+    by_core: dict[int, list[VAcc]] = {}
+    for v in vaccs:
+        by_core.setdefault(v.core, []).append(v)
+    for core, values in by_core.items():
+        values.sort(key=lambda v: start[id(v)])
+        busy: list[tuple[int, int]] = []  # (end, address) of the values in an accumulator
+        free: list[tuple[int, int]] = []  # (end of the last occupant, address)
+        count = 0
+        for v in values:
+            while busy and busy[0][0] < start[id(v)]:
+                heapq.heappush(free, heapq.heappop(busy))
+            if free and count >= spread:
+                v.phys = heapq.heappop(free)[1]
+            else:
+                v.phys = count
+                count += 1
+            heapq.heappush(busy, (end[id(v)], v.phys))
+        needed[core] = count
+    return needed
+
+
+def assign_accumulators(graph: OpGraph) -> dict[int, int]:
+    """Assign accumulator addresses from the schedule; return the count needed per core.
+
+    A value occupies its accumulator from the issue of its first writer to the issue of its
+    last reader; a later value may take the address from the next cycle on (its writes then
+    issue after every read of the old value, and the old value's writes have landed).
+    """
+    start = {id(v): min(op.cycle for op in v.writers) for v in graph.vaccs}
+    end = {id(v): max(op.cycle for op in v.readers) for v in graph.vaccs}
+    return _assign(graph.vaccs, start, end, 0)
+
+
+def constrain_reuse(graph: OpGraph, config: Config) -> dict[int, int]:
+    """Assign accumulators on a topological order of the operations and add constraints.
+
+    Used when the schedule needs more accumulators than a core has: the values are
+    coloured on positions in a topological order that follows creation (layer by layer),
+    which keeps few values live at once, and each value's writers are constrained to issue
+    after the previous occupant's readers. Returns the count needed per core; the graph must
+    be scheduled again.
+    """
+    position = {op.index: k for k, op in enumerate(topological_order(graph.ops))}
+    start = {id(v): min(position[op.index] for op in v.writers) for v in graph.vaccs}
+    end = {id(v): max(position[op.index] for op in v.readers) for v in graph.vaccs}
+    needed = _assign(graph.vaccs, start, end, config.accum_store_depth)
+    previous: dict[tuple[int, int], VAcc] = {}
+    for v in sorted(graph.vaccs, key=lambda v: start[id(v)]):
+        key = (v.core, v.phys)
+        if key in previous:
+            for w in v.writers:
+                w.preds.extend((r, 1) for r in previous[key].readers)
+        previous[key] = v
+    for op in graph.ops:
+        op.cycle = -1
+    return needed

@@ -1,0 +1,264 @@
+"""The back end: lower an NNIR graph to a statically scheduled :class:`Program`.
+
+:func:`lower` runs four passes (``docs/compiler.md`` explains each):
+
+1. :func:`compiler._graph.build`: tile the weights and rewrite the graph as blocks of B
+   lanes, with elementwise ops fused into the ``VEC`` that finishes each block;
+2. :func:`compiler._ops.generate`: place every block on a core and make its ``MAC`` and
+   ``VEC`` operations, the streaming-window updates and the constraints between them;
+3. :func:`compiler._schedule.schedule`: give every operation its issue cycle, then assign
+   accumulators;
+4. here: allocate weight stores, tensor RAM and clamp tables, encode each core's
+   instructions (``WAIT`` s fill the gaps) and assemble the program.
+
+Every memory that can overflow is checked and reported with :class:`AllocationError`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from compiler._graph import build
+from compiler._ops import Buf, Op, OpGraph, generate, write_latency
+from compiler._schedule import assign_accumulators, constrain_reuse, schedule
+from compiler.nnir import NNIR
+from compiler.program import AllocationError, Program
+from isa.config import Config
+from isa.instructions import Dest, End, Instruction, Mac, Vec, Wait, encode_program
+from isa.program import CoreImage, TensorLayout
+
+__all__ = ["lower"]
+
+_MAX_WAIT = (1 << 16) - 1
+
+
+def lower(nnir: NNIR, config: Config, name: str | None = None) -> Program:
+    """Compile ``nnir`` for ``config``.
+
+    Parameters
+    ----------
+    nnir : NNIR
+        The model; a sequence model must have been through ``streaming_transform``
+        (``conv1d`` is only lowered in its streaming form).
+    config : Config
+        The machine.
+    name : str, optional
+        Recorded as ``meta["name"]`` (default ``"model"``).
+
+    Returns
+    -------
+    Program
+        Validated; one inference (one timestep of a streaming model) per run. ``meta`` holds
+        ``name``, ``streaming``, ``input_axis`` and ``output_axis`` (for a streaming model)
+        and ``layers``: per NNIR node that emits instructions, its ``name``, ``op``,
+        ``tiles`` (nonzero weight tiles), ``macs``, ``cores``, ``start`` (first issue cycle)
+        and ``end`` (last write cycle).
+
+    Raises
+    ------
+    AllocationError
+        If the model does not fit: input beats over ``io_depth``, a weight store, tensor
+        RAM, accumulator store, clamp table or instruction memory of a core; the message
+        names the memory, the core, what is needed and what is available.
+    ValueError
+        If a node cannot be lowered (a non-streaming ``conv1d``); the message names it.
+    """
+    b = config.block_size
+    inputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.inputs]
+    outputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.outputs]
+    beats = sum(t.beats for t in inputs)
+    if beats > config.io_depth:
+        raise AllocationError(f"input descriptor table: needs {beats} input beats, has "
+                              f"{config.io_depth} (io_depth)")
+    graph = build(nnir, b)
+    ops = generate(graph, config)
+    weights = _weight_slots(ops, nnir, config)
+    schedule(ops, config)
+    if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
+        # Too many values live at once in this schedule: assign accumulators first, on an
+        # order that keeps few live, and schedule again under the reuse constraints.
+        _check_accumulators(constrain_reuse(ops, config), config)
+        schedule(ops, config)
+    for v in ops.vaccs:
+        macs = [op for op in v.writers if op.is_mac]
+        if macs:  # the first MAC of a chain (in issue order) sets, the others accumulate
+            min(macs, key=lambda op: op.cycle).accumulate = 0
+    tram_used = _allocate_tram(ops.bufs, config)
+    cores = []
+    for core in range(config.num_cores):
+        instrs, clamps = _encode(core, ops, weights[core], config)
+        if len(instrs) > config.instr_mem_depth:
+            raise AllocationError(f"instruction memory of core {core}: needs {len(instrs)} "
+                                  f"instructions, has {config.instr_mem_depth}")
+        tiles = [graph.tiles[t] for t in weights[core]]  # dicts keep first-use order
+        cores.append(CoreImage(
+            instructions=encode_program(instrs),
+            weights=np.array(tiles, np.uint16).reshape(len(tiles), b, b),
+            tram_init=_tram_image(core, ops.bufs, b),
+            clamps=np.array(clamps, np.float32).reshape(-1, 2),
+            tram_used=tram_used[core],
+        ))
+    dests = np.array([[_mask_bits(buf.mask), buf.addr] for buf in ops.inputs], np.uint32)
+    meta: dict[str, Any] = {"name": name or "model", "streaming": nnir.streaming}
+    for key, ids in (("input_axis", nnir.inputs), ("output_axis", nnir.outputs)):
+        if ids and "stream_axis" in nnir.node(ids[0]).attrs:
+            meta[key] = int(nnir.node(ids[0]).attrs["stream_axis"])
+    meta["layers"] = _layers(nnir, ops, graph.node_tiles, config)
+    program = Program(config=config, cores=cores, inputs=inputs, outputs=outputs,
+                      input_dests=dests.reshape(-1, 2), meta=meta)
+    program.validate()
+    return program
+
+
+def _mask_bits(cores: set[int]) -> int:
+    return sum(1 << c for c in cores)
+
+
+def _parameters(nnir: NNIR) -> int:
+    """Return the number of weights and biases of the model's matrix layers."""
+    return sum(int(node.attrs[key].size) for node in nnir.nodes
+               if node.op in ("linear", "stream_conv1d")
+               for key in ("weight", "bias") if node.attrs[key] is not None)
+
+
+def _weight_slots(ops: OpGraph, nnir: NNIR, config: Config) -> list[dict[int, int]]:
+    """Return, per core, its tiles' weight-store addresses by tile id (in first-use order).
+
+    Raises
+    ------
+    AllocationError
+        If a core's tiles exceed its weight store.
+    """
+    slots: list[dict[int, int]] = [{} for _ in range(config.num_cores)]
+    for op in ops.ops:
+        if op.is_mac:
+            slots[op.core].setdefault(op.tile, len(slots[op.core]))
+    worst = max(range(config.num_cores), key=lambda c: len(slots[c]))
+    if len(slots[worst]) > config.weight_store_depth:
+        raise AllocationError(
+            f"weight store of core {worst}: needs {len(slots[worst])} tiles, has "
+            f"{config.weight_store_depth} (model has {_parameters(nnir):,} parameters; the "
+            f"machine holds {config.max_parameters:,})")
+    return slots
+
+
+def _check_accumulators(needed: dict[int, int], config: Config) -> None:
+    """Raise :class:`AllocationError` if a core needs more accumulators than it has."""
+    worst = max(needed, key=lambda c: needed[c])
+    if needed[worst] > config.accum_store_depth:
+        raise AllocationError(f"accumulator store of core {worst}: needs {needed[worst]} "
+                              f"accumulators, has {config.accum_store_depth}")
+
+
+def _allocate_tram(bufs: list[Buf], config: Config) -> list[int]:
+    """Give every buffer the lowest address free on all cores of its mask; constants first,
+    so that the load-time image is short. Return the blocks used per core.
+
+    Raises
+    ------
+    AllocationError
+        If a core needs more than its tensor RAM.
+    """
+    n = config.num_cores
+    used = np.zeros((n, len(bufs) + 1), bool)
+    order = sorted(bufs, key=lambda buf: buf.kind != "const")
+    for buf in order:
+        cores = sorted(buf.mask)
+        buf.addr = int(np.argmin(used[cores].any(axis=0)))
+        used[cores, buf.addr] = True
+    top = [int(np.flatnonzero(used[c])[-1]) + 1 if used[c].any() else 0 for c in range(n)]
+    worst = max(range(n), key=lambda c: top[c])
+    if top[worst] > config.tensor_ram_depth:
+        raise AllocationError(f"tensor RAM of core {worst}: needs {top[worst]} blocks, has "
+                              f"{config.tensor_ram_depth}")
+    return top
+
+
+def _tram_image(core: int, bufs: list[Buf], b: int) -> np.ndarray:
+    """Return the load-time tensor RAM of ``core``: its constants (zeros in between)."""
+    consts = [buf for buf in bufs if buf.kind == "const" and core in buf.mask]
+    image = np.zeros((max((buf.addr + 1 for buf in consts), default=0), b), np.uint16)
+    for buf in consts:
+        assert buf.bits is not None
+        image[buf.addr] = buf.bits
+    return image
+
+
+def _encode(core: int, ops: OpGraph, weights: dict[int, int],
+            config: Config) -> tuple[list[Instruction], list[tuple[float, float]]]:
+    """Return the instructions of ``core`` (``WAIT`` s in the gaps, ``END`` last) and its
+    clamp table (entry 0 is no clamp); ``weights`` maps tile ids to weight-store addresses.
+
+    Raises
+    ------
+    AllocationError
+        If the core uses more distinct clamp bounds than its clamp table holds.
+    """
+    clamps: dict[tuple[float, float], int] = {(-math.inf, math.inf): 0}
+    instrs: list[Instruction] = []
+    cycle = 0
+    for op in sorted((op for op in ops.ops if op.core == core), key=lambda op: op.cycle):
+        gap = op.cycle - cycle
+        while gap > 0:
+            wait = min(gap, _MAX_WAIT)
+            instrs.append(Wait(wait))
+            gap -= wait
+        cycle = op.cycle + 1
+        if op.is_mac:
+            assert op.acc is not None and op.tram is not None
+            instrs.append(Mac(acc=op.acc.phys, tram=op.tram.addr, weight=weights[op.tile],
+                              accumulate=op.accumulate))
+            continue
+        assert op.vop is not None and op.dest is not None
+        bounds = (float(np.float32(op.lo)), float(np.float32(op.hi)))
+        clamp = clamps.setdefault(bounds, len(clamps))
+        if op.dest == Dest.ACC:
+            assert op.dacc is not None
+            addr, mask = op.dacc.phys, 0
+        elif op.dest == Dest.TRAM:
+            assert op.dbuf is not None
+            addr, mask = op.dbuf.addr, _mask_bits(op.dbuf.mask)
+        else:
+            addr, mask = 0, 0
+        instrs.append(Vec(
+            op=int(op.vop), clamp=clamp,
+            acc=op.acc.phys if op.acc is not None else 0,
+            tram=op.tram.addr if op.tram is not None else 0,
+            dest=int(op.dest), addr=addr, cores=mask))
+    instrs.append(End())
+    if len(clamps) > config.clamp_store_depth:
+        raise AllocationError(f"clamp table of core {core}: needs {len(clamps)} entries, has "
+                              f"{config.clamp_store_depth}")
+    return instrs, list(clamps)
+
+
+def _last_write(op: Op, config: Config) -> int:
+    """Return the cycle of ``op``'s last write or output beat."""
+    cores = op.dbuf.mask if op.dest == Dest.TRAM and op.dbuf is not None else {op.core}
+    return op.cycle + max(write_latency(op, c, config) for c in cores)
+
+
+def _layers(nnir: NNIR, ops: OpGraph, node_tiles: dict[int, int],
+            config: Config) -> list[dict[str, Any]]:
+    """Return the per-node records of ``Program.meta["layers"]``, in graph order."""
+    by_node: dict[int, list[Op]] = {}
+    for op in ops.ops:
+        by_node.setdefault(op.node, []).append(op)
+    records = []
+    for node in nnir.nodes:
+        mine = by_node.get(node.id)
+        if not mine:
+            continue
+        records.append({
+            "name": node.name or f"%{node.id}",
+            "op": node.op,
+            "tiles": node_tiles.get(node.id, 0),
+            "macs": sum(op.is_mac for op in mine),
+            "cores": sorted({op.core for op in mine}),
+            "start": min(op.cycle for op in mine),
+            "end": max(_last_write(op, config) for op in mine),
+        })
+    return records
