@@ -7,8 +7,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 out=build/demo
 mkdir -p "$out"
 
-echo "== 1. The seed example on the VM (examples/seed_cnn.py)"
-python examples/seed_cnn.py
+echo "== 1. The seed example on the VM (examples/seed_cnn.py; it saves cnn.vollo in $out)"
+(cd "$out" && python ../../examples/seed_cnn.py)
 
 echo
 echo "== 2. Compile the seed CNN for ia_420f_c6b32"
