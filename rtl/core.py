@@ -1,0 +1,266 @@
+"""One core of the machine: sequencer, memories, matrix block, accumulator, vector unit.
+
+::
+
+                 imem ──► Sequencer ──► decode (isa.instructions.amaranth_layout)
+                                          │ t: read addresses
+          ┌───────────────────┬──────────┼──────────────┬─────────────┐
+          ▼                   ▼          ▼              ▼             ▼
+        tram (1R1W)   matrix: B lanes acc (VEC copy)  clamp      Accumulator (MAC ctrl)
+          │ act bus ──►  wmem + DotUnit                  │              │
+          │                   │ dots (t+2+L)             │              ▼
+          │                   └─────────────────────────────►  + acc_mac read / bypass
+          │                                              │              │ write (t+3+L)
+          └──────────────► VectorUnit ◄──────────────────┘              ▼
+                              │ t+4 local write            acc + acc_mac (written together)
+                              └─► link register (t+5) ──► other cores' tram / output port
+
+The tensor RAM's write port takes, in any one cycle, at most one of: a local ``VEC`` result
+(t+4) or the core's external write (an input beat or a remote ``VEC`` result, muxed by the
+top). The accumulator store's takes a ``MAC`` write-back or a ``VEC`` result. The schedule
+guarantees this (architecture §5); a collision raises ``error`` rather than being resolved
+silently.
+
+The matrix block is placed with :func:`rtl.memory.place`: an ``Instance`` of the
+once-converted ``tidal_matrix`` (itself B ``tidal_lane`` instances) in the ``"instance"``
+flavour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from isa.config import Config
+from isa.instructions import WORD_BITS, Opcode, amaranth_layout
+from isa.program import CoreImage
+from rtl.accum import Accumulator
+from rtl.matrix import Matrix, matrix_signature
+from rtl.memory import add_memory, addr_bits, check_flavour, place
+from rtl.sequencer import PC_BITS, Sequencer
+from rtl.vector import VectorUnit
+
+__all__ = ["core_id_bits", "core_signature", "Core", "core_images"]
+
+
+def core_id_bits(config: Config) -> int:
+    """Return the width of a core's ``core_id`` input."""
+    return max(1, (config.num_cores - 1).bit_length())
+
+
+def core_signature(config: Config) -> wiring.Signature:
+    """Return the signature of a :class:`Core` of ``config`` (see its Members)."""
+    b, n = config.block_size, config.num_cores
+    tbits = addr_bits(config.tensor_ram_depth)
+    return wiring.Signature({
+        "start": In(1),
+        "core_id": In(core_id_bits(config)),
+        "ext_we": In(1),
+        "ext_addr": In(tbits),
+        "ext_data": In(16 * b),
+        "quiet": Out(1),
+        "error": Out(1),
+        "trace_valid": Out(1),
+        "trace_pc": Out(PC_BITS),
+        "link_dest": Out(n + 1),
+        "link_addr": Out(tbits),
+        "link_data": Out(16 * b),
+    })
+
+
+def _pack(rows: np.ndarray, bits: int) -> list[int]:
+    """Return each row of ``rows`` (unsigned ints) as one integer, element 0 lowest."""
+    out = []
+    for row in np.asarray(rows, dtype=np.uint64):
+        word = 0
+        for j, v in enumerate(row.tolist()):
+            word |= int(v) << (bits * j)
+        out.append(word)
+    return out
+
+
+def core_images(image: CoreImage, config: Config) -> dict[str, list[int]]:
+    """Return the initial words of one core's memories, by memory name below the core.
+
+    Keys: ``imem``, ``tram``, ``clamp`` and ``matrix.lane<L>.wmem`` for every lane ``L``, in the
+    word formats of ``.notes/rtl_contract.md`` (the ``tidal_mem`` hex files hold the same
+    words). Words beyond an image are zero and are not listed.
+    """
+    b = config.block_size
+    weights = np.asarray(image.weights, dtype=np.uint16).reshape(-1, b, b)
+    clamps = np.ascontiguousarray(image.clamps, dtype=np.float32).view(np.uint32)
+    images = {
+        "imem": [int(w) for w in np.asarray(image.instructions, dtype=np.uint64)],
+        "tram": _pack(np.asarray(image.tram_init, dtype=np.uint16).reshape(-1, b), 16),
+        "clamp": _pack(clamps.reshape(-1, 2), 32),
+    }
+    for lane in range(b):
+        images[f"matrix.lane{lane}.wmem"] = _pack(weights[:, lane, :], 16)
+    return images
+
+
+class Core(wiring.Component):
+    """One core (see the module docstring for the structure).
+
+    Parameters
+    ----------
+    config : Config
+    flavour : str
+        ``"native"`` or ``"instance"`` (:mod:`rtl.memory`).
+    image : CoreImage, optional
+        Native flavour: initial memory contents (zero without).
+    broken_rounding : bool
+        Test-only, passed to :class:`~rtl.vector.VectorUnit`.
+
+    Members
+    -------
+    start : In(1)
+        Cycle 0 of an inference (shared by all cores).
+    core_id : In(core_id_bits)
+        This core's index (decides which bit of a ``VEC`` core mask is a local write).
+    ext_we : In(1)
+        External tensor-RAM write this cycle: an input beat or another core's ``VEC``
+        result, muxed by the top.
+    ext_addr : In(addr_bits(tensor_ram_depth))
+    ext_data : In(16 * B)
+    quiet : Out(1)
+        Nothing of this core happens after this cycle: its program has ended (in this cycle
+        or before) and no write or output beat of it is in flight.
+    error : Out(1)
+        A write-port collision in this cycle (tensor RAM or accumulator store), which a
+        valid schedule never causes.
+    trace_valid : Out(1)
+        An instruction issues this cycle.
+    trace_pc : Out(16)
+        Its pc.
+    link_dest : Out(num_cores + 1)
+        Outbound link register: where ``link_data`` goes this cycle. Bit ``c <
+        num_cores``: core ``c``'s tensor RAM at ``link_addr`` (the own bit is always clear);
+        bit ``num_cores``: the output port.
+    link_addr : Out(addr_bits(tensor_ram_depth))
+    link_data : Out(16 * B)
+    """
+
+    def __init__(self, config: Config, *, flavour: str = "native",
+                 image: CoreImage | None = None, broken_rounding: bool = False) -> None:
+        self.config = config
+        self.flavour = check_flavour(flavour)
+        if image is not None and flavour != "native":
+            raise ValueError("only the native flavour takes memory images; the instance "
+                             "flavour loads them from files at time 0")
+        self.images = core_images(image, config) if image is not None else {}
+        self.broken_rounding = bool(broken_rounding)
+        #: Native flavour, once elaborated: the core's memories by name (for testbenches).
+        self.memories: dict[str, memory.Memory] = {}
+        #: Native flavour: the matrix block.
+        self.matrix = None
+        if flavour == "native":
+            self.matrix = Matrix(config, flavour=flavour,
+                                 weights=[self.images.get(f"matrix.lane{lane}.wmem")
+                                          for lane in range(config.block_size)])
+        super().__init__(core_signature(config))
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        cfg, flavour = self.config, self.flavour
+        b, n = cfg.block_size, cfg.num_cores
+        init = self.images.get
+        reg = self.memories
+
+        # Memories (their submodule names are the hierarchical names of the contract).
+        imem = add_memory(m, "imem", width=WORD_BITS, depth=cfg.instr_mem_depth,
+                          flavour=flavour, init=init("imem"), writable=False, registry=reg)
+        tram = add_memory(m, "tram", width=16 * b, depth=cfg.tensor_ram_depth,
+                          flavour=flavour, init=init("tram"), registry=reg)
+        clamp = add_memory(m, "clamp", width=64, depth=cfg.clamp_store_depth,
+                           flavour=flavour, init=init("clamp"), writable=False, registry=reg)
+        # Two copies of the accumulator store written together: "acc" is read by VEC (and
+        # by the testbench), "acc_mac" by the accumulate stage of MAC.
+        acc = add_memory(m, "acc", width=32 * b, depth=cfg.accum_store_depth, flavour=flavour,
+                         registry=reg)
+        acc_mac = add_memory(m, "acc_mac", width=32 * b, depth=cfg.accum_store_depth,
+                             flavour=flavour, registry=reg)
+
+        # Fetch, issue and decode (through the isa layouts only).
+        m.submodules.seq = seq = Sequencer(cfg)
+        word = imem.rdata
+        m.d.comb += [seq.start.eq(self.start), seq.word.eq(word), imem.raddr.eq(seq.imem_addr)]
+        opcode = data.View(amaranth_layout(Opcode.END), word).opcode
+        mac = data.View(amaranth_layout(Opcode.MAC), word)
+        vec = data.View(amaranth_layout(Opcode.VEC), word)
+        is_vec = opcode == Opcode.VEC
+
+        # Cycle t: read addresses (one instruction per cycle, so one tensor-RAM read port).
+        m.d.comb += [
+            tram.raddr.eq(Mux(is_vec, vec.tram, mac.tram)),
+            acc.raddr.eq(vec.acc),
+            clamp.raddr.eq(vec.clamp),
+        ]
+
+        # Matrix block: B lanes sharing the weight address, activation bus and valid.
+        m.submodules.accum = accum = Accumulator(cfg)
+        dots = Signal(32 * b)
+        place(m, "matrix", module="tidal_matrix", signature=matrix_signature(cfg),
+              connections={"waddr": mac.weight[:addr_bits(cfg.weight_store_depth)],
+                           "act": tram.rdata, "valid": accum.lane_valid, "dots": dots},
+              flavour=flavour, native=self.matrix)
+        m.d.comb += [
+            accum.issue.eq(seq.issue & (opcode == Opcode.MAC)),
+            accum.acc_addr.eq(mac.acc),
+            accum.accumulate.eq(mac.accumulate),
+            accum.dots.eq(dots),
+            acc_mac.raddr.eq(accum.raddr),
+            accum.rdata.eq(acc_mac.rdata),
+        ]
+
+        # Vector unit.
+        m.submodules.vector = vu = VectorUnit(cfg, broken_rounding=self.broken_rounding)
+        own = Signal(n)
+        m.d.comb += [
+            own.eq(Const(1, n) << self.core_id),
+            vu.issue.eq(seq.issue & is_vec),
+            vu.op.eq(vec.op),
+            vu.dest.eq(vec.dest),
+            vu.addr.eq(vec.addr),
+            vu.cores.eq(vec.cores[:n]),
+            vu.own.eq(own),
+            vu.a.eq(acc.rdata),
+            vu.t.eq(tram.rdata),
+            vu.bounds.eq(clamp.rdata),
+        ]
+
+        # Accumulator store write port, both copies: MAC write-back or VEC result.
+        acc_we = Signal()
+        acc_waddr = Signal.like(acc.waddr)
+        acc_wdata = Signal(32 * b)
+        m.d.comb += [
+            acc_we.eq(accum.wb_we | vu.acc_we),
+            acc_waddr.eq(Mux(accum.wb_we, accum.wb_addr, vu.waddr)),
+            acc_wdata.eq(Mux(accum.wb_we, accum.wb_data, vu.result)),
+            accum.we.eq(acc_we),
+            accum.waddr.eq(acc_waddr),
+            accum.wdata.eq(acc_wdata),
+        ]
+        for copy in (acc, acc_mac):
+            m.d.comb += [copy.we.eq(acc_we), copy.waddr.eq(acc_waddr),
+                         copy.wdata.eq(acc_wdata)]
+
+        # Tensor RAM write port: local VEC result or the external write.
+        m.d.comb += [
+            tram.we.eq(vu.tram_we | self.ext_we),
+            tram.waddr.eq(Mux(vu.tram_we, vu.waddr, self.ext_addr)),
+            tram.wdata.eq(Mux(vu.tram_we, vu.result_bf16, self.ext_data)),
+        ]
+
+        m.d.comb += [
+            self.quiet.eq(~seq.more & ~accum.pending & ~vu.pending),
+            self.error.eq((vu.tram_we & self.ext_we) | (accum.wb_we & vu.acc_we)),
+            self.trace_valid.eq(seq.issue),
+            self.trace_pc.eq(seq.pc),
+            self.link_dest.eq(vu.link_dest),
+            self.link_addr.eq(vu.link_addr),
+            self.link_data.eq(vu.link_data),
+        ]
+        return m

@@ -1,0 +1,284 @@
+"""The machine: cores, interconnect, input and output ports, status and trace.
+
+::
+
+    in_data ──► input register ──┐ (beat i written in cycle i + 1 to the cores of
+       indesc[i] (addr, mask) ───┤  indesc[i].mask at indesc[i].addr)
+                                 ▼
+          ┌── ext write mux per core: input beat | other cores' link registers ──┐
+          ▼                                                                      │
+       core 0 … core N−1 ── link registers (t+5) ───────────────────────────────┘
+                                   └── link_dest[N] ──► out_valid / out_data
+
+Cycle 0 of an inference is the cycle the first input beat is accepted (``in_valid`` while
+idle). The input port then accepts a beat in each of cycles ``0 .. n_in_beats − 1`` (a
+missing beat is an underrun: ``error``, and its write is dropped); the machine never stalls.
+The inference is done in the first cycle after which nothing more happens: every core has
+issued its ``END`` and has nothing in flight, and the last input beat has been written
+(``docs/architecture.md`` §2). ``done`` pulses in that cycle, and the next beat can be
+accepted in the cycle after.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import (
+    Cat,
+    ClockSignal,
+    Const,
+    Instance,
+    Module,
+    Mux,
+    ResetSignal,
+    Signal,
+    Value,
+)
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from isa.config import Config
+from isa.program import Program
+from isa.timing import INPUT_WRITE
+from rtl.core import Core, core_signature
+from rtl.memory import add_memory, addr_bits, check_flavour, place
+from rtl.sequencer import PC_BITS
+
+__all__ = ["INDESC_ADDR_BITS", "INDESC_MASK_BITS", "top_signature", "Top", "indesc_image"]
+
+#: Input descriptor word: tensor-RAM address at bits [0, 16), core mask at [16, 24).
+INDESC_ADDR_BITS = 16
+INDESC_MASK_BITS = 8
+
+# The input register below is the one cycle isa.timing promises.
+assert INPUT_WRITE == 1, "update Top's input path"
+
+
+def top_signature(config: Config) -> wiring.Signature:
+    """Return the signature of :class:`Top` for ``config`` (see its Members)."""
+    b, n = config.block_size, config.num_cores
+    return wiring.Signature({
+        "in_valid": In(1),
+        "in_ready": Out(1),
+        "in_data": In(16 * b),
+        "out_valid": Out(1),
+        "out_data": Out(16 * b),
+        "out_ready": In(1),
+        "busy": Out(1),
+        "done": Out(1),
+        "cycle": Out(32),
+        "error": Out(1),
+        "n_in_beats": In(16),
+        "trace_valid": Out(n),
+        "trace_pc": Out(PC_BITS * n),
+    })
+
+
+def indesc_image(program: Program) -> list[int]:
+    """Return the input descriptor table words of ``program`` (see :data:`INDESC_ADDR_BITS`)."""
+    return [int(addr) | int(mask) << INDESC_ADDR_BITS
+            for mask, addr in program.input_dests.tolist()]
+
+
+class Top(wiring.Component):
+    """The whole machine (Verilog module ``tidal_top``).
+
+    Parameters
+    ----------
+    config : Config
+    flavour : str
+        ``"native"`` (Amaranth submodules and memories, for Amaranth's simulator) or
+        ``"instance"`` (``tidal_core`` / ``tidal_mem`` / ``tidal_trace`` instances, for
+        :mod:`rtl.gen`).
+    program : Program, optional
+        Native flavour: the program whose memory images initialise the memories.
+    broken_rounding : bool
+        Test-only: every core's vector unit truncates instead of rounding to bf16.
+
+    Raises
+    ------
+    ValueError
+        If a program is given for the instance flavour or is for another configuration.
+
+    Members
+    -------
+    in_valid : In(1)
+        The host presents an input beat.
+    in_ready : Out(1)
+        High while idle and during the input phase of an inference.
+    in_data : In(16 * B)
+        Input beat, lane ``i`` at bits ``[16i, 16i + 16)``.
+    out_valid : Out(1)
+        An output beat is presented this cycle.
+    out_data : Out(16 * B)
+    out_ready : In(1)
+        Must be high whenever ``out_valid`` is (the machine cannot stall): a stall sets
+        ``error``.
+    busy : Out(1)
+        From cycle 0 to the done cycle of an inference, inclusive.
+    done : Out(1)
+        High in the done cycle.
+    cycle : Out(32)
+        Cycles since cycle 0 of the current or last inference (0 in cycle 0).
+    error : Out(1)
+        Sticky until reset: input underrun, output stall, or a port collision (two writes
+        to one memory, two output beats) that a valid schedule never causes.
+    n_in_beats : In(16)
+        Input beats of the loaded program (held constant).
+    trace_valid : Out(num_cores)
+        Bit ``c``: core ``c`` issues an instruction this cycle.
+    trace_pc : Out(16 * num_cores)
+        Its pc at bits ``[16c, 16c + 16)``.
+    """
+
+    def __init__(self, config: Config, *, flavour: str = "native",
+                 program: Program | None = None, broken_rounding: bool = False) -> None:
+        self.config = config
+        self.flavour = check_flavour(flavour)
+        if program is not None:
+            if flavour != "native":
+                raise ValueError("only the native flavour takes a program; the instance "
+                                 "flavour loads memory images from files at time 0")
+            if program.config != config:
+                raise ValueError(f"program is for {program.config.name}, not {config.name}")
+            program.validate()
+        self.program = program
+        self.broken_rounding = bool(broken_rounding)
+        #: Native flavour: the cores (their ``memories`` are filled in on elaboration).
+        self.cores: list[Core] = []
+        #: Native flavour, once elaborated: the top's own memories (``indesc``).
+        self.memories: dict[str, memory.Memory] = {}
+        if flavour == "native":
+            self.cores = [Core(config, flavour=flavour,
+                               image=program.cores[c] if program is not None else None,
+                               broken_rounding=broken_rounding)
+                          for c in range(config.num_cores)]
+        super().__init__(top_signature(config))
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        cfg, flavour, program = self.config, self.flavour, self.program
+        b, n = cfg.block_size, cfg.num_cores
+        tbits = addr_bits(cfg.tensor_ram_depth)
+
+        # -- input port ------------------------------------------------------------------
+        run = Signal()                          # busy after cycle 0
+        in_cnt = Signal(17)                     # input beat slots so far in this inference
+        start = Signal()
+        slot = Signal()                         # an input beat is due this cycle
+        in_phase = Signal()
+        done = Signal()
+        m.d.comb += [
+            start.eq(~run & self.in_valid),
+            in_phase.eq(run & (in_cnt < self.n_in_beats)),
+            slot.eq(start | in_phase),
+            self.in_ready.eq(~run | in_phase),
+        ]
+        with m.If(slot):
+            m.d.sync += in_cnt.eq(in_cnt + 1)
+        with m.Elif(done):
+            m.d.sync += in_cnt.eq(0)
+
+        indesc = add_memory(m, "indesc", width=INDESC_ADDR_BITS + INDESC_MASK_BITS,
+                            depth=cfg.io_depth, flavour=flavour, writable=False,
+                            init=indesc_image(program) if program is not None else None,
+                            registry=self.memories)
+        # Beat i is accepted in cycle i; its descriptor is read in cycle i, and both are
+        # used in cycle i + 1 (INPUT_WRITE).
+        m.d.comb += indesc.raddr.eq(in_cnt)
+        in_we = Signal()
+        in_data = Signal(16 * b, reset_less=True)
+        m.d.sync += [in_we.eq(slot & self.in_valid), in_data.eq(self.in_data)]
+        in_addr = indesc.rdata[:INDESC_ADDR_BITS]
+        in_mask = indesc.rdata[INDESC_ADDR_BITS:INDESC_ADDR_BITS + n]
+
+        # -- cores -----------------------------------------------------------------------
+        sig = core_signature(cfg)
+        ports = []
+        for c in range(n):
+            p = {name: Signal(member.shape, name=f"core{c}_{name}")
+                 for name, member in sig.members.items()}
+            ports.append(p)
+            place(m, f"core{c}", module="tidal_core", signature=sig, connections=p,
+                  flavour=flavour, native=self.cores[c] if self.cores else None)
+            m.d.comb += [p["start"].eq(start), p["core_id"].eq(c)]
+
+        # -- interconnect: one hop from each core's link register ----------------------
+        collisions = []
+        for j in range(n):
+            sources = [(in_we & in_mask[j], in_addr, in_data)]
+            sources += [(ports[k]["link_dest"][j], ports[k]["link_addr"], ports[k]["link_data"])
+                        for k in range(n) if k != j]
+            # At most one source writes per cycle (schedule rule 1), so an AND-OR mux.
+            m.d.comb += [
+                ports[j]["ext_we"].eq(Cat(*(en for en, _, _ in sources)).any()),
+                ports[j]["ext_addr"].eq(_or_mux([(en, a) for en, a, _ in sources], tbits)),
+                ports[j]["ext_data"].eq(_or_mux([(en, d) for en, _, d in sources], 16 * b)),
+            ]
+            collisions.append(_more_than_one([en for en, _, _ in sources]))
+
+        # -- output port -----------------------------------------------------------------
+        outs = [(p["link_dest"][n], p["link_data"]) for p in ports]
+        m.d.comb += [
+            self.out_valid.eq(Cat(*(p["link_dest"][n] for p in ports)).any()),
+            self.out_data.eq(_or_mux(outs, 16 * b)),
+        ]
+        collisions.append(_more_than_one([p["link_dest"][n] for p in ports]))
+
+        # -- status ----------------------------------------------------------------------
+        quiet = Cat(*(p["quiet"] for p in ports)).all()
+        m.d.comb += [
+            self.busy.eq(start | run),
+            # An input slot this cycle means a write next cycle, so slot excludes done.
+            done.eq((start | run) & quiet & ~slot),
+            self.done.eq(done),
+        ]
+        with m.If(start):
+            m.d.sync += run.eq(1)
+        with m.Elif(done):
+            m.d.sync += run.eq(0)
+
+        cyc = Signal(32)
+        counting = Signal()
+        m.d.comb += self.cycle.eq(Mux(start, 0, cyc))
+        with m.If(start | counting):
+            m.d.sync += [cyc.eq(self.cycle + 1), counting.eq(1)]
+
+        err = Signal()
+        err_now = Cat(
+            in_phase & ~self.in_valid,                  # input underrun
+            self.out_valid & ~self.out_ready,           # output stall
+            *collisions,
+            *(p["error"] for p in ports),
+        ).any()
+        m.d.sync += err.eq(err | err_now)
+        m.d.comb += self.error.eq(err | err_now)
+
+        # -- trace -----------------------------------------------------------------------
+        m.d.comb += [
+            self.trace_valid.eq(Cat(*(p["trace_valid"] for p in ports))),
+            self.trace_pc.eq(Cat(*(p["trace_pc"] for p in ports))),
+        ]
+        if flavour == "instance":
+            # Simulation only: writes the issue trace to +TIDAL_TRACE=<file>.
+            m.submodules.trace = Instance(
+                "tidal_trace", p_NCORES=n, i_clk=ClockSignal(), i_rst=ResetSignal(),
+                i_cycle=self.cycle, i_valid=self.trace_valid, i_pc=self.trace_pc,
+                i_done=self.done)
+        return m
+
+
+def _or_mux(pairs: list[tuple[Value, Value]], width: int) -> Value:
+    """Return the OR of the values whose enable is high (at most one is, by schedule)."""
+    out: Value = Const(0, width)
+    for en, value in pairs:
+        out = out | Mux(en, value, 0)
+    return out[:width]
+
+
+def _more_than_one(bits: list[Value]) -> Value:
+    """Return a value that is 1 when two or more of ``bits`` are 1."""
+    seen = Const(0, 1)
+    two = Const(0, 1)
+    for bit in bits:
+        two = two | (seen & bit)
+        seen = seen | bit
+    return two

@@ -1,0 +1,242 @@
+"""The cocotb testbench of the co-simulation (runs inside the simulator; see :mod:`sim.cosim`).
+
+:func:`sim.cosim.run_rtl` launches the simulator with this module as the cocotb test
+module and the environment variable ``TIDAL_COSIM_SPEC`` naming a JSON run specification
+(written by :func:`sim.cosim._write_spec`). The one test, :func:`run_program`:
+
+1. starts the clock, holds ``rst`` for a few cycles, drives ``n_in_beats`` and holds
+   ``out_ready`` high;
+2. for each inference: a **driver** presents its input beats back to back from the cycle
+   after the previous inference's ``done`` (the first beat accepted is cycle 0), and a
+   **monitor** records every output beat (data, cycle), the ``done`` cycle and ``error``.
+   Cycles are counted by the testbench from simulation time, independently of the RTL's
+   ``cycle`` port, which is checked against the count;
+3. reads the tensor RAM and accumulator store of every core back through VPI;
+4. writes ``result.json`` (scalars) and ``result.npz`` (arrays) into the run directory.
+
+Python does not wake on every clock: between input beats and output bursts the monitor
+waits for the first of ``RisingEdge(out_valid)``, ``RisingEdge(done)`` and a watchdog
+``Timer`` at the inference's cycle limit (``../shared/brief/rtl-scaling.md`` §5). A missed
+limit, an ``error``, a ``cycle`` port that disagrees, or a machine not ready for input ends
+the run with a message naming the inference and the cycle; whatever was collected up to
+then is still written, so the caller can report the first divergence of a partial run.
+
+This module is not named ``test_*``: pytest must not collect it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.simtime import convert, get_sim_time
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
+
+#: Cycles ``rst`` is held high at the start, and idle cycles after it.
+RESET_CYCLES = 3
+
+
+class TbFailure(Exception):
+    """The RTL misbehaved; the message names the inference and the cycle."""
+
+
+def _beat_int(row: np.ndarray) -> int:
+    """Return one beat (uint16 [B], lane i at bits [16i, 16i+16)) as an int."""
+    return int.from_bytes(np.ascontiguousarray(row, dtype="<u2").tobytes(), "little")
+
+
+def _int_beat(value: int, block: int) -> np.ndarray:
+    return np.frombuffer(value.to_bytes(2 * block, "little"), dtype="<u2").astype(np.uint16)
+
+
+def _resolve(dut: Any, path: str) -> Any:
+    handle = dut
+    for part in path.split("."):
+        handle = getattr(handle, part)
+    return handle
+
+
+def _read_memory(dut: Any, path: str, width: int, depth: int) -> bytes:
+    """Return the ``mem`` array of the ``tidal_mem`` at ``path`` as little-endian words.
+
+    Raises
+    ------
+    TbFailure
+        If the array is not visible or holds X/Z bits.
+    """
+    try:
+        mem = _resolve(dut, path).mem
+    except AttributeError:
+        raise TbFailure(f"cannot read back {path}.mem through VPI: under Verilator it must be "
+                        "public (tidal.vlt: public_flat_rw -module \"tidal_mem\" -var \"mem\")"
+                        ) from None
+    nbytes = -(-width // 8)
+    out = bytearray()
+    for i in range(depth):
+        value = mem[i].value
+        try:
+            word = value.to_unsigned()
+        except ValueError:
+            raise TbFailure(f"{path}.mem[{i}] holds X/Z bits: {value}") from None
+        out += word.to_bytes(nbytes, "little")
+    return bytes(out)
+
+
+class _Monitor:
+    """Samples the output port, ``done``, ``error`` and ``cycle`` of one inference."""
+
+    def __init__(self, dut: Any, k: int, block: int, period: int) -> None:
+        self.dut, self.k, self.block, self.period = dut, k, block, period
+        self.t0 = get_sim_time("step")
+        self.beats: list[np.ndarray] = []
+        self.cycles: list[int] = []
+        self.done: int | None = None
+        self.out_valid = False
+
+    def cycle_now(self) -> int:
+        """Return the current cycle of this inference (0 = first input beat accepted)."""
+        delta = get_sim_time("step") - self.t0
+        return delta // self.period
+
+    def sample(self) -> None:
+        """Record the current cycle's output beat and done (call in ReadOnly after an edge).
+
+        Raises
+        ------
+        TbFailure
+            On ``error``, or a ``cycle`` port that disagrees with the testbench's count.
+        """
+        dut, c = self.dut, self.cycle_now()
+        if int(dut.error.value):
+            raise TbFailure(f"RTL raised error in cycle {c} of inference {self.k} (input "
+                            "underrun, output stall or a port collision)")
+        self.out_valid = bool(int(dut.out_valid.value))
+        done = bool(int(dut.done.value))
+        if self.out_valid or done:
+            port = int(dut.cycle.value)
+            if port != c:
+                raise TbFailure(f"RTL cycle port reads {port} in cycle {c} of inference "
+                                f"{self.k} (counted from its first input beat)")
+        if self.out_valid:
+            self.beats.append(_int_beat(int(dut.out_data.value), self.block))
+            self.cycles.append(c)
+        if done:
+            self.done = c
+
+
+async def _inference(dut: Any, mon: _Monitor, beats: list[int], limit: int) -> None:
+    """Run inference ``mon.k``: drive ``beats``, collect outputs into ``mon`` until ``done``.
+
+    Must be entered just after a rising clock edge, in a cycle in which the machine is idle
+    (``mon`` created then: that is cycle 0); returns in the ReadOnly phase of the done cycle.
+    """
+    edge = RisingEdge(dut.clk)
+    k, period = mon.k, mon.period
+    deadline = mon.t0 + limit * period
+    # Driver: beat i is presented in cycle i; writes land before this time step's ReadOnly.
+    for i, beat in enumerate(beats):
+        if i:
+            await edge
+        dut.in_valid.value = 1
+        dut.in_data.value = beat
+        await ReadOnly()
+        if not int(dut.in_ready.value):
+            raise TbFailure(f"RTL not ready (in_ready low) for input beat {i} of inference "
+                            f"{k} in cycle {mon.cycle_now()}")
+        mon.sample()
+    await edge
+    dut.in_valid.value = 0
+    await ReadOnly()
+    mon.sample()
+    # Monitor: wake per cycle only while output beats stream, else on the next event.
+    while mon.done is None:
+        if mon.out_valid:
+            await edge
+            await ReadOnly()
+        else:
+            remaining = deadline - get_sim_time("step")
+            fired = None
+            if remaining > 0:
+                fired = await First(RisingEdge(dut.out_valid), RisingEdge(dut.done),
+                                    Timer(remaining, unit="step"))
+            if fired is None or isinstance(fired, Timer):
+                raise TbFailure(f"RTL did not finish inference {k} within {limit} cycles "
+                                f"(no done by cycle {mon.cycle_now()}; {len(mon.beats)} "
+                                "output beats so far)")
+            # An edge (or a glitch of one, under Icarus): look at the settled values.
+            await ReadOnly()
+        mon.sample()
+        # "Within N cycles" means done in cycle N - 1 at the latest (interval = done + 1).
+        if (mon.done if mon.done is not None else mon.cycle_now()) >= limit:
+            raise TbFailure(f"RTL did not finish inference {k} within {limit} cycles "
+                            f"(done in cycle {mon.done})" if mon.done is not None else
+                            f"RTL did not finish inference {k} within {limit} cycles")
+
+
+@cocotb.test()
+async def run_program(dut: Any) -> None:
+    """Run the inferences of the run specification and record everything (module doc)."""
+    spec = json.loads(Path(os.environ["TIDAL_COSIM_SPEC"]).read_text())
+    inputs = np.load(spec["inputs"])                     # uint16 [k, n_in, B]
+    block, period_ns = int(spec["block"]), int(spec["period_ns"])
+    result: dict[str, Any] = {"error": None, "out_cycles": [], "done_cycles": [],
+                              "inferences": 0}
+    arrays: dict[str, np.ndarray] = {}
+    outputs: list[np.ndarray] = []
+    mon: _Monitor | None = None
+    wall0 = time.perf_counter()
+    sim0 = 0
+    try:
+        Clock(dut.clk, period_ns, unit="ns").start()
+        period = convert(period_ns, "ns", to="step")
+        dut.rst.value = 1
+        dut.in_valid.value = 0
+        dut.in_data.value = 0
+        dut.out_ready.value = 1
+        dut.n_in_beats.value = int(inputs.shape[1]) if len(inputs) else int(spec["n_in"])
+        await ClockCycles(dut.clk, RESET_CYCLES)
+        dut.rst.value = 0
+        await ClockCycles(dut.clk, RESET_CYCLES)
+        sim0 = get_sim_time("step")
+        wall0 = time.perf_counter()
+        for k, beats in enumerate(inputs):
+            mon = _Monitor(dut, k, block, period)
+            await _inference(dut, mon, [_beat_int(b) for b in beats], int(spec["limits"][k]))
+            outputs.append(np.array(mon.beats, dtype=np.uint16).reshape(-1, block))
+            result["out_cycles"].append(mon.cycles)
+            result["done_cycles"].append(mon.done)
+            result["inferences"] = k + 1
+            await RisingEdge(dut.clk)                     # the next inference's cycle 0
+        result["run_s"] = time.perf_counter() - wall0
+        await ReadOnly()
+        for entry in spec["readback"]:
+            raw = _read_memory(dut, entry["path"], entry["width"], entry["depth"])
+            dtype = "<u2" if entry["kind"] == "tram" else "<u4"
+            arrays[f"{entry['kind']}{entry['core']}"] = (
+                np.frombuffer(raw, dtype=dtype).reshape(entry["depth"], block))
+    except Exception as exc:
+        # TbFailure: the RTL misbehaved; anything else is a testbench or port-name problem,
+        # whose traceback cocotb writes to sim.log.
+        result["error"] = (str(exc) if isinstance(exc, TbFailure) else
+                           f"testbench failed: {type(exc).__name__}: {exc} (see sim.log)")
+        if mon is not None and result["inferences"] < len(inputs):
+            # Keep what the failing inference produced, for the divergence report.
+            result["partial"] = {"out_cycles": mon.cycles}
+            arrays["partial_outputs"] = np.array(mon.beats, dtype=np.uint16).reshape(-1, block)
+    finally:
+        result["wall_s"] = time.perf_counter() - wall0
+        result.setdefault("run_s", result["wall_s"])
+        steps = convert(period_ns, "ns", to="step")
+        result["sim_cycles"] = (get_sim_time("step") - sim0) // steps if sim0 else 0
+        for k, out in enumerate(outputs):
+            arrays[f"out{k}"] = out
+        np.savez(spec["arrays"], **arrays)
+        Path(spec["result"]).write_text(json.dumps(result))
+    assert result["error"] is None, result["error"]
+

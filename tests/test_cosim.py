@@ -1,0 +1,335 @@
+"""Co-simulation: compiled programs on the RTL (Icarus and Verilator) against the VM.
+
+The tests marked ``cosim`` launch simulators; the others check the harness itself (input
+conversion, memory images, trace parsing, the lean Verilator runner, the comparison's
+bookkeeping) in plain Python. Builds are cached under ``build/cosim`` (keyed by the
+configuration and a hash of ``rtl/`` and ``isa/``), so a re-run only pays for simulation.
+With ``CI=true`` a missing simulator fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import compiler.frontend as vollo_torch
+from isa.config import Config
+from isa.instructions import Dest, End, Mac, Vec, Wait, encode_program
+from isa.numerics import VecOp, f32_to_bf16_bits
+from isa.program import CoreImage, Program, TensorLayout
+from sim import _toolchain
+from sim.cosim import (
+    RtlError,
+    _compare_results,
+    _run_vm,
+    compare,
+    input_beats,
+    memory_images,
+    parse_rtl_trace,
+    random_inputs,
+    run_rtl,
+    watchdog_cycles,
+)
+
+SIMULATORS = ("icarus", "verilator")
+
+
+def need(simulator: str) -> None:
+    """Skip (fail in CI) unless ``simulator`` is installed."""
+    why = _toolchain.simulator_status(simulator)
+    if why is not None:
+        (pytest.fail if _toolchain.in_ci() else pytest.skip)(why)
+
+
+# -- programs ---------------------------------------------------------------------------------
+
+
+class _MLP(nn.Module):
+    def __init__(self, sizes: list[int], relu: list[bool]) -> None:
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear, relu in zip(self.linears, self.relu, strict=True):
+            x = linear(x)
+            x = F.relu(x) if relu else x
+        return x
+
+
+class _CNN(nn.Module):
+    def __init__(self, chans: list[int], kernels: list[int], relu: list[bool]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(vollo_torch.nn.PaddedConv1d(a, b, k)
+                                   for (a, b), k in zip(pairwise(chans), kernels,
+                                                          strict=True))
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, relu in zip(self.convs, self.relu, strict=True):
+            x = conv(x)
+            x = F.relu(x) if relu else x
+        return x
+
+
+def random_program(kind: str, seed: int, config: Config) -> Program:
+    """Return a compiled random streamable CNN (``"cnn"``) or MLP (``"mlp"``).
+
+    1–3 layers of 1–3·B channels (so that layers span one to three blocks and tile
+    boundaries fall inside vectors), ReLU or not per layer, kernels of 1–3 for the CNN.
+    """
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    b = config.block_size
+    n = int(rng.integers(1, 4))
+    chans = [int(c) for c in rng.integers(1, 3 * b + 1, n + 1)]
+    relu = [bool(r) for r in rng.integers(0, 2, n)]
+    if kind == "mlp":
+        model: nn.Module = _MLP(chans, relu)
+        x, axis = torch.randn(1, chans[0]), None
+    else:
+        kernels = [int(k) for k in rng.integers(1, 4, n)]
+        model = _CNN(chans, kernels, relu)
+        x, axis = torch.randn(1, chans[0], 6), 2
+    model, _ = vollo_torch.fx.prepare_shape(model.eval(), x)
+    nnir = vollo_torch.fx.nnir.to_nnir(model)
+    if axis is not None:
+        nnir, _ = nnir.streaming_transform(axis)
+    return nnir.to_program(config, name=f"random {kind} {seed} ({chans})")
+
+
+def seed_cnn_program() -> Program:
+    """Return the seed example's CNN compiled for the C6B32 (``examples/models.py``)."""
+    from examples.models import seed_cnn
+
+    model, x = seed_cnn()
+    model, _ = vollo_torch.fx.prepare_shape(model, x)
+    nnir, _ = vollo_torch.fx.nnir.to_nnir(model).streaming_transform(2)
+    return nnir.to_program(Config.ia_420f_c6b32(), name="seed_cnn")
+
+
+def hand_program(config: Config | None = None) -> Program:
+    """Return a hand-written program exercising input, MAC, VEC and persistent state.
+
+    Per inference: output beat 0 = the input beat (``PASS_T``); the input is also copied to
+    tensor RAM 5; acc[1] += 2·x (state across inferences); output beat 1 = acc[1] + 0.5.
+    """
+    cfg = config or Config.ip_core(1, 4)
+    b = cfg.block_size
+    instrs = [
+        Wait(2),
+        Vec(op=VecOp.PASS_T, clamp=0, acc=0, tram=0, dest=Dest.OUTPUT, addr=0, cores=0),
+        Vec(op=VecOp.PASS_T, clamp=0, acc=0, tram=0, dest=Dest.TRAM, addr=5, cores=1),
+        Mac(acc=1, tram=0, weight=0, accumulate=1),
+        Wait(4 + cfg.tree_levels),
+        Vec(op=VecOp.ADD, clamp=0, acc=1, tram=1, dest=Dest.OUTPUT, addr=0, cores=0),
+        End(),
+    ]
+    unbounded = np.array([[-np.inf, np.inf]], np.float32)
+    core0 = CoreImage(
+        instructions=encode_program(instrs),
+        weights=f32_to_bf16_bits(2 * np.eye(b, dtype=np.float32))[None],
+        tram_init=np.vstack([np.zeros((1, b), np.uint16),
+                             f32_to_bf16_bits(np.full((1, b), 0.5, np.float32))]),
+        clamps=unbounded, tram_used=6)
+    idle = [CoreImage(encode_program([End()]), np.zeros((0, b, b), np.uint16),
+                      np.zeros((0, b), np.uint16), unbounded) for _ in range(cfg.num_cores - 1)]
+    program = Program(cfg, [core0, *idle], [TensorLayout((b,), b)],
+                      [TensorLayout((2 * b,), b)], np.array([[1, 0]], np.uint32),
+                      {"name": "hand"})
+    program.validate()
+    return program
+
+
+# -- the harness in plain Python ------------------------------------------------------------
+
+
+def test_input_beats_accepts_beats_and_floats() -> None:
+    program = random_program("mlp", 1, Config.ip_core(1, 4))      # 7 inputs: 2 beats
+    layout = program.inputs[0]
+    x = np.linspace(-2, 2, layout.channels).astype(np.float32).reshape(layout.shape)
+    beats = input_beats(program, x)
+    assert beats.dtype == np.uint16 and beats.shape == (layout.beats, 4)
+    assert (beats.reshape(-1)[layout.channels:] == 0).all()       # padding lanes
+    np.testing.assert_array_equal(beats.reshape(-1)[:layout.channels],
+                                  f32_to_bf16_bits(x).reshape(-1))
+    assert input_beats(program, beats) is beats
+    with pytest.raises(ValueError, match="shape"):
+        input_beats(program, np.zeros((3, 4), np.uint16))
+    with pytest.raises(ValueError, match="does not fit"):
+        input_beats(program, np.zeros(layout.channels + 1, np.float32))
+    again = random_inputs(program, 3, seed=7)
+    assert len(again) == 3 and all(b.shape == beats.shape for b in again)
+    np.testing.assert_array_equal(again[0], random_inputs(program, 1, seed=7)[0])
+
+
+def test_memory_images_match_rtl_gen() -> None:
+    """The cosim's hex images hold the words rtl.gen's own image function gives."""
+    gen = pytest.importorskip("rtl.gen")
+    program = random_program("cnn", 1, Config.ip_core(2, 8))
+    keys = {m["path"]: (m["kind"], m["core"], m["lane"])
+            for m in gen.manifest_memories(program.config)}
+    ours = memory_images(program)
+    theirs = {keys[path]: words for path, words in gen.memory_images(program).items() if words}
+    assert set(ours) == set(theirs)
+    for key, (lines, _) in ours.items():
+        assert [int(line, 16) for line in lines] == [int(w) for w in theirs[key]], key
+
+
+def test_parse_rtl_trace_splits_inferences() -> None:
+    program = hand_program()
+    text = "# comment\n0 0 0\n2 0 1\n\n12 0 6\ndone 16\n0 0 0\n2 0 1\n"
+    traces = parse_rtl_trace(text, program)
+    assert [[(r.cycle, r.pc) for r in t] for t in traces] == [[(0, 0), (2, 1), (12, 6)],
+                                                              [(0, 0), (2, 1)]]
+    assert traces[0][1].word == int(program.cores[0].instructions[1])
+    with pytest.raises(RtlError, match="trace line 1"):
+        parse_rtl_trace("0 0 99\n", program)
+
+
+def test_lean_verilator_build_command() -> None:
+    """The runner hook the lean build overrides still exists and gets the flags through."""
+    runner = _toolchain.LeanVerilator()
+    runner.build_dir = Path("/nonexistent")
+    runner._set_sources([Path("tidal.vlt"), Path("top.v")])
+    runner._set_verilog_sources([])
+    runner._set_build_args(_toolchain.verilator_build_args(waves=True))
+    runner.hdl_toplevel, runner.waves, runner.timescale = "tidal_top", True, None
+    runner.defines, runner.includes, runner.parameters = {}, [], {}
+    try:
+        verilate, make = runner._build_command()
+    except SystemExit:
+        pytest.skip("verilator not installed")
+    assert "--public-flat-rw" not in verilate and "--trace" not in verilate
+    assert verilate[verilate.index("--public-depth") + 1] == "1"
+    assert {"--trace-fst", "-fno-dfg", "-Wno-fatal"} <= set(verilate)
+    assert "OPT_FAST=-O2" in make
+
+
+def test_comparison_that_compares_nothing_fails() -> None:
+    """Harness self-check: no inference, or an empty RTL run, is never OK."""
+    program = hand_program()
+    report = compare(program, inputs=[], simulator="icarus")   # launches nothing
+    assert not report.ok and report.values_compared == 0
+    assert "nothing was compared" in report.summary()
+    vm = _run_vm(program, random_inputs(program, 2))
+    report = _compare_results(program, vm, None, "RTL did not start", "icarus")
+    assert not report.ok and report.values_compared == 0
+    assert report.first_divergence is not None and report.first_divergence.kind == "error"
+
+
+def test_watchdog_limit() -> None:
+    program = hand_program()
+    assert watchdog_cycles(program) == 17 + 16 + 1
+    assert watchdog_cycles(program, 100) == 100 + 16 + 6
+
+
+# -- simulations ------------------------------------------------------------------------------
+
+CORPUS = [("mlp", 0, "c1b4"), ("cnn", 1, "c1b4"), ("cnn", 3, "c1b4"),
+          ("mlp", 1, "c2b8"), ("cnn", 0, "c2b8"), ("cnn", 1, "c2b8")]
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("kind, seed, config", CORPUS,
+                         ids=[f"{k}{s}-{c}" for k, s, c in CORPUS])
+def test_corpus_matches_vm(simulator: str, kind: str, seed: int, config: str) -> None:
+    """Random compiled CNNs and MLPs: bit- and cycle-exact over 5 timesteps."""
+    need(simulator)
+    program = random_program(kind, seed, Config.preset(config))
+    report = compare(program, random=5, simulator=simulator, seed=seed)
+    assert report.ok, report.summary()
+    assert report.output_values >= 5 and report.trace_records > 0
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(900)
+def test_seed_cnn_c6b32_verilator() -> None:
+    """The seed CNN on the full C6B32 under Verilator, 16 timesteps."""
+    need("verilator")
+    program = seed_cnn_program()
+    report = compare(program, random=16, simulator="verilator")
+    assert report.ok, report.summary()
+    assert report.inferences == 16 and report.output_values == 16 * 32
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(300)
+def test_hand_program_state_and_cycles() -> None:
+    """A hand-written program: exact outputs, cycles, persistent state and trace."""
+    need("icarus")
+    program = hand_program()
+    xs = [np.arange(4, dtype=np.float32) + k for k in range(3)]
+    result = run_rtl(program, xs, simulator="icarus")
+    acc = np.zeros(4, np.float32)
+    for k, x in enumerate(xs):
+        acc += 2 * x
+        want = f32_to_bf16_bits(np.stack([x, acc + 0.5]))
+        np.testing.assert_array_equal(result.outputs[k], want)
+    assert result.output_cycles == [[7, 16]] * 3 and result.cycles == [17] * 3
+    assert result.done_cycles == [16] * 3
+    np.testing.assert_array_equal(result.state["tram"][0][5], f32_to_bf16_bits(xs[-1]))
+    np.testing.assert_array_equal(result.state["acc"][0][1], acc.view(np.uint32))
+    assert [r.pc for r in result.trace[2]] == list(range(7))
+    assert result.simulated_cycles >= 3 * 17 and result.cycles_per_second > 0
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(300)
+def test_watchdog_stops_a_late_inference() -> None:
+    """An inference that runs past its limit fails with a clear message; nothing hangs."""
+    need("icarus")
+    program = hand_program()
+    with pytest.raises(RtlError, match="RTL did not finish inference 0 within 16 cycles"
+                       ) as info:
+        run_rtl(program, random_inputs(program, 2), simulator="icarus", timeout_cycles=0)
+    partial = info.value.result
+    assert partial is not None and partial.output_cycles == [[7]]
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(300)
+def test_waves() -> None:
+    """``waves=True`` writes an FST waveform from a separate model (Icarus here; Verilator's
+    ``--trace-fst`` model is built the same way, its command line is checked above)."""
+    need("icarus")
+    program = hand_program()
+    result = run_rtl(program, random_inputs(program, 2), simulator="icarus", waves=True)
+    assert result.waves is not None and result.waves.suffix == ".fst"
+    assert result.waves.stat().st_size > 1000
+    assert result.build.sim_dir.name.startswith("icarus-waves-")
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+def test_broken_rtl_is_caught() -> None:
+    """The deliberately broken RTL (truncating bf16 rounding) fails with a located report."""
+    need("icarus")
+    program = random_program("mlp", 1, Config.ip_core(1, 4))
+    report = compare(program, random=3, simulator="icarus", rtl_variant="rounding")
+    assert not report.ok
+    div = report.first_divergence
+    assert div is not None, report.summary()
+    assert div.kind in ("output", "state"), report.summary()
+    assert div.inference >= 0 and div.cycle >= 0 and div.core >= 0 and div.pc >= 0
+    assert div.instruction.startswith("vec"), div
+    assert "lane" in div.where and "first divergence" in report.summary()
+    assert report.output_mismatches + report.state_mismatches > 0
+
+
+def test_report_fields_are_documented() -> None:
+    """Every CompareReport field appears in its docstring (the report is an API)."""
+    from sim.cosim import CompareReport
+
+    doc = CompareReport.__doc__ or ""
+    for field in dataclasses.fields(CompareReport):
+        assert field.name in doc, field.name
