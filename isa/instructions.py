@@ -60,6 +60,10 @@ class Dest(enum.IntEnum):
     TRAM = 1
     #: Rounded to bf16 and sent as the next beat of the output stream.
     OUTPUT = 2
+    #: fp32 into accumulator ``addr`` of every core in the ``cores`` mask (own bit: local
+    #: write; other cores over the interconnect). This moves partial sums between cores
+    #: without rounding, so a reduction split across cores keeps one fp32 accumulation chain.
+    ACCS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +153,8 @@ class Vec(Instruction):
     ``op`` is a :class:`VecOp`; ``PASS_A`` does not read tensor RAM and ``PASS_T`` does not
     read the accumulator. ``dest`` is a :class:`Dest`: ``ACC`` writes fp32 ``r`` to
     accumulator ``addr``; ``TRAM`` rounds ``r`` to bf16 and writes it to tensor RAM ``addr`` of
-    each core in the ``cores`` mask; ``OUTPUT`` rounds it and sends it as the next output beat.
+    each core in the ``cores`` mask; ``OUTPUT`` rounds it and sends it as the next output beat;
+    ``ACCS`` writes fp32 ``r`` to accumulator ``addr`` of each core in the ``cores`` mask.
     """
 
     OPCODE: ClassVar[Opcode] = Opcode.VEC
@@ -160,7 +165,7 @@ class Vec(Instruction):
         Field("tram", 16, "tensor RAM address of operand t"),
         Field("dest", 2, "Dest"),
         Field("addr", 16, "destination address (accumulator or tensor RAM)"),
-        Field("cores", 8, "destination core mask (Dest.TRAM)"),
+        Field("cores", 8, "destination core mask (Dest.TRAM, Dest.ACCS)"),
     )
     op: int
     clamp: int
@@ -172,10 +177,9 @@ class Vec(Instruction):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.dest not in Dest.__members__.values():
-            raise EncodingError(f"VEC.dest = {self.dest} is not a Dest")
-        if self.dest == Dest.TRAM and self.cores == 0:
-            raise EncodingError("VEC.cores must name at least one core for Dest.TRAM")
+        if self.dest in (Dest.TRAM, Dest.ACCS) and self.cores == 0:
+            raise EncodingError(
+                f"VEC.cores must name at least one core for Dest.{Dest(self.dest).name}")
 
     def __str__(self) -> str:
         return (f"vec {VecOp(self.op).name.lower()} acc={self.acc} tram={self.tram} "

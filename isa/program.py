@@ -257,7 +257,7 @@ class Program:
                     last = max(last, t + mac_write)
                 elif isinstance(instr, Vec):
                     local_only = instr.dest == Dest.ACC or (
-                        instr.dest == Dest.TRAM and instr.cores == 1 << c)
+                        instr.dest in (Dest.TRAM, Dest.ACCS) and instr.cores == 1 << c)
                     last = max(last, t + (VEC_LOCAL_WRITE if local_only else VEC_REMOTE_WRITE))
                 else:
                     last = max(last, t)

@@ -129,14 +129,16 @@ class CycleModel:
                 if instr.dest == Dest.ACC:
                     at(t + VEC_LOCAL_WRITE, _WRITE, c, write("acc", c, instr.addr, r, src))
                     return
-                rb = round_to_bf16(r)
                 if instr.dest == Dest.OUTPUT:
-                    at(t + VEC_OUTPUT, _WRITE, c, write("out", c, 0, rb, src))
+                    at(t + VEC_OUTPUT, _WRITE, c, write("out", c, 0, round_to_bf16(r), src))
                     return
+                # TRAM sends the rounded block, ACCS the fp32 one, to every core of the mask.
+                memory, value = (("tram", round_to_bf16(r)) if instr.dest == Dest.TRAM
+                                 else ("acc", r))
                 for d in range(self._num_cores):
                     if instr.cores >> d & 1:
                         delay = VEC_LOCAL_WRITE if d == c else VEC_REMOTE_WRITE
-                        at(t + delay, _WRITE, d, write("tram", d, instr.addr, rb, src))
+                        at(t + delay, _WRITE, d, write(memory, d, instr.addr, value, src))
             return read
 
         with np.errstate(all="ignore"):

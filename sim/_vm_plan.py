@@ -280,6 +280,9 @@ class Plan:
         elif instr.dest == Dest.TRAM:
             writes = {mem.tram_row(d, instr.addr) for d in range(mem.num_cores)
                       if instr.cores >> d & 1}
+        elif instr.dest == Dest.ACCS:
+            writes = {self._acc_id(mem, d, instr.addr) for d in range(mem.num_cores)
+                      if instr.cores >> d & 1}
         return "vec", reads, writes
 
     def _operations(self, schedule: Schedule, mem: Memories, input_dests: np.ndarray
@@ -420,6 +423,12 @@ class Plan:
             if ins.dest == Dest.ACC:
                 acc_rows.append(i)
                 acc_dst.append(mem.acc_row(s.core, ins.addr))
+                continue
+            if ins.dest == Dest.ACCS:
+                for d in range(mem.num_cores):
+                    if ins.cores >> d & 1:
+                        acc_rows.append(i)
+                        acc_dst.append(mem.acc_row(d, ins.addr))
                 continue
             j = len(rnd_rows)
             rnd_rows.append(i)

@@ -183,13 +183,14 @@ def _check_addresses(cfg: Config, src: Source) -> None:
         # Unused operand fields are checked too: the hardware presents them to the memories.
         fields = [("acc", ACC, instr.acc), ("tram", TRAM, instr.tram),
                   ("clamp", "clamp", instr.clamp)]
-        if instr.dest == Dest.ACC:
+        if instr.dest in (Dest.ACC, Dest.ACCS):
             fields.append(("addr", ACC, instr.addr))
         elif instr.dest == Dest.TRAM:
             fields.append(("addr", TRAM, instr.addr))
-            if instr.cores >> cfg.num_cores:
-                raise _fail(src, f"VEC.cores = {instr.cores:#x} names a core outside the "
-                            f"{cfg.num_cores}-core machine", TRAM, instr.addr)
+        if instr.dest in (Dest.TRAM, Dest.ACCS) and instr.cores >> cfg.num_cores:
+            memory = TRAM if instr.dest == Dest.TRAM else ACC
+            raise _fail(src, f"VEC.cores = {instr.cores:#x} names a core outside the "
+                        f"{cfg.num_cores}-core machine", memory, instr.addr)
     for name, memory, value in fields:
         if value >= limits[memory]:
             raise _fail(src, f"{instr.OPCODE.name}.{name} = {value} is outside the {memory} "
@@ -213,11 +214,14 @@ def _accesses(cfg: Config, src: Source, reads: list[Access], writes: list[Access
             reads.append(Access(TRAM, c, instr.tram, t, src))
         if instr.dest == Dest.ACC:
             writes.append(Access(ACC, c, instr.addr, t + VEC_LOCAL_WRITE, src))
-        elif instr.dest == Dest.TRAM:
+        elif instr.dest in (Dest.TRAM, Dest.ACCS):
+            # ACCS writes are plain accumulator writes (mac=False): the MAC bypass does not
+            # forward them, so a MAC accumulating over one in flight breaks rule 3.
+            memory = TRAM if instr.dest == Dest.TRAM else ACC
             for d in range(cfg.num_cores):
                 if instr.cores >> d & 1:
                     delay = VEC_LOCAL_WRITE if d == c else VEC_REMOTE_WRITE
-                    writes.append(Access(TRAM, d, instr.addr, t + delay, src))
+                    writes.append(Access(memory, d, instr.addr, t + delay, src))
         else:
             writes.append(Access(OUT, c, out_index[src], t + VEC_OUTPUT, src))
 

@@ -126,7 +126,8 @@ def field_values(cls: type[Instruction]) -> st.SearchStrategy[dict[str, int]]:
         values["dest"] = st.sampled_from([int(d) for d in Dest])
     strategy = st.fixed_dictionaries(values)
     if cls is Vec:
-        strategy = strategy.filter(lambda v: v["dest"] != Dest.TRAM or v["cores"] != 0)
+        strategy = strategy.filter(
+            lambda v: v["dest"] not in (Dest.TRAM, Dest.ACCS) or v["cores"] != 0)
     return strategy
 
 
@@ -180,10 +181,20 @@ def test_format_rules() -> None:
     with pytest.raises(EncodingError, match="WAIT.cycles must be >= 1"):
         Wait(0)
     fields = {"op": 0, "clamp": 0, "acc": 0, "tram": 0, "addr": 0}
-    with pytest.raises(EncodingError, match="VEC.dest = 3 is not a Dest"):
-        Vec(**fields, dest=3, cores=1)
-    with pytest.raises(EncodingError, match="VEC.cores must name at least one core"):
+    # Every value of the 2-bit dest field is a Dest; 3 is ACCS.
+    assert [int(d) for d in Dest] == [0, 1, 2, 3]
+    assert Vec(**fields, dest=3, cores=1).dest == Dest.ACCS
+    assert decode(encode(Vec(**fields, dest=3, cores=0b10))) == Vec(**fields, dest=Dest.ACCS,
+                                                                      cores=0b10)
+    with pytest.raises(EncodingError, match=r"VEC.cores must name at least one core for "
+                       r"Dest.TRAM"):
         Vec(**fields, dest=Dest.TRAM, cores=0)
+    with pytest.raises(EncodingError, match=r"VEC.cores must name at least one core for "
+                       r"Dest.ACCS"):
+        Vec(**fields, dest=Dest.ACCS, cores=0)
+    # The mask is unused for ACC and OUTPUT: zero is fine.
+    assert Vec(**fields, dest=Dest.ACC, cores=0).cores == 0
+    assert Vec(**fields, dest=Dest.OUTPUT, cores=0).cores == 0
 
 
 @PROPERTY

@@ -304,6 +304,84 @@ def test_remote_only_write_and_input_to_several_cores() -> None:
     assert vm.cycle_count() == 14
 
 
+def test_vec_accs_local_and_remote_fp32_unrounded() -> None:
+    # B = 8, W = I + 2^-12 (shift by one lane): d[i] = x[i] + 2^-12 x[i+1 mod 8], exact in
+    # fp32 but not a bf16 value. Beat 0 lands at 1 (both cores); the MAC at 2 writes acc 0
+    # at 8; the ACCS at 9 (cores 0b11) writes acc 3 of core 0 at 13 (local) and of core 1 at
+    # 14 (remote). Core 0 outputs its acc 3 at 14 (beat 19), core 1 at 15 (beat 20).
+    x = np.arange(1, 9, dtype=np.float32)
+    w = np.eye(8) + 2.0**-12 * np.roll(np.eye(8), 1, axis=1)
+    d = (x + 2.0**-12 * np.roll(x, -1)).astype(np.float32)
+    assert (round_to_bf16(d) != d).all()
+    code = Code(2).at(0, 2, Mac(acc=0, tram=0, weight=0, accumulate=0)) \
+        .at(0, 9, vec(VecOp.PASS_A, acc=0, dest=Dest.ACCS, addr=3, cores=0b11)) \
+        .at(0, 14, vec(VecOp.PASS_A, acc=3)).at(1, 15, vec(VecOp.PASS_A, acc=3)).end()
+    prog = program(C2B8, code, weights=[w[None], None], inputs=[(8,)], outputs=[(2, 8)],
+                   dests=[(0b11, 0)])
+    assert run_both(prog, x).tolist() == [round_to_bf16(d).tolist()] * 2
+    vm = VM(prog, trace=True)
+    vm.run(x)
+    for c in range(2):
+        np.testing.assert_array_equal(vm.state()["acc"][c][3], d.view(np.uint32))
+    lanes = tuple(int(v) for v in d.view(np.uint32))
+    accs = [r for r in vm.write_trace if r.memory == "acc" and r.addr == 3]
+    assert accs == [WriteRecord(13, 0, "acc", 3, lanes, 0, 3),
+                    WriteRecord(14, 1, "acc", 3, lanes, 0, 3)]
+    assert parse_trace(format_trace(accs)) == accs
+    assert vm.cycle_count() == 21 == prog.cycle_count_per_inference()
+    assert vm.cycle_count(spaced=False) == 21 == prog.cycle_count_per_inference(spaced=False)
+
+
+#: Lanes 0 and 1 of four input beats, whose fp32 sum depends on the order of the additions:
+#: lane 0 is ((1 + 2^-24) + 2^-24) + 0 = 1 (each addition a tie, to even), whereas
+#: 1 + (2^-24 + 2^-24) = 1 + 2^-23; lane 1 is 1 + 2^-20 + 2^-20 = 1 + 2^-19 exactly, but
+#: 1 + 2^-20 if the partial sum 1 + 2^-20 were rounded to bf16 (1) on the way.
+SPLIT_BEATS = np.zeros((4, 8), np.float32)
+SPLIT_BEATS[:, 0] = [1, 2.0**-24, 2.0**-24, 0]
+SPLIT_BEATS[:, 1] = [1, 2.0**-20, 2.0**-20, 0]
+SPLIT_SUM = [0x3F800000, 0x3F800010] + [0] * 6
+
+
+def split_chain(hand_over: int = 10, resume: int = 12) -> Program:
+    """acc = I·x0 + I·x1 + I·x2 + I·x3 split over two cores (B = 8), output from core 1.
+
+    Beats 0, 1 go to core 0 (tram 0, 1; land at 1, 2), beats 2, 3 to core 1 (tram 2, 3).
+    Core 0: MACs at 2 (set) and 3 into acc 0 (writes at 8, 9), ``VEC PASS_A acc 0 -> ACCS
+    addr 2 cores {1}`` at ``hand_over`` (lands on core 1 at hand_over + 5). Core 1: MACs
+    accumulating into acc 2 at ``resume`` and resume + 1 (accumulate-reads at resume + 4),
+    output at resume + 8.
+    """
+    code = Code(2).at(0, 2, Mac(acc=0, tram=0, weight=0, accumulate=0)) \
+        .at(0, 3, Mac(acc=0, tram=1, weight=0, accumulate=1)) \
+        .at(0, hand_over, vec(VecOp.PASS_A, acc=0, dest=Dest.ACCS, addr=2, cores=0b10)) \
+        .at(1, resume, Mac(acc=2, tram=2, weight=0, accumulate=1)) \
+        .at(1, resume + 1, Mac(acc=2, tram=3, weight=0, accumulate=1)) \
+        .at(1, resume + 8, vec(VecOp.PASS_A, acc=2)).end()
+    return program(C2B8, code, weights=[np.eye(8)[None]] * 2, inputs=[(32,)],
+                   outputs=[(8,)], dests=[(0b01, 0), (0b01, 1), (0b10, 2), (0b10, 3)])
+
+
+def test_chain_split_across_cores_is_bit_identical() -> None:
+    # The same chain on core 0 alone: MACs at 2..5 (beat 3 lands at 4), output at 12.
+    code = Code(2)
+    for k in range(4):
+        code.at(0, 2 + k, Mac(acc=0, tram=k, weight=0, accumulate=int(k > 0)))
+    one = program(C2B8, code.at(0, 12, vec(VecOp.PASS_A)).end(),
+                  weights=[np.eye(8)[None], None], inputs=[(32,)], outputs=[(8,)])
+    split = split_chain()
+    x = SPLIT_BEATS.reshape(-1)
+    y_one, y_split = run_both(one, x), run_both(split, x)
+    assert y_one.view(np.uint32).tolist() == y_split.view(np.uint32).tolist()
+    vm_one, vm_split = VM(one), VM(split)
+    vm_one.run(x)
+    vm_split.run(x)
+    assert vm_one.state()["acc"][0][0].tolist() == SPLIT_SUM
+    assert vm_split.state()["acc"][1][2].tolist() == SPLIT_SUM
+    # The partial sum crossed over unrounded: core 0's acc 0 holds 1 + 2^-20 in lane 1.
+    assert vm_split.state()["acc"][0][0][:2].tolist() == [0x3F800000, 0x3F800008]
+    assert vm_split.cycle_count() == 26 == split.cycle_count_per_inference()
+
+
 def test_wait_spacing_in_trace() -> None:
     # WAIT n makes the next instruction issue n cycles after the WAIT; WAIT 1 is a no-op.
     instrs = [Wait(1), Wait(3), vec(VecOp.PASS_T), Wait(2), End()]
@@ -420,6 +498,54 @@ def test_error_mac_accumulate_over_vec_write_in_flight() -> None:
     assert run_both(prog(4), x).tolist() == (x + W0 @ x).tolist()
 
 
+def test_error_mac_accumulate_over_accs_arrival_in_flight() -> None:
+    # The hand-over lands on core 1 at 15; a MAC at 11 reads acc 2 at 15 (the bypass does
+    # not forward an ACCS write): error. At 12 it reads at 16, which is fine
+    # (test_chain_split_across_cores_is_bit_identical).
+    err = load_error(split_chain(resume=11))
+    assert (err.core, err.pc, err.cycle, err.memory, err.addr) == (1, 1, 11, "acc", 2)
+    assert "landing in cycle 15" in str(err) and "core 0 pc 4 (cycle 10" in err.other
+
+
+def test_error_vec_reads_accs_arrival_in_flight() -> None:
+    # An ACCS at 2 from core 0 lands in core 1's acc 0 at 7: core 1 may read it from 8.
+    def prog(t: int) -> Program:
+        code = Code(2).at(0, 2, vec(VecOp.PASS_T, dest=Dest.ACCS, addr=0, cores=0b10)) \
+            .at(1, t, vec(VecOp.PASS_A)).end()
+        return program(C2B8, code, inputs=[(8,)], outputs=[(8,)])
+
+    err = load_error(prog(7))
+    assert (err.core, err.pc, err.cycle, err.memory, err.addr) == (1, 1, 7, "acc", 0)
+    assert "landing in cycle 7" in str(err) and "core 0 pc 1" in err.other
+    x = np.arange(8, dtype=np.float32) - 3
+    assert run_both(prog(8), x).tolist() == x.tolist()
+
+
+C3B8 = Config.ip_core(3, 8)
+
+
+@pytest.mark.parametrize(("other", "reported"), [
+    # A MAC on core 1 at 9 writes its acc 5 at 15: the ACCS (issued later) is reported.
+    ((1, 9, Mac(acc=5, tram=0, weight=0, accumulate=0)), (0, 10, 2, 1)),
+    # A VEC -> ACC on core 2 at 11 lands at 15, with the ACCS arriving on core 2.
+    ((2, 11, vec(VecOp.PASS_T, dest=Dest.ACC, addr=6)), (2, 11, 6, 2)),
+    # Another core's ACCS in the same cycle arrives on core 1 at 15 too.
+    ((2, 10, vec(VecOp.PASS_T, dest=Dest.ACCS, addr=7, cores=0b010)), (2, 10, 7, 1)),
+    # A local ACCS on core 1 at 11 lands at 15 (t + 4).
+    ((1, 11, vec(VecOp.PASS_T, dest=Dest.ACCS, addr=4, cores=0b010)), (1, 11, 4, 1)),
+])
+def test_error_accs_accumulator_port(other: tuple[int, int, Instruction],
+                                     reported: tuple[int, int, int, int]) -> None:
+    # Core 0's ACCS at 10 to cores 1 and 2 (acc 2) lands on both at 15.
+    code = Code(3).at(0, 10, vec(VecOp.PASS_T, dest=Dest.ACCS, addr=2, cores=0b110)) \
+        .at(other[0], other[1], other[2]).at(0, 20, vec(VecOp.PASS_T)).end()
+    err = load_error(program(C3B8, code, inputs=[(8,)], outputs=[(8,)], dests=[(0b111, 0)]))
+    core, cycle, addr, written = reported
+    assert (err.core, err.cycle, err.memory, err.addr) == (core, cycle, "acc", addr)
+    assert f"second write into the acc of core {written} in cycle 15" in str(err)
+    assert f"core {other[0] if core == 0 else 0} pc 1" in err.other
+
+
 def test_error_write_after_write_order() -> None:
     # B = 8: a MAC at 2 writes acc 0 at 8; a VEC at 3 would write it at 7, before it.
     code = Code(2).at(0, 2, Mac(acc=0, tram=0, weight=0, accumulate=0)) \
@@ -450,6 +576,8 @@ def test_error_write_after_write_same_cycle_orders_cores() -> None:
     (vec(VecOp.PASS_T, dest=Dest.ACC, addr=8), "acc", 8),
     (vec(VecOp.PASS_T, dest=Dest.TRAM, addr=16, cores=1), "tram", 16),
     (vec(VecOp.PASS_T, dest=Dest.TRAM, addr=1, cores=0b10), "tram", 1),
+    (vec(VecOp.PASS_T, dest=Dest.ACCS, addr=8, cores=1), "acc", 8),
+    (vec(VecOp.PASS_T, dest=Dest.ACCS, addr=1, cores=0b10), "acc", 1),
 ])
 def test_error_address_out_of_range(instr: Instruction, memory: str, addr: int) -> None:
     cfg = Config.ip_core(1, 4, tensor_ram_depth=16, accum_store_depth=8, weight_store_depth=2,
@@ -668,6 +796,10 @@ def test_accumulate_chains_matches_numerics() -> None:
 # -- random legal programs: the fast plan against the cycle-by-cycle model ----------------
 
 
+#: Probabilities of ACC, TRAM, OUTPUT and ACCS for a random VEC's destination.
+DEST_P = [.3, .35, .15, .2]
+
+
 def random_program(seed: int, cfg: Config) -> Program:
     """Return a random program that obeys the schedule rules by construction.
 
@@ -737,7 +869,7 @@ def random_program(seed: int, cfg: Config) -> Program:
                     reads, writes = [("tram", c, x)], [(word, t + acc_w)]
             elif kind == "vec":
                 op = VecOp(int(rng.integers(8)))
-                dest = Dest.OUTPUT if want_out else Dest(int(rng.choice(3, p=[.3, .5, .2])))
+                dest = Dest.OUTPUT if want_out else Dest(int(rng.choice(4, p=DEST_P)))
                 a, x = int(rng.integers(n_acc)), int(rng.integers(n_tram))
                 clamp = int(rng.integers(n_clamp))
                 addr, mask = 0, 0
@@ -748,10 +880,12 @@ def random_program(seed: int, cfg: Config) -> Program:
                 elif dest == Dest.ACC:
                     addr = int(rng.integers(n_acc))
                     writes = [(("acc", c, addr), t + 4)]
-                elif dest == Dest.TRAM:
-                    addr = int(rng.integers(n_in, n_tram))
+                elif dest in (Dest.TRAM, Dest.ACCS):
+                    memory = "tram" if dest == Dest.TRAM else "acc"
+                    addr = int(rng.integers(n_in, n_tram) if dest == Dest.TRAM
+                               else rng.integers(n_acc))
                     mask = int(rng.integers(1, 1 << n_cores))
-                    writes = [(("tram", d, addr), t + (4 if d == c else 5))
+                    writes = [((memory, d, addr), t + (4 if d == c else 5))
                               for d in range(n_cores) if mask >> d & 1]
                 if op != VecOp.PASS_T:
                     reads.append(("acc", c, a))
@@ -824,10 +958,12 @@ def test_random_program_generator_is_varied() -> None:
         prog = random_program(seed * 101 + 2, C2B8)
         vm = VM(prog)
         seen.add(f"levels{min(len(vm._plan.levels), 6)}")
-        for core in prog.cores:
+        for c, core in enumerate(prog.cores):
             for instr in decode_program(core.instructions):
                 if isinstance(instr, Mac) and instr.accumulate:
                     seen.add("mac-accumulate")
+                if isinstance(instr, Vec) and instr.dest == Dest.ACCS and instr.cores & ~(1 << c):
+                    seen.add("accs-remote")
                 if isinstance(instr, Wait) and instr.cycles > 1:
                     seen.add("wait")
         for lv in vm._plan.levels:
@@ -839,8 +975,8 @@ def test_random_program_generator_is_varied() -> None:
                 seen.update(op.name for op, _, _ in lv.vec.ops)
                 seen.update(k for k in ("acc_rows", "tram_rep", "out_rep")
                             if getattr(lv.vec, k) is not None)
-    assert {"mac-accumulate", "wait", "chain", "vec-chain", "mixed-chain", "acc_rows",
-            "tram_rep", "out_rep"} <= seen
+    assert {"mac-accumulate", "accs-remote", "wait", "chain", "vec-chain", "mixed-chain",
+            "acc_rows", "tram_rep", "out_rep"} <= seen
     assert {op.name for op in VecOp} <= seen
     assert "levels6" in seen
 
