@@ -1,12 +1,14 @@
 """Compile every benchmark model and print its compute cycles against the reference.
 
-Usage: ``.venv/bin/python bench/bench_compiler.py [--config ia_420f_c6b32] [--check]``
+Usage: ``.venv/bin/python bench/bench_compiler.py [--config ia_420f_c6b32] [--check]
+[--no-split-reduction]``
 
 Per model: spaced latency in cycles on the configuration (compute only, no host I/O; µs
 assume the design runs at the configuration's clock), the reference compiler's published
 cycles on the IA-420F C6B32, their ratio, the ideal compute cycles (Σ over layers of
 ⌈tiles / cores⌉), and the compile time. ``--check`` also runs each program on the VM and
 reports its largest difference from the PyTorch model, relative to the largest output.
+``--no-split-reduction`` compiles every output block on one core (``split_reduction=False``).
 Models that fail are listed with their error.
 """
 
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="ia_420f_c6b32", help="configuration preset")
     parser.add_argument("--check", action="store_true", help="also run on the VM and compare")
+    parser.add_argument("--no-split-reduction", action="store_true",
+                        help="never split an output block's reduction across cores")
     args = parser.parse_args(argv)
     config = vollo_compiler.Config.preset(args.config)
     print(f"configuration {config.name}: {config.num_cores} cores, B = {config.block_size}, "
@@ -64,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             if axis is not None:
                 nnir, output_axis = nnir.streaming_transform(axis)
             start = time.perf_counter()
-            program = nnir.to_program(config, name=name)
+            program = nnir.to_program(config, name=name,
+                                      split_reduction=not args.no_split_reduction)
             seconds = time.perf_counter() - start
         except ValueError as exc:  # unsupported op, unstreamable, does not fit
             lines = [line.strip(" -") for line in str(exc).splitlines()]

@@ -5,12 +5,15 @@ the instructions that compute it (not yet scheduled), with the tensor-RAM buffer
 accumulators they use and the timing constraints between them:
 
 * a chain runs on the core its layer's placement gives it (output blocks balanced over the
-  cores by tile count, weight-store capacity permitting); a vector value runs where its
+  cores by tile count, weight-store capacity permitting), or, with a :class:`SplitPlan`,
+  its first terms on a less loaded core, whose partial sum a ``VEC -> ACCS`` hands over to
+  the chain's core; a vector value runs where its
   accumulator operand is; every block written to tensor RAM goes, in one ``VEC``, to every
   core that reads it (the buffer's ``mask``), at the same address on all of them;
 * ``preds`` of an operation are (operation, latency) pairs meaning ``issue >= pred issue +
   latency``: read after write (the write lands, then the read may issue a cycle later), the
-  write-after-read ordering of the streaming window update, and the order of output beats;
+  write-after-read ordering of the streaming window update, the order of output beats,
+  and with a :class:`SplitPlan` the accumulation order of each chain's ``MAC`` s;
 * a streaming window (:class:`compiler._graph.History`) is shifted after its reads by
   ``VEC PASS_T`` copies multicast to its readers; the youngest slot is the source block's
   own buffer when a ``VEC`` produces it (the producer then writes it after the old value's
@@ -38,9 +41,17 @@ from compiler._graph import (
 from isa.config import Config
 from isa.instructions import Dest
 from isa.numerics import VecOp
-from isa.timing import INPUT_WRITE, VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE, mac_acc_write
+from isa.timing import (
+    INPUT_WRITE,
+    VEC_LOCAL_WRITE,
+    VEC_OUTPUT,
+    VEC_REMOTE_WRITE,
+    mac_acc_read,
+    mac_acc_write,
+)
 
-__all__ = ["Buf", "VAcc", "Op", "OpGraph", "generate"]
+__all__ = ["Buf", "VAcc", "Op", "OpGraph", "SplitPlan", "generate", "write_latency",
+           "handover_latency", "accumulation_orders"]
 
 
 @dataclass(eq=False)
@@ -78,10 +89,11 @@ class Op:
     """One ``MAC`` or ``VEC`` instruction of ``core``, before scheduling.
 
     A ``MAC`` (``vop`` None) accumulates tile ``tile`` (an index of ``Graph.tiles``) times
-    ``tram`` into ``acc``. A ``VEC``
-    computes ``clamp(vop(acc, tram), lo, hi)`` into ``dest``: accumulator ``dacc``, buffer
-    ``dbuf`` (on all its cores) or output beat ``out``. ``cycle`` is the issue cycle once
-    scheduled; ``accumulate`` is cleared on the first ``MAC`` of each chain.
+    ``tram`` into ``acc``. A ``VEC`` computes ``clamp(vop(acc, tram), lo, hi)`` into
+    ``dest``: accumulator ``dacc`` (``Dest.ACC`` on this core, ``Dest.ACCS`` on the core of
+    ``dacc``), buffer ``dbuf`` (on all its cores) or output beat ``out``. ``cycle`` is the
+    issue cycle once scheduled; ``accumulate`` is cleared on the first ``MAC`` of each chain
+    (not of a chain continued from a partial sum sent by ``ACCS``).
     """
 
     index: int
@@ -120,12 +132,18 @@ class OpGraph:
     vaccs : list of VAcc
     inputs : list of Buf
         The buffer of every input beat, in beat order.
+    chain_macs : dict
+        ``id(chain)`` -> the ``MAC`` of each of the chain's terms, in term order.
+    splits : int
+        Chains whose reduction is split across cores.
     """
 
     ops: list[Op]
     bufs: list[Buf]
     vaccs: list[VAcc]
     inputs: list[Buf]
+    chain_macs: dict[int, list[Op]]
+    splits: int
 
 
 def write_latency(op: Op, core: int, config: Config) -> int:
@@ -137,15 +155,64 @@ def write_latency(op: Op, core: int, config: Config) -> int:
     return VEC_LOCAL_WRITE if core == op.core else VEC_REMOTE_WRITE
 
 
-def generate(graph: Graph, config: Config) -> OpGraph:
-    """Place the live values of ``graph`` on cores and return their operations."""
-    return _Generator(graph, config).run()
+def handover_latency(config: Config) -> int:
+    """Return the cycles from an ``ACCS`` hand-over's issue to the continuing ``MAC``'s.
+
+    The ``MAC`` reads its accumulator ``mac_acc_read`` cycles after issue, which must be after
+    the remote write lands (the bypass does not forward it); and it issues at least a cycle
+    after the ``ACCS``: in the same cycle on a lower-numbered core it would come first in
+    execution order, and its write would land after a later instruction's (rule 4).
+    """
+    return max(1, VEC_REMOTE_WRITE + 1 - mac_acc_read(config))
+
+
+def accumulation_orders(graph: OpGraph) -> dict[int, list[int]]:
+    """Return, per chain (``id(chain)``), its term indices in the order of their ``MAC`` s'
+    issue: the order in which a scheduled ``graph`` accumulates them."""
+    return {key: sorted(range(len(macs)), key=lambda k: macs[k].cycle)
+            for key, macs in graph.chain_macs.items()}
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How :func:`generate` splits reductions across cores.
+
+    Attributes
+    ----------
+    orders : dict
+        ``id(chain)`` -> the chain's term indices in accumulation order. Every chain's
+        ``MAC`` s are constrained to issue in this order, so that a chain computes the same
+        fp32 additions whether or not it is split.
+    final_only : bool
+        Split only the last matrix layer, to even out the cores' ``MAC`` s over the whole
+        model (few hand-overs); else balance every layer on its own.
+    """
+
+    orders: dict[int, list[int]]
+    final_only: bool
+
+
+def generate(graph: Graph, config: Config, plan: SplitPlan | None = None) -> OpGraph:
+    """Place the live values of ``graph`` on cores and return their operations.
+
+    Without a ``plan`` every chain runs on one core and its ``MAC`` s are unordered (the
+    scheduler picks the accumulation order). With one, chains are split where a layer's
+    output-block placement leaves the cores unbalanced: the first terms of a chain run on
+    a less loaded core, whose partial sum ``VEC PASS_A -> ACCS`` copies exactly into the
+    accumulator in which the chain's own core continues it.
+    """
+    return _Generator(graph, config, plan).run()
 
 
 class _Generator:
-    def __init__(self, graph: Graph, config: Config) -> None:
+    def __init__(self, graph: Graph, config: Config, plan: SplitPlan | None) -> None:
         self.graph = graph
         self.config = config
+        self.plan = plan
+        # id(chain) -> its pieces in accumulation order: (core, term indices); a chain whose
+        # reduction is not split is one piece.
+        self.pieces: dict[int, list[tuple[int, list[int]]]] = {}
+        self.chain_macs: dict[int, list[Op]] = {}
         self.ops: list[Op] = []
         self.bufs: list[Buf] = []
         self.vaccs: list[VAcc] = []
@@ -193,7 +260,8 @@ class _Generator:
             # still needs somewhere to land.
             if not buf.mask:
                 buf.mask.add(buf.writer.core if buf.writer is not None else 0)
-        return OpGraph(self.ops, self.bufs, self.vaccs, inputs)
+        splits = sum(len(p) - 1 for p in self.pieces.values())
+        return OpGraph(self.ops, self.bufs, self.vaccs, inputs, self.chain_macs, splits)
 
     # -- placement -----------------------------------------------------------------------
 
@@ -202,6 +270,8 @@ class _Generator:
 
         Chains of one unit (layer and output block) share their tiles and go to one core,
         unless the layer has fewer units than cores and several rows, when rows are split.
+        With a :class:`SplitPlan`, the layers are then balanced further by splitting
+        reductions (:meth:`_split`).
         """
         n = self.config.num_cores
         depth = self.config.weight_store_depth
@@ -210,13 +280,15 @@ class _Generator:
         layers: dict[int, dict[tuple[int, int], list[Chain]]] = {}
         for ch in chains:
             layers.setdefault(ch.node, {}).setdefault(ch.unit, []).append(ch)
-        for units in layers.values():
+        last_layer = max(layers, default=-1)
+        for node, units in layers.items():
             groups = list(units.values())
             if len(groups) < n:
                 split = -(-n // len(groups))
                 groups = [g[i::split] for g in groups for i in range(min(split, len(g)))]
             groups.sort(key=lambda g: -sum(len(c.terms) for c in g))
             layer = [0] * n
+            placed: list[list[Chain]] = [[] for _ in range(n)]
             for group in groups:
                 macs = sum(len(c.terms) for c in group)
                 tiles = {t for c in group for t, _ in c.terms}
@@ -225,8 +297,59 @@ class _Generator:
                 layer[core] += macs
                 total[core] += macs
                 tiles_on[core] |= tiles
-                for ch in group:
-                    self.core_of[id(ch)] = core
+                placed[core].extend(group)
+            for core, mine in enumerate(placed):
+                for ch in mine:
+                    order = (self.plan.orders[id(ch)] if self.plan is not None
+                             else list(range(len(ch.terms))))
+                    self.pieces[id(ch)] = [(core, order)]
+            if self.plan is None:
+                continue
+            if not self.plan.final_only:
+                self._split(placed, layer, total, tiles_on, [sum(layer) / n] * n)
+            elif node == last_layer:
+                mean = sum(total) / n
+                self._split(placed, layer, total, tiles_on,
+                            [mean - total[c] + layer[c] for c in range(n)])
+
+    def _split(self, placed: list[list[Chain]], layer: list[int], total: list[int],
+               tiles_on: list[set[int]], target: list[float]) -> None:
+        """Balance one layer towards ``target`` MACs per core by splitting reductions.
+
+        While some core is over its target and another under, the last placed unsplit
+        chain of the core most over gives its first terms (in accumulation order), as many
+        as both can take, to the core most under (weight store permitting). That core
+        computes the partial sum early (the path through the hand-over is long, so the
+        scheduler ranks it high) and hands it over; the first core continues the chain
+        after its other chains, which hide the hand-over's latency.
+
+        ``placed`` lists each core's chains of the layer; ``layer``, ``total`` (all layers)
+        and ``tiles_on`` (weight tiles) per core are updated.
+        """
+        n = self.config.num_cores
+        depth = self.config.weight_store_depth
+        while True:
+            src = max(range(n), key=lambda c: (layer[c] - target[c], -c))
+            dst = min(range(n), key=lambda c: (layer[c] - target[c], total[c], c))
+            room = int(min(layer[src] - target[src], target[dst] - layer[dst]))
+            if room <= 0:
+                return
+            for ch in reversed(placed[src]):
+                order = self.pieces[id(ch)][0][1]
+                if len(self.pieces[id(ch)]) > 1 or len(order) < 2:
+                    continue
+                moved = min(room, len(order) - 1)
+                tiles = {ch.terms[k][0] for k in order[:moved]}
+                if len(tiles_on[dst] | tiles) <= depth:
+                    break
+            else:
+                return
+            self.pieces[id(ch)] = [(dst, order[:moved]), (src, order[moved:])]
+            layer[src] -= moved
+            layer[dst] += moved
+            total[src] -= moved
+            total[dst] += moved
+            tiles_on[dst] |= tiles
 
     def _least_loaded(self) -> int:
         return min(range(self.config.num_cores), key=lambda c: (self.load[c], c))
@@ -287,15 +410,9 @@ class _Generator:
             self.buf_of[id(v)] = self._new_buf("const", bits=v.bits)
             tram_core = None
         elif isinstance(v, Chain):
-            core = self.core_of[id(v)]
-            vacc = VAcc(core)
-            self.vaccs.append(vacc)
-            for tile, x in v.terms:
-                op = self._new_op(core, v.node, tile=tile, acc=vacc)
-                vacc.writers.append(op)
-                self._read_val(op, x)
+            vacc = self._chain(v)
             self.vacc_of[id(v)] = vacc
-            tram_core = core
+            tram_core = vacc.core
         else:
             assert isinstance(v, VecVal)
             tram_core = self._vec_core(v)
@@ -320,6 +437,39 @@ class _Generator:
                 op = self._vec(v, tram_core, Dest.OUTPUT, out=k)
             outs.append((k, op))
         return outs
+
+    def _chain(self, v: Chain) -> VAcc:
+        """Emit the ``MAC`` s of chain ``v``, piece by piece; return the final accumulator.
+
+        Each piece after the first continues the previous piece's partial sum, which a
+        ``VEC PASS_A -> ACCS`` copies exactly into the piece's accumulator. With a plan,
+        consecutive ``MAC`` s are constrained to issue in the chain's order.
+        """
+        macs: list[Op | None] = [None] * len(v.terms)
+        vacc: VAcc | None = None
+        for core, terms in self.pieces[id(v)]:
+            nxt = VAcc(core)
+            self.vaccs.append(nxt)
+            if vacc is not None:
+                send = self._new_op(vacc.core, v.node, vop=VecOp.PASS_A, dest=Dest.ACCS,
+                                    dacc=nxt)
+                self._read_acc(send, vacc)
+                nxt.writers.append(send)
+            for k in terms:
+                tile, x = v.terms[k]
+                op = self._new_op(core, v.node, tile=tile, acc=nxt)
+                prev = nxt.writers[-1] if nxt.writers else None
+                if prev is not None and not prev.is_mac:
+                    op.preds.append((prev, handover_latency(self.config)))
+                elif prev is not None and self.plan is not None:
+                    op.preds.append((prev, 1))
+                nxt.writers.append(op)
+                self._read_val(op, x)
+                macs[k] = op
+            vacc = nxt
+        assert vacc is not None and all(op is not None for op in macs)
+        self.chain_macs[id(v)] = [op for op in macs if op is not None]
+        return vacc
 
     def _vec_core(self, v: VecVal) -> int:
         """Return the core of a vector value: where its accumulator operand is, else near

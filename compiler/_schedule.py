@@ -1,13 +1,15 @@
 """Static scheduling: issue cycles for every operation, and accumulator assignment.
 
 :func:`schedule` is a cycle-by-cycle list scheduler. In each cycle, each core issues the
-ready operation of highest priority (longest latency-weighted path to the end of the
-inference; ties go to the earlier-created operation, i.e. earlier layers) whose future port
-uses are free in the reservation tables:
+ready operation of highest priority whose future port uses are free in the reservation
+tables. Priority: first the ``VEC`` s that write tensor RAM or an accumulator, then the
+rest by the longest latency-weighted path to the end of the inference; ties go to the
+earlier-created operation (earlier layers). The resources:
 
 * issue slot: one instruction per core per cycle;
 * accumulator write port, one per core per cycle: ``MAC`` at ``t + mac_acc_write``,
-  ``VEC`` to an accumulator at ``t + 4``;
+  ``VEC`` to an accumulator at ``t + 4``, ``VEC -> ACCS`` at ``t + 5`` on the receiving
+  core;
 * tensor-RAM write port, one per core per cycle: input beat ``i`` at ``i + 1``, a ``VEC``'s
   local write at ``t + 4``, its remote writes at ``t + 5`` on each other core of its mask;
 * output port: one beat per cycle at ``t + 5`` (beats are also chained in order).
@@ -73,7 +75,14 @@ def _tail(op: Op, config: Config) -> int:
         return mac_acc_write(config)
     if op.dest == Dest.TRAM and op.dbuf is not None and op.dbuf.mask - {op.core}:
         return VEC_REMOTE_WRITE
+    if op.dest == Dest.ACCS and op.dacc is not None:
+        return write_latency(op, op.dacc.core, config)
     return VEC_OUTPUT if op.dest == Dest.OUTPUT else VEC_LOCAL_WRITE
+
+
+#: Added to the priority of a VEC that writes tensor RAM or an accumulator: more than any
+#: path length.
+_FIRST = 1 << 30
 
 
 def schedule(graph: OpGraph, config: Config) -> None:
@@ -84,8 +93,19 @@ def schedule(graph: OpGraph, config: Config) -> None:
     succ = _successors(ops)
     prio = [0] * len(ops)
     for op in reversed(topological_order(ops)):
+        # The issue order of a chain's MACs (one accumulator, constrained when the order is
+        # fixed) does not lengthen its path: counting it would rank a chain's first MACs
+        # above every other chain's and interleave all the chains of a core.
         prio[op.index] = max([_tail(op, config)]
-                             + [lat + prio[j] for j, lat in succ[op.index]])
+                             + [lat + prio[j] for j, lat in succ[op.index]
+                                if not (op.is_mac and ops[j].is_mac and ops[j].acc is op.acc)])
+    for op in ops:
+        if not op.is_mac and op.dest != Dest.OUTPUT:
+            # Such a VEC finishes a value that other operations, often on other cores, wait
+            # for, in one issue slot. By path length alone it would rank below the MACs of
+            # the next chains on its core, which would run first and stall those readers.
+            # Output VECs keep their rank, so they fill the cycles after a core's last MAC.
+            prio[op.index] += _FIRST
     count = [len(op.preds) for op in ops]
     earliest = [op.release for op in ops]
     tram_busy: list[set[int]] = [set() for _ in range(n_cores)]
@@ -117,6 +137,11 @@ def schedule(graph: OpGraph, config: Config) -> None:
             return [(acc_busy[op.core], t + mac_write)]
         if op.dest == Dest.ACC:
             return [(acc_busy[op.core], t + VEC_LOCAL_WRITE)]
+        if op.dest == Dest.ACCS:
+            # The receiving core's MACs may hold that port: the hand-over then waits for a
+            # cycle in which that core issued no MAC (its VECs leave the port free).
+            assert op.dacc is not None
+            return [(acc_busy[op.dacc.core], t + write_latency(op, op.dacc.core, config))]
         if op.dest == Dest.OUTPUT:
             return [(out_busy, t + VEC_OUTPUT)]
         assert op.dbuf is not None

@@ -7,7 +7,8 @@
 2. :func:`compiler._ops.generate`: place every block on a core and make its ``MAC`` and
    ``VEC`` operations, the streaming-window updates and the constraints between them;
 3. :func:`compiler._schedule.schedule`: give every operation its issue cycle, then assign
-   accumulators;
+   accumulators. Passes 2 and 3 run again with reductions split across cores
+   (:func:`_try_split`), and the schedule of lowest latency is kept;
 4. here: allocate weight stores, tensor RAM and clamp tables, encode each core's
    instructions (``WAIT`` s fill the gaps) and assemble the program.
 
@@ -21,21 +22,31 @@ from typing import Any
 
 import numpy as np
 
-from compiler._graph import build
-from compiler._ops import Buf, Op, OpGraph, generate, write_latency
+from compiler._graph import Graph, build
+from compiler._ops import (
+    Buf,
+    Op,
+    OpGraph,
+    SplitPlan,
+    accumulation_orders,
+    generate,
+    write_latency,
+)
 from compiler._schedule import assign_accumulators, constrain_reuse, schedule
 from compiler.nnir import NNIR
 from compiler.program import AllocationError, Program
 from isa.config import Config
 from isa.instructions import Dest, End, Instruction, Mac, Vec, Wait, encode_program
 from isa.program import CoreImage, TensorLayout
+from isa.timing import VEC_OUTPUT
 
 __all__ = ["lower"]
 
 _MAX_WAIT = (1 << 16) - 1
 
 
-def lower(nnir: NNIR, config: Config, name: str | None = None) -> Program:
+def lower(nnir: NNIR, config: Config, name: str | None = None,
+          split_reduction: bool = True) -> Program:
     """Compile ``nnir`` for ``config``.
 
     Parameters
@@ -47,6 +58,12 @@ def lower(nnir: NNIR, config: Config, name: str | None = None) -> Program:
         The machine.
     name : str, optional
         Recorded as ``meta["name"]`` (default ``"model"``).
+    split_reduction : bool
+        Also try balancing the cores by splitting output blocks' reductions across two
+        cores (the partial sum handed over exactly, in fp32, by ``VEC -> ACCS``), and keep
+        such a schedule if its latency is lower. The chains accumulate in the same order
+        either way, so the outputs are bit-identical; False compiles every output block on
+        one core.
 
     Returns
     -------
@@ -74,17 +91,15 @@ def lower(nnir: NNIR, config: Config, name: str | None = None) -> Program:
         raise AllocationError(f"input descriptor table: needs {beats} input beats, has "
                               f"{config.io_depth} (io_depth)")
     graph = build(nnir, b)
-    ops = generate(graph, config)
+    ops = _scheduled(graph, nnir, config)
+    if split_reduction and config.num_cores > 1:
+        ops = _try_split(graph, nnir, config, ops)
     weights = _weight_slots(ops, nnir, config)
-    schedule(ops, config)
-    if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
-        # Too many values live at once in this schedule: assign accumulators first, on an
-        # order that keeps few live, and schedule again under the reuse constraints.
-        _check_accumulators(constrain_reuse(ops, config), config)
-        schedule(ops, config)
     for v in ops.vaccs:
         macs = [op for op in v.writers if op.is_mac]
-        if macs:  # the first MAC of a chain (in issue order) sets, the others accumulate
+        if macs and len(macs) == len(v.writers):
+            # The first MAC of a chain (in issue order) sets, the others accumulate; a
+            # chain continued from a partial sum (written by ACCS) only accumulates.
             min(macs, key=lambda op: op.cycle).accumulate = 0
     tram_used = _allocate_tram(ops.bufs, config)
     cores = []
@@ -111,6 +126,55 @@ def lower(nnir: NNIR, config: Config, name: str | None = None) -> Program:
                       input_dests=dests.reshape(-1, 2), meta=meta)
     program.validate()
     return program
+
+
+def _scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
+               ) -> OpGraph:
+    """Return the operations of ``graph`` placed (see :func:`generate` for ``plan``) and
+    scheduled, with accumulators assigned.
+
+    Raises
+    ------
+    AllocationError
+        If a weight store or accumulator store overflows.
+    """
+    ops = generate(graph, config, plan)
+    _weight_slots(ops, nnir, config)  # refuse an overflowing placement before scheduling
+    schedule(ops, config)
+    if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
+        # Too many values live at once in this schedule: assign accumulators first, on an
+        # order that keeps few live, and schedule again under the reuse constraints.
+        _check_accumulators(constrain_reuse(ops, config), config)
+        schedule(ops, config)
+    return ops
+
+
+def _latency(ops: OpGraph) -> int:
+    """Return the spaced latency of a schedule: its last output beat's cycle + 1."""
+    return max(op.cycle for op in ops.ops if op.dest == Dest.OUTPUT) + VEC_OUTPUT + 1
+
+
+def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGraph:
+    """Return the schedule of lowest latency among ``whole`` (every chain on one core) and
+    the schedules with reductions split across cores; ``whole`` on a tie.
+
+    Two plans are tried: splitting the last matrix layer only, to even out every core's
+    ``MAC`` s over the model (each hand-over costs the sender an issue slot and the
+    receiver an accumulator-port cycle, so few is better), and balancing every layer on its
+    own (better when an early layer dominates). Both keep every chain's accumulation order
+    from ``whole``, so every candidate computes bit-identical results.
+    """
+    orders = accumulation_orders(whole)
+    best = whole
+    # With one matrix layer the two plans are the same.
+    for final_only in (True, False)[:2 if len(graph.node_tiles) > 1 else 1]:
+        try:
+            split = _scheduled(graph, nnir, config, SplitPlan(orders, final_only))
+        except AllocationError:  # a moved piece's tiles or the hand-overs do not fit
+            continue
+        if split.splits and _latency(split) < _latency(best):
+            best = split
+    return best
 
 
 def _mask_bits(cores: set[int]) -> int:
@@ -218,6 +282,9 @@ def _encode(core: int, ops: OpGraph, weights: dict[int, int],
         if op.dest == Dest.ACC:
             assert op.dacc is not None
             addr, mask = op.dacc.phys, 0
+        elif op.dest == Dest.ACCS:
+            assert op.dacc is not None
+            addr, mask = op.dacc.phys, 1 << op.dacc.core
         elif op.dest == Dest.TRAM:
             assert op.dbuf is not None
             addr, mask = op.dbuf.addr, _mask_bits(op.dbuf.mask)
@@ -237,7 +304,12 @@ def _encode(core: int, ops: OpGraph, weights: dict[int, int],
 
 def _last_write(op: Op, config: Config) -> int:
     """Return the cycle of ``op``'s last write or output beat."""
-    cores = op.dbuf.mask if op.dest == Dest.TRAM and op.dbuf is not None else {op.core}
+    if op.dest == Dest.TRAM and op.dbuf is not None:
+        cores = op.dbuf.mask
+    elif op.dest == Dest.ACCS and op.dacc is not None:
+        cores = {op.dacc.core}
+    else:
+        cores = {op.core}
     return op.cycle + max(write_latency(op, c, config) for c in cores)
 
 

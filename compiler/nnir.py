@@ -358,11 +358,11 @@ class NNIR:
         """
         return _streaming_transform(self, axis)
 
-    def to_program(self, config: Any, name: str | None = None) -> Any:
+    def to_program(self, config: Any, name: str | None = None, **kwargs: Any) -> Any:
         """Compile the graph for an accelerator configuration (see ``compiler.lower``)."""
         from compiler.lower import lower
 
-        return lower(self, config, name=name)
+        return lower(self, config, name=name, **kwargs)
 
 
 def compact(nodes: list[Node], inputs: list[int], outputs: list[int], streaming: bool) -> NNIR:

@@ -28,6 +28,8 @@ from torch import nn
 import compiler.frontend as vollo_torch
 from compiler import AllocationError, Config, Program
 from compiler.nnir import NNIR
+from isa.instructions import Dest, Vec, decode_program
+from isa.numerics import accumulate, f32_to_bf16_bits, round_to_bf16, tile_matvec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -157,15 +159,16 @@ def nets(draw: st.DrawFn, config_name: str) -> tuple[Net, torch.Tensor]:
 
 
 def compile_model(model: nn.Module, x: torch.Tensor, config: Config,
-                  axis: int | None = None) -> tuple[Program, torch.Tensor, int | None]:
-    """Trace, translate, stream (if ``axis``) and compile; return program, expected output
-    and the output's streaming axis."""
+                  axis: int | None = None, **options: bool
+                  ) -> tuple[Program, torch.Tensor, int | None]:
+    """Trace, translate, stream (if ``axis``) and compile (with ``options`` for
+    ``to_program``); return program, expected output and the output's streaming axis."""
     gm, expected = vollo_torch.fx.prepare_shape(model, x)
     nnir = vollo_torch.fx.nnir.to_nnir(gm)
     output_axis = None
     if axis is not None:
         nnir, output_axis = nnir.streaming_transform(axis)
-    return nnir.to_program(config), expected, output_axis
+    return nnir.to_program(config, **options), expected, output_axis
 
 
 def run_program(program: Program, x: torch.Tensor, axis: int | None,
@@ -350,6 +353,13 @@ def test_meta_layers_and_all_cores_used() -> None:
     assert streaming.meta["input_axis"] == 2 and streaming.meta["output_axis"] == 2
 
 
+def mlp(width: int, layers: int) -> nn.Module:
+    """``layers`` × (Linear ``width`` → ``width`` + ReLU), seeded."""
+    torch.manual_seed(0)
+    return nn.Sequential(*[m for _ in range(layers)
+                           for m in (nn.Linear(width, width), nn.ReLU())]).eval()
+
+
 def test_latency_targets() -> None:
     # The issue's targets on the C6B32 (compute cycles, spaced latency).
     program, _, _ = compile_model(*seed_like(), CONFIGS["c6b32"], axis=2)
@@ -358,6 +368,84 @@ def test_latency_targets() -> None:
     linear = nn.Sequential(nn.Linear(128, 128), nn.ReLU())
     program, _, _ = compile_model(linear, torch.randn(1, 128), CONFIGS["c6b32"])
     assert program.cycle_count_per_inference() <= 42
+    # These two need reductions split across cores (one core would carry 96 and 192 MACs).
+    for width, layers, target in ((512, 2, 110), (1024, 1, 200)):
+        program, _, _ = compile_model(mlp(width, layers), torch.randn(1, width),
+                                      CONFIGS["c6b32"])
+        assert program.cycle_count_per_inference() <= target, (width, layers)
+
+
+# -- reductions split across cores -------------------------------------------------------------
+
+
+def accs_count(program: Program) -> int:
+    """Return the number of ``VEC -> ACCS`` hand-overs in ``program``."""
+    return sum(isinstance(i, Vec) and i.dest == Dest.ACCS
+               for core in program.cores for i in decode_program(core.instructions))
+
+
+def test_mlp_2x512_splits_reductions_with_accs() -> None:
+    # 32 output blocks of 16 MACs on 6 cores: whole blocks put 96 MACs on some core, and
+    # only handing partial sums over (ACCS) brings every core near 512 / 6.
+    model, x = mlp(512, 2), torch.randn(1, 512)
+    split, expected, _ = compile_model(model, x, CONFIGS["c6b32"])
+    whole, _, _ = compile_model(model, x, CONFIGS["c6b32"], split_reduction=False)
+    assert accs_count(split) > 0 and accs_count(whole) == 0
+    assert split.cycle_count_per_inference() < whole.cycle_count_per_inference()
+    for layer in split.meta["layers"]:
+        assert layer["macs"] == 256
+    macs = [sum(i.OPCODE.name == "MAC" for i in decode_program(core.instructions))
+            for core in split.cores]
+    assert max(macs) < 96 and sum(macs) == 512
+    # Every hand-over arrives in the accumulator of another core, over the interconnect.
+    vm = split.to_vm(trace=True)
+    got = vm.run(x.numpy())
+    remote = [w for w in vm.write_trace if w.memory == "acc" and w.src_core not in (-1, w.core)]
+    assert len(remote) == accs_count(split)
+    np.testing.assert_allclose(got, expected.numpy(), atol=0.05, rtol=0.02)
+
+
+def layer1_order_matters(model: nn.Module, x: torch.Tensor) -> int:
+    """Return how many outputs of the first Linear (fp32 sums of bf16 tile products, rounded
+    to bf16) change when its input blocks are accumulated in reverse order."""
+    w = f32_to_bf16_bits(model[0].weight.detach().numpy())
+    w = (w.astype(np.uint32) << 16).view(np.float32)
+    xb = round_to_bf16(x.numpy()[0])
+    b = 32
+    sums = []
+    for order in (range(16), range(15, -1, -1)):
+        acc = None
+        for i in order:
+            d = tile_matvec(w[:, i * b:(i + 1) * b].reshape(16, b, b), xb[i * b:(i + 1) * b])
+            acc = d if acc is None else accumulate(acc, d)
+        sums.append(round_to_bf16(acc).reshape(-1))
+    return int((sums[0] != sums[1]).sum())
+
+
+def test_split_reduction_is_bit_identical() -> None:
+    # Inputs ±2^16 in the first and last block cancel, so every fp32 partial sum in between
+    # is large and its rounding depends on where the small terms come in: about half the
+    # outputs of the first layer change if the accumulation order changes. Splitting keeps
+    # each chain's order, so the results are the same bits.
+    model = mlp(512, 2)
+    with torch.no_grad():
+        model[0].weight[:, 0] = model[0].weight[:, 511] = 1
+    x = torch.randn(1, 512)
+    x[0, 0], x[0, 511] = 2.0**16, -2.0**16
+    assert layer1_order_matters(model, x) > 100
+    torch.manual_seed(8)
+    cases = [(model, x, "c6b32"),
+             (nn.Linear(160, 40), torch.randn(2, 160), "c2b8"),
+             (nn.Linear(256, 80), torch.randn(2, 256), "c3b16")]
+    for net, inputs, config_name in cases:
+        config = CONFIGS[config_name]
+        split, _, _ = compile_model(net, inputs, config)
+        whole, _, _ = compile_model(net, inputs, config, split_reduction=False)
+        assert accs_count(split) > 0, config_name
+        a = run_program(split, inputs, None, None)
+        b = run_program(whole, inputs, None, None)
+        assert a.tobytes() == b.tobytes(), config_name
+        assert split.to_vm(trace=True).run(inputs.numpy()).tobytes() == a.tobytes()
 
 
 # -- errors ------------------------------------------------------------------------------------
