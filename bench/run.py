@@ -1,0 +1,302 @@
+"""The benchmark suite (``make bench``): compute cycles against the reference, and tool speed.
+
+Usage: ``.venv/bin/python bench/run.py [--no-rtl] [--cached-build] [--models SUBSTRING ...]``
+
+For every model of the registry (``bench/models.py``: the shapes of the architecture
+brief's §5 table and the seed CNN), compiled for the IA-420F C6B32: our spaced and
+contiguous cycles, the reference compiler's published cycles and the ratio, the ideal
+compute cycles and utilisation, and the compile time. Models the compiler cannot compile are
+listed with their error. Then the speed of the tools on the seed CNN: VM timesteps per
+second; RTL simulated cycles per second on Icarus (small configuration) and on Verilator
+(C6B32), and the Verilator build time (``--no-rtl`` skips the RTL). Everything is measured in
+one run.
+
+Writes ``bench/results/latest.json`` and the table between the markers of
+``docs/benchmarks.md``. All cycle figures are compute only (no host I/O); µs assume the
+design runs at the configuration's clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# bench/ is not an installed package: make `bench.models` importable when run as a script.
+sys.path.insert(0, str(ROOT))
+
+import compiler.frontend as vollo_torch  # noqa: E402
+from bench.models import MODELS  # noqa: E402
+from isa import Config  # noqa: E402
+from tidal_cli.loader import one_line  # noqa: E402
+from tidal_cli.progress import step  # noqa: E402
+from tidal_cli.report import build_report  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+DOCS = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+RESULTS_VERSION = 1
+
+#: The configuration every reference figure is for.
+CONFIG = "ia_420f_c6b32"
+#: The small configuration Icarus simulates (Icarus is ~100× slower than Verilator).
+ICARUS_CONFIG = "c2b8"
+REFERENCE_SOURCE = ("reference compiler's published compute cycles, IA-420F C6B32 "
+                    "(vollo-model-zoo, SDK 29.0.0; research/vollo.md §6.5)")
+#: The brief's §5 targets for our cycles, by registry name.
+TARGETS = {
+    "seed CNN 32-128-1 k3": 40,
+    "Linear 128->128 + ReLU": 42,
+    "Linear 256->1024 + ReLU": 80,
+    "Linear 1024->1024 + ReLU": 200,
+    "MLP 2x(512->512 + ReLU)": 110,
+    "MLP 4x(512->512 + ReLU)": 192,
+    "MLP 3x(1024->1024 + ReLU)": 560,
+    "TCN k3 3x128 (dilation 1)": 160,
+    "CNN 4x(RMSNorm+conv+ReLU+res) 64ch k8": 260,
+    "LSTM 1 layer hidden 128": 60,
+}
+SEED = "seed CNN 32-128-1 k3"
+#: Timesteps the VM runs for its speed figure, and inferences each RTL simulator runs.
+VM_TIMESTEPS = 2000
+RTL_INFERENCES = {"icarus": 8, "verilator": 256}
+
+
+def compile_entry(name: str, factory: Callable[[], Any], config: Config
+                  ) -> tuple[dict[str, Any], Any]:
+    """Compile one registry model; return its results entry and the program (or None)."""
+    model, example, axis, reference = factory()
+    entry: dict[str, Any] = {"name": name, "streaming_axis": axis,
+                             "reference_cycles": reference, "target_cycles": TARGETS.get(name),
+                             "error": None}
+    try:
+        start = time.perf_counter()
+        graph_module, _ = vollo_torch.fx.prepare_shape(model, example)
+        nnir = vollo_torch.fx.nnir.to_nnir(graph_module)
+        if axis is not None:
+            nnir, _ = nnir.streaming_transform(axis)
+        lowered = time.perf_counter()
+        program = nnir.to_program(config, name=name)
+    except ValueError as exc:  # unsupported op, unstreamable, AllocationError
+        entry["error"] = f"{type(exc).__name__}: {one_line(exc)}"
+        return entry, None
+    entry["frontend_s"] = lowered - start
+    entry["compile_s"] = time.perf_counter() - lowered
+    report = build_report(program, reference_cycles=reference, reference_name=name,
+                          reference_source=REFERENCE_SOURCE)
+    lat = report["latency"]
+    entry.update({
+        "cycles": lat["spaced_cycles"],
+        "us": lat["spaced_us"],
+        "contiguous_cycles": lat["contiguous_cycles"],
+        "ideal_compute_cycles": lat["ideal_compute_cycles"],
+        "utilisation": lat["utilisation"],
+        "weight_tiles": lat["total_weight_tiles"],
+        "ratio": report["reference"]["ratio"] if report["reference"] else None,
+        "meets_target": (lat["spaced_cycles"] <= TARGETS[name]) if name in TARGETS else None,
+    })
+    return entry, program
+
+
+def vm_speed(program: Any) -> dict[str, Any]:
+    """Return the VM's speed running the streaming ``program`` over a long sequence."""
+    axis, out_axis = program.meta["input_axis"], program.meta["output_axis"]
+    shape = list(program.inputs[0].shape)
+    shape.insert(axis, VM_TIMESTEPS)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    vm = program.to_vm()
+    start = time.perf_counter()
+    vm.run_timesteps(x, axis, out_axis)
+    seconds = time.perf_counter() - start
+    return {"model": program.meta["name"], "config": program.config.name,
+            "timesteps": VM_TIMESTEPS, "seconds": seconds,
+            "timesteps_per_s": VM_TIMESTEPS / seconds,
+            "cycles_per_s": VM_TIMESTEPS * vm.cycle_count(spaced=False) / seconds}
+
+
+def rtl_speed(program: Any, simulator: str, build_dir: Path | None) -> dict[str, Any]:
+    """Return the RTL simulation speed (and build time) of ``program`` on ``simulator``."""
+    from sim import cosim
+
+    inputs = cosim.random_inputs(program, RTL_INFERENCES[simulator])
+    entry: dict[str, Any] = {"simulator": simulator, "model": program.meta["name"],
+                             "config": program.config.name, "inferences": len(inputs)}
+    try:
+        build = cosim.build_rtl(program.config, simulator, build_dir=build_dir)
+        entry["build_s"] = None if build.cached else build.gen_seconds + build.build_seconds
+        entry["build_cached"] = build.cached
+        result = cosim.run_rtl(program, inputs, simulator=simulator, build_dir=build_dir,
+                               trace=False)
+    except RuntimeError as exc:  # RtlError, or the simulator is not installed
+        entry["error"] = str(exc).splitlines()[0]
+        return entry
+    entry.update({
+        "simulated_cycles": result.simulated_cycles,
+        "run_s": result.run_seconds,
+        "cycles_per_s": result.cycles_per_second,
+        "error": None,
+    })
+    return entry
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Return the Markdown tables of ``results`` (what goes between the markers)."""
+    cfg = results["config"]
+    lines = [f"Measured {results['date']} on `{results['host']}`, commit `{results['commit']}`; "
+             f"configuration `{cfg['name']}` ({cfg['num_cores']} cores × B = "
+             f"{cfg['block_size']}, {cfg['clock_mhz']:g} MHz). Compute only (no host I/O); µs "
+             "assume the design runs at the clock. Reference: the reference compiler's "
+             "published cycles for the same shape on the IA-420F C6B32. Ratio = ours / "
+             "reference (below 1 is faster).", "",
+             "| model | cycles | µs | contiguous | reference | ratio | target | ideal | "
+             "utilisation | front end (s) | compile (s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    failed = []
+    for m in results["models"]:
+        if m["error"]:
+            failed.append(m)
+            continue
+        target = _fmt(m["target_cycles"])
+        if m["meets_target"] is not None:
+            target = f"≤ {target} {'✓' if m['meets_target'] else '✗'}"
+        lines.append(f"| {m['name']} | {m['cycles']} | {m['us']:.3f} | "
+                     f"{m['contiguous_cycles']} | {_fmt(m['reference_cycles'])} | "
+                     f"{_fmt(m['ratio'], '.2f')} | {target} | {m['ideal_compute_cycles']} | "
+                     f"{100 * m['utilisation']:.1f} % | {m['frontend_s']:.2f} | "
+                     f"{m['compile_s']:.2f} |")
+    if failed:
+        lines += ["", "Not compiled (listed, not dropped):", "",
+                  "| model | reference | error |", "|---|---:|---|"]
+        for m in failed:
+            error = m["error"].replace("|", "\\|")
+            if len(error) > 300:
+                error = error[:297] + "..."
+            lines.append(f"| {m['name']} | {_fmt(m['reference_cycles'])} | {error} |")
+    lines += ["", "| tool | model | configuration | speed | notes |", "|---|---|---|---:|---|"]
+    vm = results["vm"]
+    if vm is not None:
+        lines.append(f"| VM | {vm['model']} | {vm['config']} | "
+                     f"{vm['timesteps_per_s']:,.0f} timesteps/s | "
+                     f"{vm['cycles_per_s']:,.0f} machine cycles/s over {vm['timesteps']} "
+                     "timesteps |")
+    for r in results["rtl"]:
+        build = ""
+        if "build_cached" in r:
+            build = ("model cached (build not timed)" if r["build_cached"]
+                     else f"build {r['build_s']:.1f} s")
+        if r.get("error"):
+            lines.append(f"| RTL, {r['simulator']} | {r['model']} | {r['config']} | – | "
+                         f"{build + '; ' if build else ''}failed: {r['error']} |")
+            continue
+        lines.append(f"| RTL, {r['simulator']} | {r['model']} | {r['config']} | "
+                     f"{r['cycles_per_s']:,.0f} cycles/s | {r['simulated_cycles']:,} cycles, "
+                     f"{r['inferences']} inferences; {build} |")
+    if not results["rtl"]:
+        lines.append("| RTL | – | – | – | skipped (`--no-rtl`) |")
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(table: str, path: Path = DOCS) -> None:
+    """Replace the text between the markers of ``path`` with ``table``."""
+    text = path.read_text()
+    head, sep, rest = text.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not (sep and sep2):
+        raise SystemExit(f"{path}: markers {BEGIN} ... {END} not found")
+    path.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, text=True,
+                               capture_output=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the exit status (1 if a tool speed measurement failed)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-rtl", action="store_true", help="skip the RTL simulations")
+    parser.add_argument("--cached-build", action="store_true",
+                        help="reuse the co-simulation build cache (the Verilator build time "
+                             "is then not measured)")
+    parser.add_argument("--models", nargs="+", metavar="SUBSTRING",
+                        help="only the registry models whose name contains one of these "
+                             "(the results are then not written)")
+    args = parser.parse_args(argv)
+    config = Config.preset(CONFIG)
+    chosen = {name: f for name, f in MODELS.items()
+              if not args.models or any(s in name for s in args.models)}
+
+    models, programs = [], {}
+    for name, factory in chosen.items():
+        with step(f"compiling {name}"):
+            entry, program = compile_entry(name, factory, config)
+        models.append(entry)
+        if program is not None:
+            programs[name] = program
+        print(f"  {name}: " + (entry["error"] or f"{entry['cycles']} cycles (reference "
+                                                 f"{_fmt(entry['reference_cycles'])})"))
+
+    vm = None
+    rtl: list[dict[str, Any]] = []
+    if SEED in programs:
+        with step(f"VM: {VM_TIMESTEPS} timesteps of the seed CNN"):
+            vm = vm_speed(programs[SEED])
+        if not args.no_rtl:
+            with tempfile.TemporaryDirectory(prefix="tidal-bench-") as tmp:
+                build_dir = None if args.cached_build else Path(tmp)
+                _, small = compile_entry(SEED, MODELS[SEED], Config.preset(ICARUS_CONFIG))
+                for simulator, program in (("icarus", small), ("verilator", programs[SEED])):
+                    with step(f"RTL: {simulator} on {program.config.name}"):
+                        rtl.append(rtl_speed(program, simulator, build_dir))
+
+    results = {
+        "results_version": RESULTS_VERSION,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _commit(),
+        "host": f"{platform.node()} ({platform.machine()}, {platform.python_version()})",
+        "config": config.to_dict(),
+        "compute_only": True,
+        "reference_source": REFERENCE_SOURCE,
+        "models": models,
+        "vm": vm,
+        "rtl": rtl,
+    }
+    table = markdown(results)
+    print()
+    print(table)
+    if args.models:
+        print("(a subset of the models: results not written)")
+    else:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        update_docs(table)
+        print(f"wrote {RESULTS.relative_to(ROOT)} and {DOCS.relative_to(ROOT)}")
+    return 1 if any(r.get("error") for r in rtl) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

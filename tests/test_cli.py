@@ -1,0 +1,342 @@
+"""The ``tidal`` command line: every subcommand, its error paths and exit statuses.
+
+Most tests call :func:`tidal_cli.main.main` in-process (fast); one runs the installed
+``tidal`` script to check the console entry point. Programs are compiled for the small
+``c2b8`` configuration. RTL tests (``cosim``) are one ``tidal sim`` and one ``tidal
+compare`` on Icarus.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tidal_cli.main import main
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[1]
+TIDAL = Path(sys.executable).parent / "tidal"
+
+MODELS = textwrap.dedent("""\
+    import torch
+    from torch import nn
+
+    import compiler.frontend as vollo_torch
+
+
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = vollo_torch.nn.PaddedConv1d(8, 8, 3)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x))
+
+
+    def mlp():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 8), nn.ReLU()), torch.randn(16)
+
+
+    def conv():
+        torch.manual_seed(0)
+        return Conv(), torch.randn(1, 8, 6)
+
+
+    def unsupported():
+        return nn.Sequential(nn.Linear(8, 8), nn.Sigmoid()), torch.randn(8)
+
+
+    def huge():
+        return nn.Linear(1024, 1024), torch.randn(1024)
+
+
+    def not_a_pair():
+        return nn.Linear(8, 8)
+    """)
+
+
+def tidal(*args: str | Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``tidal ARGS`` in-process; return (status, stdout, stderr)."""
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status: int, err: str, expected_status: int, *words: str) -> None:
+    lines = [line for line in err.splitlines() if line.startswith("tidal: error:")]
+    assert status == expected_status, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model file, two compiled programs (mlp.bin, conv.bin) and an input (x16.npy)."""
+    path = tmp_path_factory.mktemp("cli")
+    (path / "models.py").write_text(MODELS)
+    np.save(path / "x16.npy", np.random.default_rng(0).standard_normal(16).astype(np.float32))
+    for name, extra in (("mlp", []), ("conv", ["--streaming-axis", "2"])):
+        status = main(["-q", "compile", f"{path / 'models.py'}:{name}", "--config", "c2b8",
+                       *extra, "-o", str(path / f"{name}.bin")])
+        assert status == 0
+    return path
+
+
+# -- help ---------------------------------------------------------------------------------
+
+
+def test_help_lists_commands_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = tidal("--help", capsys=capsys)
+    assert status == 0
+    for command in ("compile", "run", "sim", "compare", "report"):
+        assert command in out
+    assert "examples:" in out and "compute only" in out
+
+
+@pytest.mark.parametrize("command", ["compile", "run", "sim", "compare", "report"])
+def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = tidal(command, "--help", capsys=capsys)
+    assert status == 0
+    assert f"usage: tidal {command}" in out and "examples:" in out
+
+
+def test_console_script(work: Path) -> None:
+    # The installed entry point, as a user runs it.
+    done = subprocess.run([TIDAL, "report", work / "mlp.bin"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "tidal latency report" in done.stdout
+    done = subprocess.run([TIDAL, "report", work / "missing.bin"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("tidal: error:") and "Traceback" not in done.stderr
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(*tidal("frobnicate", capsys=capsys)[::2], 2, "invalid choice")
+    assert_one_line_error(*tidal("compile", capsys=capsys)[::2], 2, "required")
+
+
+# -- compile ------------------------------------------------------------------------------
+
+
+def test_compile_prints_cycles(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = tidal("compile", f"{work / 'models.py'}:conv", "--config", "c2b8",
+                             "--streaming-axis", "2", "--name", "tiny_conv",
+                             "-o", work / "c.bin", capsys=capsys)
+    assert status == 0, err
+    assert "cycles per inference" in out and "µs at 320 MHz" in out
+    assert "compiling tiny_conv for ip_core_c2b8" in err  # progress, plain lines off a TTY
+    from compiler import Program
+
+    program = Program.load(work / "c.bin")
+    assert program.meta["name"] == "tiny_conv"
+    assert program.meta["streaming"] and program.meta["input_axis"] == 2
+
+
+def test_compile_bad_config(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("compile", f"{work / 'models.py'}:mlp", "--config", "c7b3",
+                           "-o", work / "x.bin", capsys=capsys)
+    assert_one_line_error(status, err, 2, "block_size")
+    status, _, err = tidal("compile", f"{work / 'models.py'}:mlp", "--config", "nope",
+                           "-o", work / "x.bin", capsys=capsys)
+    assert_one_line_error(status, err, 2, "unknown configuration 'nope'", "ia_420f_c6b32")
+
+
+def test_compile_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("compile", f"{tmp_path / 'nope.py'}:f", "-o", tmp_path / "x.bin",
+                           capsys=capsys)
+    assert_one_line_error(status, err, 2, "does not exist", "nope.py")
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("models.py", ["FILE.py:FUNCTION"]),
+    ("models.py:absent", ["no function 'absent'"]),
+    ("model.onnx", ["ONNX", "not supported yet"]),
+])
+def test_compile_bad_model_spec(work: Path, spec: str, words: list[str],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("compile", work / spec, "-o", work / "x.bin", capsys=capsys)
+    assert_one_line_error(status, err, 2, *words)
+
+
+@pytest.mark.parametrize("factory, words", [
+    ("unsupported", ["unsupported model", "Sigmoid"]),
+    ("huge", ["does not fit"]),
+    ("not_a_pair", ["(model, example_input)"]),
+])
+def test_compile_failures(work: Path, factory: str, words: list[str],
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("compile", f"{work / 'models.py'}:{factory}", "--config", "c2b8",
+                           "-o", work / "x.bin", capsys=capsys)
+    assert_one_line_error(status, err, 1, *words)
+    assert not (work / "x.bin").exists()
+
+
+def test_compile_unstreamable(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("compile", f"{work / 'models.py'}:mlp", "--config", "c2b8",
+                           "--streaming-axis", "0", "-o", work / "x.bin", capsys=capsys)
+    assert_one_line_error(status, err, 1, "cannot stream over axis 0")
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+def test_run_one_inference(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = tidal("run", work / "mlp.bin", "--input", work / "x16.npy",
+                             "-o", work / "y.npy", capsys=capsys)
+    assert status == 0, err
+    assert "cycles per inference" in out
+    y = np.load(work / "y.npy")
+    assert y.shape == (8,) and (y >= 0).all()  # ReLU output
+
+
+def test_run_timesteps(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.random.default_rng(1).standard_normal((1, 8, 5)).astype(np.float32)
+    np.save(work / "seq.npy", x)
+    status, out, err = tidal("run", work / "conv.bin", "--input", work / "seq.npy",
+                             "--timesteps", "-o", work / "yseq.npy", capsys=capsys)
+    assert status == 0, err
+    assert "5 timesteps" in out
+    assert np.load(work / "yseq.npy").shape == (1, 8, 5)
+    # One timestep: the same model, input without the time axis; printed without -o.
+    np.save(work / "step.npy", x[:, :, 0])
+    status, out, err = tidal("run", work / "conv.bin", "--input", work / "step.npy",
+                             capsys=capsys)
+    assert status == 0, err
+    assert "output (1, 8):" in out
+
+
+def test_run_wrong_shape(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(work / "x7.npy", np.zeros(7, np.float32))
+    status, _, err = tidal("run", work / "mlp.bin", "--input", work / "x7.npy", capsys=capsys)
+    assert_one_line_error(status, err, 1, "shape (7,)", "expects (16,)")
+    np.save(work / "seq.npy", np.zeros((1, 8, 5), np.float32))
+    status, _, err = tidal("run", work / "conv.bin", "--input", work / "seq.npy",
+                           capsys=capsys)
+    assert_one_line_error(status, err, 1, "add --timesteps")
+    status, _, err = tidal("run", work / "mlp.bin", "--input", work / "x7.npy",
+                           "--timesteps", capsys=capsys)
+    assert_one_line_error(status, err, 2, "streaming program")
+
+
+def test_run_missing_and_bad_input(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("run", work / "mlp.bin", "--input", work / "none.npy",
+                           capsys=capsys)
+    assert_one_line_error(status, err, 2, "none.npy", "does not exist")
+    (work / "text.npy").write_text("hello")
+    status, _, err = tidal("run", work / "mlp.bin", "--input", work / "text.npy",
+                           capsys=capsys)
+    assert_one_line_error(status, err, 1, "not a .npy array")
+
+
+def test_corrupted_program(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = bytearray((work / "mlp.bin").read_bytes())
+    data[-1] ^= 0xFF
+    (work / "bad.bin").write_bytes(bytes(data))
+    (work / "short.bin").write_bytes(bytes(data[:40]))
+    (work / "junk.bin").write_bytes(b"not a program at all")
+    for name, words in (("bad.bin", ["checksum"]), ("short.bin", ["truncated"]),
+                        ("junk.bin", ["not a tidal program"])):
+        for command in (["run", work / name, "--input", work / "x16.npy"],
+                        ["report", work / name]):
+            status, _, err = tidal(*command, capsys=capsys)
+            assert_one_line_error(status, err, 1, name, *words)
+
+
+def test_traceback_flag(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tidal_cli.loader import CliError
+
+    with pytest.raises(CliError):
+        main(["--traceback", "report", str(work / "missing.bin")])
+    capsys.readouterr()
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt, marker", [
+    ("text", "Layers"), ("md", "| # | layer | op |"), ("html", "<table>"),
+    ("json", '"schema_version": 1'),
+])
+def test_report_formats(work: Path, fmt: str, marker: str,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    out_file = work / f"report.{fmt}"
+    status, out, err = tidal("report", work / "conv.bin", "--format", fmt, "-o", out_file,
+                             "--plot", work / f"timeline-{fmt}.png", capsys=capsys)
+    assert status == 0, err
+    text = out_file.read_text()
+    assert marker in text
+    assert "no host I/O" in text
+    png = (work / f"timeline-{fmt}.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    if fmt == "md":
+        assert f"](timeline-{fmt}.png)" in text  # linked relative to the report
+    if fmt == "json":
+        data = json.loads(text)
+        assert data["latency"]["spaced_cycles"] > 0
+        assert len(data["cores"]) == len(data["memory"]) == 2
+
+
+def test_report_to_stdout_with_reference(work: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = tidal("report", work / "mlp.bin", "--reference-cycles", "84",
+                           capsys=capsys)
+    assert status == 0
+    assert "tidal latency report: mlp on ip_core_c2b8" in out
+    assert "84 cycles" in out and "ours / reference" in out
+
+
+# -- RTL ----------------------------------------------------------------------------------
+
+
+def test_compare_mismatch_exits_1(work: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The exit status logic, without a simulator: a comparison that found a divergence.
+    from sim import cosim
+
+    class Divergent:
+        ok = False
+        error = None
+        first_divergence = cosim.Divergence("output", 0, 16, 1, 4, "output beat 1 lane 3",
+                                            "0x3f80", "0x3f81")
+
+        def summary(self) -> str:
+            return "compare mlp on ip_core_c2b8 [icarus], 1 inference(s): MISMATCH"
+
+    monkeypatch.setattr(cosim, "compare", lambda *args, **kwargs: Divergent())
+    status, out, err = tidal("compare", work / "mlp.bin", "--random", "1", "--simulator",
+                             "icarus", capsys=capsys)
+    assert "MISMATCH" in out
+    assert_one_line_error(status, err, 1, "differ", "output beat 1 lane 3", "core 1")
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+def test_sim_icarus(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = tidal("sim", work / "mlp.bin", "--input", work / "x16.npy",
+                             "--simulator", "icarus", "-o", work / "y_rtl.npy", capsys=capsys)
+    assert status == 0, err
+    assert "cycles/s" in out
+    main(["-q", "run", str(work / "mlp.bin"), "--input", str(work / "x16.npy"),
+          "-o", str(work / "y_vm.npy")])
+    capsys.readouterr()
+    np.testing.assert_array_equal(np.load(work / "y_rtl.npy"), np.load(work / "y_vm.npy"))
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+def test_compare_icarus(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = tidal("compare", work / "conv.bin", "--random", "3",
+                             "--simulator", "icarus", capsys=capsys)
+    assert status == 0, err + out
+    assert out.strip()

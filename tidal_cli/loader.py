@@ -1,0 +1,168 @@
+"""Loading what the user names on the command line: model factories, programs, arrays.
+
+Every function here turns a user mistake (missing file, malformed spec, wrong shape) into a
+:class:`CliError` whose message names the file and what is wrong with it, so that the
+command line can print one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import isa
+
+__all__ = ["CliError", "EXIT_FAILURE", "EXIT_USAGE", "load_factory", "load_program",
+           "load_array", "check_shape", "insert_axis", "one_line"]
+
+#: Exit status when the command ran and failed (a model that does not compile, a mismatch).
+EXIT_FAILURE = 1
+#: Exit status when the command line itself is wrong (bad option, missing file, bad name).
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error to report as one ``tidal: error: ...`` line and an exit status.
+
+    Parameters
+    ----------
+    message : str
+        The line to print (without the ``tidal: error:`` prefix).
+    status : int
+        :data:`EXIT_USAGE` or :data:`EXIT_FAILURE`.
+    """
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def one_line(exc: BaseException) -> str:
+    """Return an exception's message on one line.
+
+    Messages that list several problems, one per line (``"header:\\n  - a\\n  - b"``, as
+    the front end's), become ``"header: a; b"``.
+    """
+    parts = [p.strip().lstrip("-").strip() for p in str(exc).splitlines()]
+    parts = [p for p in parts if p]
+    if not parts:
+        return type(exc).__name__
+    head, rest = parts[0], parts[1:]
+    return head.rstrip(":") + ": " + "; ".join(rest) if rest else head
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"{what} {str(p)!r} does not exist", EXIT_USAGE)
+    if not p.is_file():
+        raise CliError(f"{what} {str(p)!r} is not a file", EXIT_USAGE)
+    return p
+
+
+def load_factory(spec: str) -> tuple[Any, Any]:
+    """Import ``path/to/file.py:factory``, call the factory and return its result.
+
+    Parameters
+    ----------
+    spec : str
+        A Python file and the name of a callable in it, separated by a colon. The callable
+        takes no arguments and returns ``(model, example_input)``.
+
+    Returns
+    -------
+    tuple of (torch.nn.Module, torch.Tensor)
+
+    Raises
+    ------
+    CliError
+        If the spec is malformed or names an ONNX file (usage), the file does not exist
+        (usage), the name is not a callable in it (usage), or the factory does not return
+        a pair (failure). Exceptions raised by the user's own code propagate.
+    """
+    path, sep, name = spec.rpartition(":")
+    if spec.lower().endswith(".onnx") or path.lower().endswith(".onnx"):
+        raise CliError(f"{spec!r}: ONNX models are not supported yet; write a Python factory "
+                       "FILE.py:FUNCTION that returns (torch model, example input)", EXIT_USAGE)
+    if not sep or not path or not name.isidentifier():
+        raise CliError(f"MODEL must be FILE.py:FUNCTION (a function returning (model, "
+                       f"example_input)), not {spec!r}", EXIT_USAGE)
+    file = _existing_file(path, "model file")
+    module_name = f"_tidal_model_{file.stem}"
+    module_spec = importlib.util.spec_from_file_location(module_name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise CliError(f"model file {path!r} is not a Python file", EXIT_USAGE)
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered before executing so that dataclasses and pickling inside it can find it.
+    sys.modules[module_name] = module
+    module_spec.loader.exec_module(module)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise CliError(f"{path!r} has no function {name!r}", EXIT_USAGE)
+    result = factory()
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise CliError(f"{spec}: the factory must return (model, example_input), not "
+                       f"{type(result).__name__}")
+    return result
+
+
+def load_program(path: str | Path) -> Any:
+    """Read a program file as a :class:`compiler.Program` (which can build its VM).
+
+    Raises
+    ------
+    CliError
+        If the file does not exist (usage) or is not a valid program (failure; the message
+        says whether it is truncated, corrupted, of another version, ...).
+    """
+    from compiler import Program
+
+    file = _existing_file(path, "program")
+    try:
+        return Program.load(file)
+    except isa.ProgramFormatError as exc:
+        raise CliError(f"{str(file)!r}: {exc}") from None
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """Read a ``.npy`` file as a ``float32`` array.
+
+    Raises
+    ------
+    CliError
+        If the file does not exist (usage) or is not a numeric ``.npy`` array (failure).
+    """
+    file = _existing_file(path, "input")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CliError(f"{str(file)!r} is not a .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
+        raise CliError(f"{str(file)!r} does not hold a numeric array")
+    return array.astype(np.float32)
+
+
+def insert_axis(shape: Sequence[int], axis: int, length: int) -> tuple[int, ...]:
+    """Return ``shape`` with an axis of ``length`` inserted at ``axis``."""
+    out = list(shape)
+    out.insert(axis, length)
+    return tuple(out)
+
+
+def check_shape(array: np.ndarray, expected: Sequence[int], what: str) -> None:
+    """Raise :class:`CliError` unless ``array`` has shape ``expected``.
+
+    ``what`` names the array in the message (e.g. the file it came from).
+    """
+    if tuple(array.shape) != tuple(expected):
+        hint = ""
+        if math.prod(array.shape) == math.prod(expected):
+            hint = " (same number of values: reshape it first)"
+        raise CliError(f"{what} has shape {tuple(array.shape)} but the program expects "
+                       f"{tuple(expected)}{hint}")

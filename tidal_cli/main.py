@@ -1,0 +1,498 @@
+"""The ``tidal`` command line: compile, run, sim, compare, report.
+
+Every user mistake (a missing file, an unknown configuration, a model the compiler does not
+support or that does not fit, a corrupted program, an input of the wrong shape) ends the
+command with one ``tidal: error: ...`` line on stderr and exit status 2 (the command line
+is wrong) or 1 (the command ran and failed); see ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+import isa
+from tidal_cli import __version__
+from tidal_cli.loader import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    CliError,
+    check_shape,
+    insert_axis,
+    load_array,
+    load_factory,
+    load_program,
+    one_line,
+)
+from tidal_cli.progress import step
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_CONFIG = "ia_420f_c6b32"
+SIMULATORS = ("verilator", "icarus")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``tidal: error:`` line, like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+def _latency_line(config: isa.Config, spaced: int, contiguous: int) -> str:
+    return (f"{spaced} cycles per inference = {spaced / config.clock_mhz:.4f} µs at "
+            f"{config.clock_mhz:g} MHz (spaced; contiguous interval {contiguous} cycles); "
+            "compute only, no host I/O")
+
+
+def _config(name: str) -> isa.Config:
+    """Return a preset by name, or a configuration saved as JSON (``Config.save``)."""
+    if name.endswith(".json"):
+        if not Path(name).is_file():
+            raise CliError(f"configuration file {name!r} does not exist", EXIT_USAGE)
+        load: Callable[[str], isa.Config] = isa.Config.load
+    else:
+        load = isa.Config.preset
+    try:
+        return load(name)
+    except isa.ConfigError as exc:
+        raise CliError(one_line(exc), EXIT_USAGE) from None
+
+
+def _show_output(array: np.ndarray, out: str | None) -> None:
+    """Write the output to ``out`` (``.npy``), or print it when there is no ``out``."""
+    if out is not None:
+        np.save(out, np.asarray(array, dtype=np.float32))
+        print(f"output {array.shape} written to {out}")
+    else:
+        print(f"output {array.shape}:")
+        print(np.array2string(array, precision=5, threshold=64))
+
+
+def _check_io(program: isa.Program, command: str) -> None:
+    if len(program.inputs) != 1 or len(program.outputs) != 1:
+        raise CliError(f"tidal {command} handles programs with one input and one output; "
+                       f"this one has {len(program.inputs)} and {len(program.outputs)} "
+                       "(use the Python API: program.to_vm().run(*inputs))")
+
+
+def _stream_axes(program: isa.Program) -> tuple[int, int]:
+    """Return the recorded (input, output) time axes of a streaming program."""
+    meta = program.meta
+    if not meta.get("streaming") or meta.get("input_axis") is None:
+        raise CliError("--timesteps needs a streaming program (compile with "
+                       "--streaming-axis N); this one runs whole inputs", EXIT_USAGE)
+    return int(meta["input_axis"]), int(meta["output_axis"])
+
+
+def _load_input(program: isa.Program, path: str, timesteps: bool, command: str) -> np.ndarray:
+    """Load ``path`` and check it against the program's input shape.
+
+    With ``timesteps`` the array holds a whole sequence, its time axis at the program's
+    recorded input axis; otherwise it is one inference.
+    """
+    _check_io(program, command)
+    shape = program.inputs[0].shape
+    x = load_array(path)
+    if timesteps:
+        axis, _ = _stream_axes(program)
+        if x.ndim != len(shape) + 1:
+            raise CliError(f"{path!r} has shape {x.shape}; with --timesteps it must be the "
+                           f"input shape {shape} with a time axis inserted at {axis}")
+        check_shape(x, insert_axis(shape, axis, x.shape[axis]), repr(path))
+        return x
+    try:
+        check_shape(x, shape, repr(path))
+    except CliError as exc:
+        if program.meta.get("streaming") and x.ndim == len(shape) + 1:
+            raise CliError(f"{exc} (a whole sequence? add --timesteps)") from None
+        raise
+    return x
+
+
+def _inferences(program: isa.Program, x: np.ndarray, timesteps: bool) -> list[np.ndarray]:
+    """Return the per-inference inputs: the timesteps of a sequence, or ``x`` alone."""
+    if not timesteps:
+        return [x]
+    axis, _ = _stream_axes(program)
+    return list(np.moveaxis(x, axis, 0))
+
+
+def _rtl_outputs(program: isa.Program, beats: Sequence[np.ndarray],
+                 timesteps: bool) -> np.ndarray:
+    """Return the RTL's output beats (one array per inference) as the model's output."""
+    from isa.numerics import bf16_bits_to_f32
+
+    layout = program.outputs[0]
+    outs = [layout.from_blocks(bf16_bits_to_f32(b)) for b in beats]
+    if not timesteps:
+        return outs[0]
+    return np.stack(outs, axis=_stream_axes(program)[1])
+
+
+def _rtl_failure(exc: Exception) -> CliError:
+    # RtlError and SimulatorMissing messages end with a log tail; the first line says what
+    # happened and where the log is.
+    return CliError(f"RTL simulation failed: {str(exc).splitlines()[0]}")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Compile a PyTorch model factory to a program file."""
+    from compiler import AllocationError
+    from compiler.frontend import fx
+
+    config = _config(args.config)
+    if not args.output.parent.is_dir():
+        raise CliError(f"output directory '{args.output.parent}' does not exist", EXIT_USAGE)
+    model, example = load_factory(args.model)
+    name = args.name or args.model.rpartition(":")[2]
+    started = time.perf_counter()
+    with step(f"compiling {name} for {config.name}", quiet=args.quiet):
+        try:
+            graph_module, _ = fx.prepare_shape(model, example)
+            nnir = fx.nnir.to_nnir(graph_module)
+        except ValueError as exc:
+            raise CliError(f"{args.model}: unsupported model: {one_line(exc)}") from None
+        if args.streaming_axis is not None:
+            try:
+                nnir, _ = nnir.streaming_transform(args.streaming_axis)
+            except ValueError as exc:
+                raise CliError(f"{args.model}: cannot stream over axis "
+                               f"{args.streaming_axis}: {one_line(exc)}") from None
+        try:
+            program = nnir.to_program(config, name=name)
+        except AllocationError as exc:
+            raise CliError(f"{args.model} does not fit {config.name}: {one_line(exc)}") \
+                from None
+        except ValueError as exc:
+            raise CliError(f"{args.model}: cannot compile: {one_line(exc)}") from None
+    program.save(args.output)
+    print(f"compiled {name} for {config.name} in {time.perf_counter() - started:.2f} s "
+          f"-> {args.output}")
+    print(_latency_line(config, program.cycle_count_per_inference(),
+                        program.cycle_count_per_inference(spaced=False)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a program on the VM."""
+    from sim import ScheduleError, format_trace
+
+    program = load_program(args.program)
+    x = _load_input(program, args.input, args.timesteps, "run")
+    try:
+        vm = program.to_vm(trace=args.trace is not None)
+    except ScheduleError as exc:
+        raise CliError(f"the VM refuses {args.program!r}: {one_line(exc)}") from None
+    if args.timesteps:
+        in_axis, out_axis = _stream_axes(program)
+        steps = x.shape[in_axis]
+        # A progress line only when the run is long enough for a user to wonder.
+        with step(f"running {steps} timesteps on the VM", quiet=args.quiet or steps < 256):
+            y = vm.run_timesteps(x, in_axis, out_axis)
+        print(f"VM: {steps} timesteps, one inference each")
+    else:
+        y = vm.run(x)
+    print("VM: " + _latency_line(program.config, vm.cycle_count(), vm.cycle_count(False)))
+    if args.trace is not None:
+        Path(args.trace).write_text(format_trace(vm.trace))
+        print(f"trace of the last inference written to {args.trace}")
+    _show_output(y, args.output)
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Run a program on the RTL (co-simulation)."""
+    from sim import cosim
+
+    program = load_program(args.program)
+    x = _load_input(program, args.input, args.timesteps, "sim")
+    items = _inferences(program, x, args.timesteps)
+    with step(f"simulating {len(items)} inference(s) on {args.simulator} (the first run of "
+              f"a configuration builds its model)", quiet=args.quiet):
+        try:
+            result = cosim.run_rtl(program, items, simulator=args.simulator,
+                                   waves=args.waves is not None)
+        except RuntimeError as exc:  # cosim.RtlError, or the simulator is missing
+            raise _rtl_failure(exc) from None
+    build = result.build
+    built = ("cached" if build.cached else
+             f"built in {build.gen_seconds + build.build_seconds:.1f} s")
+    print(f"RTL on {args.simulator}: {result.simulated_cycles:,} cycles simulated in "
+          f"{result.run_seconds:.2f} s ({result.cycles_per_second:,.0f} cycles/s); "
+          f"model {built}; run directory {result.run_dir}")
+    print("RTL: " + _latency_line(program.config, max(result.cycles),
+                                  max(result.done_cycles) + 1))
+    if args.waves is not None and result.waves is not None:
+        shutil.copyfile(result.waves, args.waves)
+        print(f"waves written to {args.waves}")
+    _show_output(_rtl_outputs(program, result.outputs, args.timesteps), args.output)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare the VM and the RTL on the same inputs."""
+    from sim import ScheduleError, cosim
+
+    program = load_program(args.program)
+    inputs = None
+    if args.input is not None:
+        x = _load_input(program, args.input, args.timesteps, "compare")
+        inputs = _inferences(program, x, args.timesteps)
+    elif args.timesteps:
+        raise CliError("--timesteps goes with --input", EXIT_USAGE)
+    count = len(inputs) if inputs is not None else args.random
+    with step(f"comparing {count} inference(s) on the VM and on {args.simulator}",
+              quiet=args.quiet):
+        try:
+            report = cosim.compare(program, inputs=inputs, random=args.random,
+                                   simulator=args.simulator)
+        except ScheduleError as exc:
+            raise CliError(f"the VM refuses {args.program!r}: {one_line(exc)}") from None
+        except RuntimeError as exc:  # the simulator is missing
+            raise _rtl_failure(exc) from None
+    print(report.summary())
+    if not report.ok:
+        first = report.first_divergence
+        where = first.describe() if first is not None else report.error or "nothing compared"
+        raise CliError(f"the VM and the RTL differ: {where}")
+    return 0
+
+
+#: The configuration the benchmark registry's reference cycles are for.
+_REFERENCE_CONFIG = "ia_420f_c6b32"
+
+
+def _registry_reference(program: isa.Program) -> tuple[int | None, str | None]:
+    """Return the benchmark registry's reference cycles for this program, if it has some.
+
+    A program matches when it was compiled for the reference's configuration under the
+    name of a registry model (as ``make bench`` names them, or ``tidal compile --name``).
+    """
+    name = program.meta.get("name")
+    registry = Path(__file__).resolve().parents[1] / "bench" / "models.py"
+    # The registry imports torch (seconds); read it as text first to skip that when the
+    # name is not there, which is the common case.
+    if (program.config.name != _REFERENCE_CONFIG or not name or not registry.is_file()
+            or f'"{name}"' not in registry.read_text()):
+        return None, None
+    spec = importlib.util.spec_from_file_location("_tidal_bench_models", registry)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    factory = module.MODELS.get(name)
+    return (factory()[3], "bench/models.py") if factory is not None else (None, None)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the latency report of a program."""
+    from tidal_cli import report as rep
+
+    program = load_program(args.program)
+    reference, source = args.reference_cycles, None
+    if reference is None:
+        reference, source = _registry_reference(program)
+    data = rep.build_report(program, reference_cycles=reference, reference_source=source)
+    out = Path(args.output) if args.output else None
+    plot = rep.plot_timeline(data, args.plot) if args.plot is not None else None
+    if args.format == "json":
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    elif args.format == "md":
+        # The link is relative to the Markdown file, so that the pair can be moved together.
+        base = out.parent if out is not None else Path.cwd()
+        link = None if plot is None else \
+            Path(os.path.relpath(plot.resolve(), base.resolve())).as_posix()
+        text = rep.render_markdown(data, plot=link)
+    elif args.format == "html":
+        text = rep.render_html(data, plot=plot)
+    else:
+        text = rep.render_text(data)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        print(f"{args.format} report written to {out}")
+    if plot is not None:
+        # Off stdout when stdout is the report itself.
+        print(f"timeline written to {plot}", file=sys.stdout if out else sys.stderr)
+    return 0
+
+
+# -- the parser ---------------------------------------------------------------------------
+
+_EPILOG = """\
+examples:
+  tidal compile examples/models.py:seed_cnn --streaming-axis 2 -o seed_cnn.bin
+  tidal run seed_cnn.bin --input x.npy --timesteps -o y.npy
+  tidal sim seed_cnn.bin --input x0.npy --simulator verilator
+  tidal compare seed_cnn.bin --random 16 --simulator verilator
+  tidal report seed_cnn.bin --format md --plot timeline.png -o report.md
+
+Figures are compute only (no host I/O); µs assume the design runs at the configuration's
+clock. Exit status: 0 success, 1 the command failed, 2 the command line is wrong.
+See docs/cli.md."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``tidal`` argument parser."""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="tidal", formatter_class=raw, epilog=_EPILOG,
+                     description="tidal: compile PyTorch models for a streaming bf16 "
+                                 "accelerator,\nrun them on the VM and the RTL, and report "
+                                 "their latency.")
+    parser.add_argument("--version", action="version", version=f"tidal {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error, show the Python traceback (for bug reports)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help_: str,
+                epilog: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
+                           formatter_class=raw)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("compile", cmd_compile, "compile a PyTorch model to a program file", """\
+MODEL is FILE.py:FUNCTION, a function taking no arguments that returns
+(torch model, example input). The example input fixes every shape (for a
+streaming model, including a sequence length). ONNX is not supported yet.
+
+examples:
+  tidal compile examples/models.py:seed_cnn --streaming-axis 2 -o seed_cnn.bin
+  tidal compile my_mlp.py:make --config c2b8 --name mlp -o mlp.bin""")
+    p.add_argument("model", metavar="MODEL", help="FILE.py:FUNCTION returning (model, input)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
+                   help=f"a preset (default {DEFAULT_CONFIG}; also ia_840f_c3b64, c<N>b<B> "
+                        "such as c2b8) or a JSON file written by Config.save")
+    p.add_argument("--streaming-axis", type=int, metavar="N",
+                   help="the input's time axis: compile one timestep per inference, keeping "
+                        "state (conv windows) on chip")
+    p.add_argument("--name", help="program name for reports (default: the function name)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.bin",
+                   help="the program file to write")
+
+    p = command("run", cmd_run, "run a program on the VM (bit- and cycle-accurate)", """\
+INPUT.npy is shaped like the model input without the streaming axis (one
+inference); with --timesteps it is a whole sequence, its time axis where the
+model had it (compile --streaming-axis).
+
+examples:
+  tidal run seed_cnn.bin --input x_t0.npy
+  tidal run seed_cnn.bin --input x.npy --timesteps -o y.npy""")
+    p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
+    p.add_argument("--input", required=True, metavar="INPUT.npy",
+                   help="the input, a .npy array (see below)")
+    p.add_argument("--timesteps", action="store_true",
+                   help="INPUT holds a sequence; run one inference per timestep")
+    p.add_argument("-o", "--output", metavar="OUT.npy",
+                   help="write the output here (default: print it)")
+    p.add_argument("--trace", metavar="TRACE.txt",
+                   help="write the VM's per-instruction trace here")
+
+    p = command("sim", cmd_sim, "run a program on the RTL (Icarus or Verilator via cocotb)",
+                """\
+Runs the inference(s) on the RTL of the program's configuration, generated
+from rtl/ and simulated under cocotb. The first run on a configuration builds
+the simulator model (Verilator on the C6B32: minutes; cached afterwards).
+
+examples:
+  tidal sim seed_cnn.bin --input x_t0.npy --simulator verilator
+  tidal sim seed_cnn.bin --input x.npy --timesteps --simulator verilator -o y.npy
+  tidal sim mlp.bin --input x.npy --simulator icarus --waves mlp.fst""")
+    p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
+    p.add_argument("--input", required=True, metavar="INPUT.npy",
+                   help="the input, a .npy array shaped as for tidal run")
+    p.add_argument("--timesteps", action="store_true",
+                   help="INPUT holds a sequence; run one inference per timestep, back to back")
+    p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
+    p.add_argument("--waves", metavar="WAVES.fst", help="write an FST waveform here")
+    p.add_argument("-o", "--output", metavar="OUT.npy",
+                   help="write the output here (default: print it)")
+
+    p = command("compare", cmd_compare, "check that the VM and the RTL agree exactly", """\
+Runs the same inferences on both and compares outputs, final memory state and
+cycle counts bit for bit. Exit 0 when identical, 1 at the first divergence.
+
+examples:
+  tidal compare seed_cnn.bin --random 16 --simulator verilator
+  tidal compare tiny_c1b4.bin --input x.npy --timesteps --simulator icarus
+
+Icarus is for small configurations (c1b4, c2b8); use Verilator for a full C6B32.""")
+    p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--input", metavar="INPUT.npy",
+                        help="run this input (one inference, or a sequence with --timesteps)")
+    source.add_argument("--random", type=int, default=4, metavar="N",
+                        help="run N inferences on random inputs (default 4)")
+    p.add_argument("--timesteps", action="store_true",
+                   help="INPUT holds a sequence; one inference per timestep")
+    p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
+
+    p = command("report", cmd_report, "latency report: cycles, utilisation, per layer/core",
+                """\
+Static figures of the program (the machine never stalls, so they are the VM's
+and the RTL's cycle counts): latency spaced and contiguous, ideal compute
+cycles and utilisation, per-layer and per-core breakdown, memory use, and the
+reference compiler's cycles for the same model shape when known.
+
+examples:
+  tidal report seed_cnn.bin
+  tidal report seed_cnn.bin --format md --plot timeline.png -o report.md
+  tidal report seed_cnn.bin --format json -o report.json""")
+    p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
+    p.add_argument("--format", choices=("text", "md", "json", "html"), default="text")
+    p.add_argument("--plot", metavar="TIMELINE.png", help="draw the Gantt chart of the cores")
+    p.add_argument("--reference-cycles", type=int, metavar="N",
+                   help="the reference compiler's cycle count for this model shape")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tidal`` command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default ``sys.argv[1:]``).
+    """
+    parser = build_parser()
+    args: argparse.Namespace | None = None
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args))
+    except SystemExit as exc:
+        # --help and --version end argparse with SystemExit(0); return it as the status.
+        return int(exc.code or 0)
+    except CliError as exc:
+        error: Exception = exc
+        status = exc.status
+    except (isa.ConfigError, isa.ProgramError, OSError) as exc:
+        error, status = exc, EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("tidal: interrupted", file=sys.stderr)
+        return 130  # the shell's status for a process ended by SIGINT
+    if args is not None and args.traceback:
+        raise error
+    print(f"tidal: error: {one_line(error)}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
