@@ -220,6 +220,8 @@ class Program:
                 issue_cycles(instrs)
             except (EncodingError, TimingError) as exc:
                 raise ProgramError(f"core {c} instructions: {exc}") from None
+        if not self.outputs or not self.inputs:
+            raise ProgramError("a program needs at least one input and one output tensor")
         beats = sum(t.beats for t in self.inputs)
         if self.input_dests.shape != (beats, 2):
             raise ProgramError(f"input_dests has shape {self.input_dests.shape}, expected "

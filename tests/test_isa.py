@@ -390,3 +390,7 @@ def test_validate_names_the_culprit() -> None:
     prog.cores[0].instructions = encode_program([Wait(1)])
     with pytest.raises(ProgramError, match="core 0 instructions: program has no END"):
         prog.validate()
+    prog = small_program()
+    prog.outputs = []
+    with pytest.raises(ProgramError, match="at least one input and one output"):
+        prog.validate()
