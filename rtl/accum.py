@@ -65,8 +65,8 @@ class Accumulator(wiring.Component):
     wb_addr : Out(addr_bits(accum_store_depth))
     wb_data : Out(32 * B)
     we : In(1)
-        The accumulator store's write port this cycle (``MAC`` or ``VEC``), captured for the
-        bypass.
+        The accumulator store's write port this cycle (``MAC``, ``VEC`` or another core's
+        ``ACCS``), captured for the bypass.
     waddr : In(addr_bits(accum_store_depth))
     wdata : In(32 * B)
     pending : Out(1)

@@ -13,13 +13,21 @@
           │                                              │              │ write (t+3+L)
           └──────────────► VectorUnit ◄──────────────────┘              ▼
                               │ t+4 local write            acc + acc_mac (written together)
-                              └─► link register (t+5) ──► other cores' tram / output port
+                              └─► link register (t+5) ──► link bus (all cores' links)
+                                                                │
+            receive muxes: TRAM blocks ─► tram, ACCS blocks ─► acc ◄┘ (rtl.interconnect)
 
 The tensor RAM's write port takes, in any one cycle, at most one of: a local ``VEC`` result
-(t+4) or the core's external write (an input beat or a remote ``VEC`` result, muxed by the
-top). The accumulator store's takes a ``MAC`` write-back or a ``VEC`` result. The schedule
-guarantees this (architecture §5); a collision raises ``error`` rather than being resolved
-silently.
+(t+4), an input beat (``in_we``) or another core's ``TRAM`` block from the link bus (t+5).
+The accumulator store's (both copies) takes at most one of: a ``MAC`` write-back, a local
+``VEC`` result (``ACC``, or ``ACCS`` with the own bit) or another core's ``ACCS`` block from
+the link bus (t+5). The schedule guarantees this (architecture §5); a collision raises
+``error`` rather than being resolved silently.
+
+An ``ACCS`` arrival goes through the same write port as every other accumulator write, so
+the accumulate stage's capture of the previous cycle's write (:mod:`rtl.accum`) sees it as
+it sees a ``VEC`` result; no legal program relies on that (a ``MAC`` must not read an
+accumulator whose ``ACCS`` write is still in flight, architecture §5 rule 3).
 
 The matrix block is placed with :func:`rtl.memory.place`: an ``Instance`` of the
 once-converted ``tidal_matrix`` (itself B ``tidal_lane`` instances) in the ``"instance"``
@@ -37,6 +45,7 @@ from isa.config import Config
 from isa.instructions import WORD_BITS, Opcode, amaranth_layout
 from isa.program import CoreImage
 from rtl.accum import Accumulator
+from rtl.interconnect import link_addr_bits, merge, receive
 from rtl.matrix import Matrix, matrix_signature
 from rtl.memory import add_memory, addr_bits, check_flavour, place
 from rtl.sequencer import PC_BITS, Sequencer
@@ -53,20 +62,24 @@ def core_id_bits(config: Config) -> int:
 def core_signature(config: Config) -> wiring.Signature:
     """Return the signature of a :class:`Core` of ``config`` (see its Members)."""
     b, n = config.block_size, config.num_cores
-    tbits = addr_bits(config.tensor_ram_depth)
     return wiring.Signature({
         "start": In(1),
         "core_id": In(core_id_bits(config)),
-        "ext_we": In(1),
-        "ext_addr": In(tbits),
-        "ext_data": In(16 * b),
+        "in_we": In(1),
+        "in_addr": In(addr_bits(config.tensor_ram_depth)),
+        "in_data": In(16 * b),
+        "links_dest": In((n + 1) * n),
+        "links_acc": In(n),
+        "links_addr": In(link_addr_bits(config) * n),
+        "links_data": In(32 * b * n),
         "quiet": Out(1),
         "error": Out(1),
         "trace_valid": Out(1),
         "trace_pc": Out(PC_BITS),
         "link_dest": Out(n + 1),
-        "link_addr": Out(tbits),
-        "link_data": Out(16 * b),
+        "link_acc": Out(1),
+        "link_addr": Out(link_addr_bits(config)),
+        "link_data": Out(32 * b),
     })
 
 
@@ -120,11 +133,13 @@ class Core(wiring.Component):
         Cycle 0 of an inference (shared by all cores).
     core_id : In(core_id_bits)
         This core's index (decides which bit of a ``VEC`` core mask is a local write).
-    ext_we : In(1)
-        External tensor-RAM write this cycle: an input beat or another core's ``VEC``
-        result, muxed by the top.
-    ext_addr : In(addr_bits(tensor_ram_depth))
-    ext_data : In(16 * B)
+    in_we : In(1)
+        An input beat is written into this core's tensor RAM this cycle.
+    in_addr : In(addr_bits(tensor_ram_depth))
+    in_data : In(16 * B)
+    links_dest, links_acc, links_addr, links_data : In
+        The link bus: every core's link register (this core's included), core ``k``'s
+        fields at index ``k`` (:mod:`rtl.interconnect`). The same signals for every core.
     quiet : Out(1)
         Nothing of this core happens after this cycle: its program has ended (in this cycle
         or before) and no write or output beat of it is in flight.
@@ -135,12 +150,10 @@ class Core(wiring.Component):
         An instruction issues this cycle.
     trace_pc : Out(16)
         Its pc.
-    link_dest : Out(num_cores + 1)
-        Outbound link register: where ``link_data`` goes this cycle. Bit ``c <
-        num_cores``: core ``c``'s tensor RAM at ``link_addr`` (the own bit is always clear);
-        bit ``num_cores``: the output port.
-    link_addr : Out(addr_bits(tensor_ram_depth))
-    link_data : Out(16 * B)
+    link_dest, link_acc, link_addr, link_data : Out
+        This core's outbound link register (:mod:`rtl.interconnect`): where the block goes
+        this cycle (other cores' tensor RAMs or accumulator stores, the output port), its
+        kind, address and data.
     """
 
     def __init__(self, config: Config, *, flavour: str = "native",
@@ -231,14 +244,24 @@ class Core(wiring.Component):
             vu.bounds.eq(clamp.rdata),
         ]
 
-        # Accumulator store write port, both copies: MAC write-back or VEC result.
+        # What the link bus brings this core: other cores' TRAM and ACCS blocks (t+5).
+        tram_links, acc_links = receive(cfg, own, self.links_dest, self.links_acc,
+                                        self.links_addr, self.links_data)
+
+        # Accumulator store write port, both copies: MAC write-back, local VEC result or
+        # another core's ACCS block.
         acc_we = Signal()
         acc_waddr = Signal.like(acc.waddr)
         acc_wdata = Signal(32 * b)
+        acc_collision = Signal()
+        we, waddr, wdata, collision = merge(
+            [(accum.wb_we, accum.wb_addr, accum.wb_data), (vu.acc_we, vu.waddr, vu.result),
+             *acc_links], len(acc_waddr), 32 * b)
         m.d.comb += [
-            acc_we.eq(accum.wb_we | vu.acc_we),
-            acc_waddr.eq(Mux(accum.wb_we, accum.wb_addr, vu.waddr)),
-            acc_wdata.eq(Mux(accum.wb_we, accum.wb_data, vu.result)),
+            acc_we.eq(we),
+            acc_waddr.eq(waddr),
+            acc_wdata.eq(wdata),
+            acc_collision.eq(collision),
             accum.we.eq(acc_we),
             accum.waddr.eq(acc_waddr),
             accum.wdata.eq(acc_wdata),
@@ -247,19 +270,21 @@ class Core(wiring.Component):
             m.d.comb += [copy.we.eq(acc_we), copy.waddr.eq(acc_waddr),
                          copy.wdata.eq(acc_wdata)]
 
-        # Tensor RAM write port: local VEC result or the external write.
-        m.d.comb += [
-            tram.we.eq(vu.tram_we | self.ext_we),
-            tram.waddr.eq(Mux(vu.tram_we, vu.waddr, self.ext_addr)),
-            tram.wdata.eq(Mux(vu.tram_we, vu.result_bf16, self.ext_data)),
-        ]
+        # Tensor RAM write port: local VEC result, input beat or another core's TRAM block.
+        tram_collision = Signal()
+        we, waddr, wdata, collision = merge(
+            [(vu.tram_we, vu.waddr, vu.result_bf16), (self.in_we, self.in_addr, self.in_data),
+             *tram_links], len(tram.waddr), 16 * b)
+        m.d.comb += [tram.we.eq(we), tram.waddr.eq(waddr), tram.wdata.eq(wdata),
+                     tram_collision.eq(collision)]
 
         m.d.comb += [
             self.quiet.eq(~seq.more & ~accum.pending & ~vu.pending),
-            self.error.eq((vu.tram_we & self.ext_we) | (accum.wb_we & vu.acc_we)),
+            self.error.eq(tram_collision | acc_collision),
             self.trace_valid.eq(seq.issue),
             self.trace_pc.eq(seq.pc),
             self.link_dest.eq(vu.link_dest),
+            self.link_acc.eq(vu.link_acc),
             self.link_addr.eq(vu.link_addr),
             self.link_data.eq(vu.link_data),
         ]

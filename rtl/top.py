@@ -5,10 +5,14 @@
     in_data ──► input register ──┐ (beat i written in cycle i + 1 to the cores of
        indesc[i] (addr, mask) ───┤  indesc[i].mask at indesc[i].addr)
                                  ▼
-          ┌── ext write mux per core: input beat | other cores' link registers ──┐
-          ▼                                                                      │
-       core 0 … core N−1 ── link registers (t+5) ───────────────────────────────┘
-                                   └── link_dest[N] ──► out_valid / out_data
+       core 0 … core N−1 ◄── link bus: every core's link register (t+5) ──┐
+          │                                                              │
+          └── link registers ────────────────────────────────────────────┘
+                     └── link_dest[N] ──► out_valid / out_data
+
+The interconnect (:mod:`rtl.interconnect`) is the link bus: the concatenation of the cores'
+link registers, given whole to every core, each of which picks the ``TRAM`` and ``ACCS``
+blocks addressed to it. The top itself only concatenates, and muxes the output beat.
 
 Cycle 0 of an inference is the cycle the first input beat is accepted (``in_valid`` while
 idle). The input port then accepts a beat in each of cycles ``0 .. n_in_beats − 1`` (a
@@ -24,13 +28,11 @@ from __future__ import annotations
 from amaranth.hdl import (
     Cat,
     ClockSignal,
-    Const,
     Instance,
     Module,
     Mux,
     ResetSignal,
     Signal,
-    Value,
 )
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
@@ -39,7 +41,8 @@ from isa.config import Config
 from isa.program import Program
 from isa.timing import INPUT_WRITE
 from rtl.core import Core, core_signature
-from rtl.memory import add_memory, addr_bits, check_flavour, place
+from rtl.interconnect import bf16_block, more_than_one, or_mux
+from rtl.memory import add_memory, check_flavour, place
 from rtl.sequencer import PC_BITS
 
 __all__ = ["INDESC_ADDR_BITS", "INDESC_MASK_BITS", "top_signature", "Top", "indesc_image"]
@@ -157,7 +160,6 @@ class Top(wiring.Component):
         m = Module()
         cfg, flavour, program = self.config, self.flavour, self.program
         b, n = cfg.block_size, cfg.num_cores
-        tbits = addr_bits(cfg.tensor_ram_depth)
 
         # -- input port ------------------------------------------------------------------
         run = Signal()                          # busy after cycle 0
@@ -190,7 +192,7 @@ class Top(wiring.Component):
         in_addr = indesc.rdata[:INDESC_ADDR_BITS]
         in_mask = indesc.rdata[INDESC_ADDR_BITS:INDESC_ADDR_BITS + n]
 
-        # -- cores -----------------------------------------------------------------------
+        # -- cores and the link bus -------------------------------------------------------
         sig = core_signature(cfg)
         ports = []
         for c in range(n):
@@ -199,29 +201,21 @@ class Top(wiring.Component):
             ports.append(p)
             place(m, f"core{c}", module="tidal_core", signature=sig, connections=p,
                   flavour=flavour, native=self.cores[c] if self.cores else None)
-            m.d.comb += [p["start"].eq(start), p["core_id"].eq(c)]
-
-        # -- interconnect: one hop from each core's link register ----------------------
-        collisions = []
-        for j in range(n):
-            sources = [(in_we & in_mask[j], in_addr, in_data)]
-            sources += [(ports[k]["link_dest"][j], ports[k]["link_addr"], ports[k]["link_data"])
-                        for k in range(n) if k != j]
-            # At most one source writes per cycle (schedule rule 1), so an AND-OR mux.
-            m.d.comb += [
-                ports[j]["ext_we"].eq(Cat(*(en for en, _, _ in sources)).any()),
-                ports[j]["ext_addr"].eq(_or_mux([(en, a) for en, a, _ in sources], tbits)),
-                ports[j]["ext_data"].eq(_or_mux([(en, d) for en, _, d in sources], 16 * b)),
-            ]
-            collisions.append(_more_than_one([en for en, _, _ in sources]))
+        bus = {f"links_{field}": Cat(*(p[f"link_{field}"] for p in ports))
+               for field in ("dest", "acc", "addr", "data")}
+        for c, p in enumerate(ports):
+            m.d.comb += [p["start"].eq(start), p["core_id"].eq(c),
+                         p["in_we"].eq(in_we & in_mask[c]), p["in_addr"].eq(in_addr),
+                         p["in_data"].eq(in_data)]
+            m.d.comb += [p[name].eq(value) for name, value in bus.items()]
 
         # -- output port -----------------------------------------------------------------
-        outs = [(p["link_dest"][n], p["link_data"]) for p in ports]
+        outs = [(p["link_dest"][n], bf16_block(p["link_data"], b)) for p in ports]
         m.d.comb += [
             self.out_valid.eq(Cat(*(p["link_dest"][n] for p in ports)).any()),
-            self.out_data.eq(_or_mux(outs, 16 * b)),
+            self.out_data.eq(or_mux(outs, 16 * b)),
         ]
-        collisions.append(_more_than_one([p["link_dest"][n] for p in ports]))
+        output_collision = more_than_one([p["link_dest"][n] for p in ports])
 
         # -- status ----------------------------------------------------------------------
         quiet = Cat(*(p["quiet"] for p in ports)).all()
@@ -246,7 +240,7 @@ class Top(wiring.Component):
         err_now = Cat(
             in_phase & ~self.in_valid,                  # input underrun
             self.out_valid & ~self.out_ready,           # output stall
-            *collisions,
+            output_collision,
             *(p["error"] for p in ports),
         ).any()
         m.d.sync += err.eq(err | err_now)
@@ -264,21 +258,3 @@ class Top(wiring.Component):
                 i_cycle=self.cycle, i_valid=self.trace_valid, i_pc=self.trace_pc,
                 i_done=self.done)
         return m
-
-
-def _or_mux(pairs: list[tuple[Value, Value]], width: int) -> Value:
-    """Return the OR of the values whose enable is high (at most one is, by schedule)."""
-    out: Value = Const(0, width)
-    for en, value in pairs:
-        out = out | Mux(en, value, 0)
-    return out[:width]
-
-
-def _more_than_one(bits: list[Value]) -> Value:
-    """Return a value that is 1 when two or more of ``bits`` are 1."""
-    seen = Const(0, 1)
-    two = Const(0, 1)
-    for bit in bits:
-        two = two | (seen & bit)
-        seen = seen | bit
-    return two

@@ -9,13 +9,20 @@ t       the core presents the accumulator, tensor-RAM and clamp-table read addre
 t+1     ``a`` (fp32), ``t`` (bf16) and the clamp entry arrive; the op: one fp32 add (ADD,
         SUB, RSUB), the significand multiply of MUL, or a compare (MAX, MIN)
 t+2     MUL's normalise-and-round; other ops pass
-t+3     clamp, then round to bf16 unless the destination is the accumulator
+t+3     clamp, then round to bf16 unless the destination is an accumulator (``ACC``,
+        ``ACCS``)
 t+4     result on the local write port (accumulator or own tensor RAM); the outbound link
-        register loads (remote tensor RAMs, output port)
-t+5     the link register drives the other cores' tensor-RAM write ports / the output port
+        register loads (remote tensor RAMs or accumulators, output port)
+t+5     the link register drives the other cores' write ports / the output port
 ======  ==================================================================================
 
 All B elements are computed side by side with the builders of :mod:`rtl.arith`.
+
+The link register holds one block of B 32-bit values in the layout of the result: fp32 for
+``ACCS``, and for ``TRAM`` and ``OUTPUT`` the bf16 value in the upper half of each lane with
+a zero lower half (which is the same number as an fp32). Loading it therefore needs no
+multiplexer; a receiver of bf16 takes the upper halves
+(:func:`rtl.interconnect.bf16_block`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from isa.instructions import Dest, Vec
 from isa.numerics import VecOp
 from isa.timing import VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE
 from rtl.arith import fp32_add, fp32_clamp, fp32_max, fp32_min, fp32_mul_bf16, round_bf16
+from rtl.interconnect import bf16_block
 
 __all__ = ["VectorUnit"]
 
@@ -58,7 +66,7 @@ class VectorUnit(wiring.Component):
     addr : In(16)
         Destination address (accumulator or tensor RAM).
     cores : In(num_cores)
-        Destination core mask (``Dest.TRAM``).
+        Destination core mask (``Dest.TRAM``, ``Dest.ACCS``).
     own : In(num_cores)
         One-hot mask of this core.
     a : In(32 * B)
@@ -68,19 +76,27 @@ class VectorUnit(wiring.Component):
     bounds : In(64)
         Clamp-table entry, likewise: low bound at bits ``[0, 32)``, high at ``[32, 64)``.
     acc_we, tram_we : Out(1)
-        Local write of the result of the ``VEC`` issued four cycles ago (cycle ``t + 4``).
+        Local write of the result of the ``VEC`` issued four cycles ago (cycle ``t + 4``):
+        ``acc_we`` for ``ACC`` and for ``ACCS`` with the own bit set, ``tram_we`` for
+        ``TRAM`` with the own bit set.
     waddr : Out(16)
         Its destination address.
     result : Out(32 * B)
-        Its result: fp32 per element for the accumulator.
+        Its result: fp32 per element for the accumulator (``ACC``, ``ACCS``).
     result_bf16 : Out(16 * B)
         Its result rounded to bf16 (tensor RAM).
     link_dest : Out(num_cores + 1)
         Outbound link register (cycle ``t + 5``): its destinations. Bit ``c < num_cores``:
-        write core ``c``'s tensor RAM (the own bit is always clear); bit ``num_cores``: the
-        output port.
+        write core ``c``'s tensor RAM or accumulator store, by ``link_acc`` (the own bit is
+        always clear); bit ``num_cores``: the output port.
+    link_acc : Out(1)
+        The block is an ``ACCS`` result (fp32, to the accumulator stores), not a ``TRAM``
+        block or an output beat (bf16). Meaningful while ``link_dest`` is not zero.
     link_addr : Out(16)
-    link_data : Out(16 * B)
+        Destination address (tensor RAM or accumulator).
+    link_data : Out(32 * B)
+        The block, lane ``i`` at bits ``[32i, 32i + 32)``: fp32 for ``ACCS``; otherwise
+        bf16 in the upper half of each lane and zero in the lower (:mod:`rtl.interconnect`).
     pending : Out(1)
         A ``VEC`` in flight still has a write or an output beat in a later cycle.
     """
@@ -105,8 +121,9 @@ class VectorUnit(wiring.Component):
             "result": Out(32 * b),
             "result_bf16": Out(16 * b),
             "link_dest": Out(n + 1),
+            "link_acc": Out(1),
             "link_addr": Out(_ADDR_BITS),
-            "link_data": Out(16 * b),
+            "link_data": Out(32 * b),
             "pending": Out(1),
         })
 
@@ -173,9 +190,10 @@ class VectorUnit(wiring.Component):
         r3 = [stage(Mux(mul2, products[i], others[i]), f"r3_{i}") for i in range(b)]
         clamp3 = stage(clamp2, "clamp3")
 
-        # t+3: clamp (which also canonicalises any NaN) and the bf16 rounding.
+        # t+3: clamp (which also canonicalises any NaN) and the bf16 rounding, which ACCS
+        # skips like ACC: a partial sum moved to another core must continue its fp32 chain.
         lo, hi = clamp3[:32], clamp3[32:]
-        to_acc = dest[3] == Dest.ACC
+        to_acc = (dest[3] == Dest.ACC) | (dest[3] == Dest.ACCS)
         r4 = []
         for i in range(b):
             c = fp32_clamp(m, r3[i], lo, hi, name=f"clamp_{i}")
@@ -188,23 +206,28 @@ class VectorUnit(wiring.Component):
         # t+4: local writes and the outbound link register.
         v4, d4 = valid[4], dest[4]
         remote = cores[4] & ~self.own
+        local = (cores[4] & self.own).any()
         to_tram = v4 & (d4 == Dest.TRAM)
+        to_accs = v4 & (d4 == Dest.ACCS)
         to_out = v4 & (d4 == Dest.OUTPUT)
-        bf16 = Cat(*(r[16:32] for r in r4))
-        link_load = (to_tram & remote.any()) | to_out
+        result = Cat(*r4)
+        link_load = ((to_tram | to_accs) & remote.any()) | to_out
         m.d.comb += [
-            self.acc_we.eq(v4 & (d4 == Dest.ACC)),
-            self.tram_we.eq(to_tram & (cores[4] & self.own).any()),
+            self.acc_we.eq((v4 & (d4 == Dest.ACC)) | (to_accs & local)),
+            self.tram_we.eq(to_tram & local),
             self.waddr.eq(addr[4]),
-            self.result.eq(Cat(*r4)),
-            self.result_bf16.eq(bf16),
+            self.result.eq(result),
+            self.result_bf16.eq(bf16_block(result, b)),
         ]
+        # Only the destinations need a reset; the rest is meaningful only under them.
+        link_acc = Signal(reset_less=True)
         link_addr = Signal(_ADDR_BITS, reset_less=True)
-        link_data = Signal(16 * b, reset_less=True)
-        m.d.sync += self.link_dest.eq(Cat(Mux(to_tram, remote, 0), to_out))
+        link_data = Signal(32 * b, reset_less=True)
+        m.d.sync += self.link_dest.eq(Cat(Mux(to_tram | to_accs, remote, 0), to_out))
         with m.If(link_load):
-            m.d.sync += [link_addr.eq(addr[4]), link_data.eq(bf16)]
-        m.d.comb += [self.link_addr.eq(link_addr), self.link_data.eq(link_data)]
+            m.d.sync += [link_acc.eq(to_accs), link_addr.eq(addr[4]), link_data.eq(result)]
+        m.d.comb += [self.link_acc.eq(link_acc), self.link_addr.eq(link_addr),
+                     self.link_data.eq(link_data)]
 
         m.d.comb += self.pending.eq(valid[0] | valid[1] | valid[2] | valid[3] | link_load)
         return m

@@ -148,6 +148,51 @@ def hand_program(config: Config | None = None) -> Program:
     return program
 
 
+def accs_chain_program(config: Config | None = None, seed: int = 0) -> Program:
+    """Return a hand-written program that splits one MAC chain across two cores (``c2b8``).
+
+    Per inference, with the input beat x in both cores' tensor RAM 0: core 0 accumulates
+    tiles 0–2 (the first on x) into acc[1] and moves the fp32 partial sum with ``Dest.ACCS``
+    to acc[2] of both cores (own: t+4, core 1: t+5); output beat 0 is that partial sum;
+    core 1 continues the chain with tiles 3–5 (``MAC accumulate=1``) as early as the
+    schedule allows, and output beat 1 is the final sum plus a bias row.
+    """
+    cfg = config or Config.ip_core(2, 8)
+    b = cfg.block_size
+    rng = np.random.default_rng(seed)
+    tiles = 6
+    weights = f32_to_bf16_bits(rng.standard_normal((tiles, b, b)).astype(np.float32) / 2)
+    rows = f32_to_bf16_bits(rng.standard_normal((tiles + 1, b)).astype(np.float32))
+    rows[0] = 0                                         # tensor RAM 0: the input beat
+    mac_write = 3 + cfg.tree_levels
+    core0 = [
+        Wait(2),                                        # x is written in cycle 1
+        *(Mac(acc=1, tram=i, weight=i, accumulate=int(i > 0)) for i in range(3)),
+        Wait(mac_write),                                # the last MAC (cycle 4) writes
+        Vec(op=VecOp.PASS_A, clamp=0, acc=1, tram=0, dest=Dest.ACCS, addr=2,
+            cores=0b11),                                # cycle 5 + mac_write
+        Wait(5),
+        Vec(op=VecOp.PASS_A, clamp=0, acc=2, tram=0, dest=Dest.OUTPUT, addr=0, cores=0),
+        End(),
+    ]
+    # Core 1's first accumulate-read (issue + 1 + log2 B) is the cycle after the arrival.
+    resume = 5 + mac_write + 5 + 1 - (1 + cfg.tree_levels)
+    core1 = [
+        Wait(resume),
+        *(Mac(acc=2, tram=i, weight=i, accumulate=1) for i in range(3, tiles)),
+        Wait(mac_write),
+        Vec(op=VecOp.ADD, clamp=0, acc=2, tram=tiles, dest=Dest.OUTPUT, addr=0, cores=0),
+        End(),
+    ]
+    unbounded = np.array([[-np.inf, np.inf]], np.float32)
+    images = [CoreImage(encode_program(instrs), weights, rows, unbounded)
+              for instrs in (core0, core1)]
+    program = Program(cfg, images, [TensorLayout((b,), b)], [TensorLayout((2 * b,), b)],
+                      np.array([[0b11, 0]], np.uint32), {"name": "accs chain"})
+    program.validate()
+    return program
+
+
 # -- the harness in plain Python ------------------------------------------------------------
 
 
@@ -249,6 +294,20 @@ def test_corpus_matches_vm(simulator: str, kind: str, seed: int, config: str) ->
     report = compare(program, random=5, simulator=simulator, seed=seed)
     assert report.ok, report.summary()
     assert report.output_values >= 5 and report.trace_records > 0
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_accs_chain_matches_vm(simulator: str) -> None:
+    """A MAC chain split across two cores with ``Dest.ACCS`` (local and remote fp32
+    accumulator writes, MAC accumulating on a received partial sum): bit- and cycle-exact,
+    accumulators included."""
+    need(simulator)
+    program = accs_chain_program()
+    report = compare(program, random=4, simulator=simulator, seed=3)
+    assert report.ok, report.summary()
+    assert report.output_values == 4 * 2 * program.config.block_size
 
 
 @pytest.mark.cosim

@@ -46,13 +46,20 @@ from isa.numerics import (
     vec_op,
 )
 from isa.program import CoreImage, Program, TensorLayout
-from isa.timing import VEC_OUTPUT, issue_cycles
+from isa.timing import (
+    VEC_LOCAL_WRITE,
+    VEC_OUTPUT,
+    VEC_REMOTE_WRITE,
+    issue_cycles,
+    mac_acc_read,
+)
 from rtl.top import Top
 
 pytestmark = pytest.mark.timeout(120)
 
 C1B4 = Config.ip_core(1, 4)
 C2B8 = Config.ip_core(2, 8)
+C3B4 = Config.ip_core(3, 4)         # only where a core must receive from two others
 RNG_SEED = 20241125
 
 INF = float("inf")
@@ -187,6 +194,10 @@ def reference(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words:
                     for k in range(n):
                         if item.cores >> k & 1:
                             tram[k][item.addr] = to_bf16(r)
+                elif item.dest == Dest.ACCS:
+                    for k in range(n):
+                        if item.cores >> k & 1:
+                            acc[k][item.addr] = r
                 else:
                     outputs.append((t + VEC_OUTPUT, pack_beats(to_bf16(r), b)[0]))
         out.outputs.append(sorted(outputs))
@@ -338,11 +349,16 @@ def test_sequencer_issue_wait_end_restart():
 
 def test_sequencer_idle_gap_and_end_first():
     """An inference may start any time after done; a core whose pc 0 is END is done at
-    once and the machine is done when the input beat has been written."""
+    once, and the machine is done when the last input beat has been written (here after
+    the only output beat: a program needs one)."""
     rng = np.random.default_rng(RNG_SEED + 1)
-    prog = program(C1B4, [[End()]], input_dests=[(1, 3)])
-    got = check(prog, [random_beats(rng, C1B4, 1) for _ in range(2)], tram_words=4, gap=3)
-    assert got.done == [1, 1]
+    b = C2B8.block_size
+    dests = [(0b11, 3 + i) for i in range(8)]            # written in cycles 1 .. 8
+    prog = program(C2B8, [[End()], [vec(VecOp.PASS_T, tram=0), End()]],   # out at 5
+                   tram=[np.zeros((0, b)), random_bf16(rng, (1, b))], input_dests=dests)
+    got = check(prog, [random_beats(rng, C2B8, len(dests)) for _ in range(2)],
+                tram_words=12, gap=3)
+    assert got.done == [8, 8]
 
 
 def test_mac_chains_and_bypass():
@@ -507,6 +523,220 @@ def test_remote_writes_outputs_and_done():
     assert got.done[0] == 14            # core 1's remote write to core 0
 
 
+# -- VEC to accumulators (Dest.ACCS) ------------------------------------------------------
+
+def accs(op: VecOp, *, acc: int = 0, tram: int = 0, addr: int, cores: int,
+         clamp_entry: int = 0) -> Vec:
+    """Return a VEC whose fp32 result goes to accumulator ``addr`` of the ``cores``."""
+    return vec(op, acc=acc, tram=tram, dest=Dest.ACCS, addr=addr, cores=cores,
+               clamp_entry=clamp_entry)
+
+
+def not_bf16(words: np.ndarray) -> bool:
+    """Return True if some fp32 pattern of ``words`` is not a bf16 value: had an ACCS
+    result been rounded on its way, the test holding it would have seen the difference."""
+    return bool((np.asarray(words, np.uint32) & np.uint32(0xFFFF)).any())
+
+
+def test_accs_local():
+    """ACCS with only the own bit writes the own accumulator at t+4, in fp32 (not rounded,
+    clamped like any VEC result); a later VEC and a MAC accumulating on it see the value."""
+    rng = np.random.default_rng(RNG_SEED + 10)
+    b = C1B4.block_size
+    instrs = [
+        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: acc0 at 4
+        Wait(5),
+        accs(VecOp.ADD, acc=0, tram=1, addr=1, cores=0b1),               # t=6: acc1 at 10
+        Wait(5),
+        accs(VecOp.MUL, acc=1, tram=2, addr=2, cores=0b1, clamp_entry=1),   # t=12: at 16
+        accs(VecOp.SUB, acc=1, tram=3, addr=3, cores=0b1),               # t=13: acc3 at 17
+        Mac(acc=1, tram=3, weight=0, accumulate=1),     # t=14: reads acc1 in 17, writes 19
+        Wait(6),
+        vec(VecOp.PASS_A, acc=1),                       # t=21
+        vec(VecOp.PASS_A, acc=2),
+        vec(VecOp.PASS_A, acc=3),
+        End(),
+    ]
+    prog = program(C1B4, [instrs], weights=[random_bf16(rng, (1, b, b))],
+                   tram=[random_bf16(rng, (4, b), scale=3.0)],
+                   clamps=[[(-INF, INF), (-1.0, 2.5)]], input_dests=[(1, 20)])
+    got = check(prog, [random_beats(rng, C1B4, 1)], tram_words=4)
+    assert not_bf16(got.acc[0][2:4])
+
+
+def test_accs_remote_to_one_core():
+    """ACCS to the other core only (t+5) and to both (own at t+4, other at t+5), while the
+    receiver takes input beats into its tensor RAM and sends its own ACCS back: the
+    received fp32 values are exact and are read by VEC and accumulated on by MAC."""
+    rng = np.random.default_rng(RNG_SEED + 11)
+    b = C2B8.block_size
+    tram = [random_bf16(rng, (4, b), scale=2.0) for _ in range(2)]
+    core0 = [
+        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: at 4
+        vec(VecOp.PASS_T, tram=1, dest=Dest.ACC, addr=1),                # t=1: at 5
+        Wait(4),
+        accs(VecOp.ADD, acc=0, tram=2, addr=2, cores=0b10),              # t=6: core 1 at 11
+        accs(VecOp.SUB, acc=1, tram=3, addr=3, cores=0b11),              # t=7: 11 / 12
+        Wait(7),
+        vec(VecOp.PASS_A, acc=3),                       # t=15: out at 20
+        vec(VecOp.PASS_A, acc=4),
+        End(),
+    ]
+    core1 = [
+        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: at 4
+        Wait(7),
+        accs(VecOp.MUL, acc=0, tram=1, addr=4, cores=0b01),              # t=8: core 0 at 13
+        Mac(acc=2, tram=2, weight=0, accumulate=1),     # t=9: reads acc2 in 13, writes 15
+        Wait(12),
+        vec(VecOp.PASS_A, acc=2),                       # t=22: out at 27
+        vec(VecOp.PASS_A, acc=3),
+        End(),
+    ]
+    # Input beats into core 1's tensor RAM in cycles 1 .. 12, across the ACCS arrivals.
+    dests = [(0b10, 20 + i) for i in range(12)]
+    weights = [np.zeros((0, b, b)), random_bf16(rng, (1, b, b))]
+    prog = program(C2B8, [core0, core1], weights=weights, tram=tram, input_dests=dests)
+    got = check(prog, [random_beats(rng, C2B8, len(dests))], tram_words=32)
+    assert not_bf16(got.acc[1][3]) and not_bf16(got.acc[0][4])
+    assert got.acc[0][3].tolist() == got.acc[1][3].tolist()
+
+
+def test_accs_remote_to_several_cores():
+    """ACCS to two other cores at once (and to all three), and a core receiving in one
+    cycle an ACCS block (accumulator) and a TRAM block (tensor RAM) from two other cores, or
+    an ACCS block and an input beat: the two write muxes of a core are independent."""
+    rng = np.random.default_rng(RNG_SEED + 12)
+    b = C3B4.block_size
+    tram = [random_bf16(rng, (4, b), scale=2.0) for _ in range(3)]
+    core0 = [
+        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: at 4
+        Wait(5),
+        accs(VecOp.ADD, acc=0, tram=1, addr=1, cores=0b111),             # t=6: 10; 11, 11
+        accs(VecOp.MUL, acc=0, tram=2, addr=2, cores=0b110),             # t=7: 12, 12
+        Wait(12),
+        vec(VecOp.PASS_A, acc=1),                       # t=20: out at 25
+        vec(VecOp.PASS_A, acc=3),
+        End(),
+    ]
+    core1 = [
+        Wait(7),
+        vec(VecOp.PASS_T, tram=1, dest=Dest.TRAM, addr=9, cores=0b100),  # t=7: core 2 at 12
+        Wait(15),
+        vec(VecOp.PASS_A, acc=1),                       # t=23: out at 28
+        vec(VecOp.PASS_A, acc=2),
+        vec(VecOp.PASS_A, acc=3),
+        End(),
+    ]
+    core2 = [
+        Wait(12),
+        accs(VecOp.MUL, acc=1, tram=0, addr=3, cores=0b011),             # t=12: 17, 17
+        Mac(acc=2, tram=3, weight=0, accumulate=1),     # t=13: reads acc2 in 16, writes 18
+        Wait(13),
+        vec(VecOp.PASS_A, acc=1),                       # t=27: out at 32
+        vec(VecOp.PASS_A, acc=2),
+        vec(VecOp.PASS_T, tram=9),
+        End(),
+    ]
+    # Input beats into core 2's tensor RAM in cycles 1 .. 11: the last one with core 0's
+    # first ACCS block; in cycle 12 core 2 takes core 0's second and core 1's TRAM block.
+    dests = [(0b100, 20 + i) for i in range(11)]
+    weights = [np.zeros((0, b, b))] * 2 + [random_bf16(rng, (1, b, b))]
+    prog = program(C3B4, [core0, core1, core2], weights=weights, tram=tram,
+                   input_dests=dests)
+    got = check(prog, [random_beats(rng, C3B4, len(dests))], tram_words=32)
+    assert got.acc[0][1].tolist() == got.acc[1][1].tolist() == got.acc[2][1].tolist()
+    assert not_bf16(got.acc[1][2]) and not_bf16(got.acc[0][3])
+
+
+def test_accs_mac_chain_split_across_cores():
+    """A chain of MACs into one accumulator, split after k tiles: core 0 accumulates the
+    first k, moves the partial sum with ACCS into core 1's accumulator, and core 1
+    continues with MAC accumulate=1. The result is bit-identical to the whole chain on one
+    core, and would not be if the partial sum were rounded to bf16 on the way."""
+    rng = np.random.default_rng(RNG_SEED + 13)
+    b, tiles, k = C2B8.block_size, 8, 5
+    mac_write = 3 + C2B8.tree_levels
+    weights = random_bf16(rng, (tiles, b, b))
+    acts = random_bf16(rng, (tiles, b), scale=3.0)
+    whole = [Mac(acc=0, tram=i, weight=i, accumulate=int(i > 0)) for i in range(tiles)]
+    first = [Mac(acc=1, tram=i, weight=i, accumulate=int(i > 0)) for i in range(k)]
+    # First MACs in cycles tiles .. tiles+k-1; the partial sum is read once written.
+    send = tiles + k + mac_write
+    core0 = [*whole, *first, Wait(mac_write),
+             accs(VecOp.PASS_A, acc=1, addr=2, cores=0b10),      # core 1's acc2 at send+5
+             Wait(8), vec(VecOp.PASS_A, acc=0), End()]
+    # Core 1's first accumulate-read (issue + mac_acc_read) must come after the arrival.
+    resume = send + VEC_REMOTE_WRITE + 1 - mac_acc_read(C2B8)
+    rest = [Mac(acc=2, tram=i, weight=i, accumulate=1) for i in range(k, tiles)]
+    core1 = [Wait(resume), *rest, Wait(mac_write + 2), vec(VecOp.PASS_A, acc=2), End()]
+    prog = program(C2B8, [core0, core1], weights=[weights] * 2, tram=[acts] * 2,
+                   input_dests=[(0b11, 30)])
+    got = check(prog, [random_beats(rng, C2B8, 1)], tram_words=32)
+    assert got.acc[1][2].tolist() == got.acc[0][0].tolist(), "split chain != whole chain"
+    # The chain is not trivially exact: a bf16 partial sum would change the result.
+    w, x = bf16_bits_to_f32(weights), bf16_bits_to_f32(acts)
+    partial = tile_matvec(w[0], x[0])
+    for i in range(1, k):
+        partial = accumulate(partial, tile_matvec(w[i], x[i]))
+    rounded = bf16_bits_to_f32(f32_to_bf16_bits(partial))
+    for i in range(k, tiles):
+        rounded = accumulate(rounded, tile_matvec(w[i], x[i]))
+    assert (f32_bits(rounded) != got.acc[1][2]).any()
+    # One cycle earlier, core 1 would read its accumulator in the cycle of the ACCS write:
+    # no bypass forwards an ACCS write, so the VM refuses that schedule.
+    early = [Wait(resume - 1), *rest, Wait(mac_write + 3), vec(VecOp.PASS_A, acc=2), End()]
+    vm_module = pytest.importorskip("sim.vm")
+    with pytest.raises(vm_module.ScheduleError, match="in flight"):
+        vm_module.VM(program(C2B8, [core0, early], weights=[weights] * 2, tram=[acts] * 2,
+                             input_dests=[(0b11, 30)]))
+
+
+def _collision(case: str, late: int) -> Program:
+    """Return a program whose two accumulator writes of ``case`` land in one cycle on one
+    core when ``late`` is 0, and one cycle apart when it is 1."""
+    b = C2B8.block_size
+    mac_write = 3 + C2B8.tree_levels
+    tail = [Wait(12), vec(VecOp.PASS_A, acc=0), End()]
+    mac = Mac(acc=2, tram=0, weight=0, accumulate=0)    # writes in cycle mac_write
+    if case == "mac-and-remote":                        # core 1: MAC and core 0's ACCS
+        cores = [[Wait(mac_write - VEC_REMOTE_WRITE + late),
+                  accs(VecOp.PASS_T, addr=1, cores=0b10), *tail],
+                 [mac, End()]]
+    elif case == "mac-and-local":                       # core 0: MAC and its own ACCS
+        cores = [[mac, Wait(mac_write - VEC_LOCAL_WRITE - 1 + late),
+                  accs(VecOp.PASS_T, addr=1, cores=0b01), *tail],
+                 [End()]]
+    elif case == "vec-and-remote":                      # core 1: its VEC and core 0's ACCS
+        cores = [[accs(VecOp.PASS_T, addr=1, cores=0b10), *tail],
+                 [Wait(VEC_REMOTE_WRITE - VEC_LOCAL_WRITE + late),
+                  vec(VecOp.PASS_T, dest=Dest.ACC, addr=2), End()]]
+    else:                                               # core 2: ACCS from cores 0 and 1
+        cores = [[accs(VecOp.PASS_T, addr=1, cores=0b100), *tail],
+                 [Wait(1 + late), accs(VecOp.PASS_T, addr=2, cores=0b100), End()],
+                 [End()]]
+        if not late:                                    # WAIT 1 is a no-op: same cycle
+            cores[1] = cores[1][1:]
+        return program(C3B4, cores, input_dests=[(0b111, 30)])
+    weights = [np.ones((1, b, b), np.uint16)] * 2
+    return program(C2B8, cores, weights=weights, input_dests=[(0b11, 30)])
+
+
+@pytest.mark.parametrize("case", ["mac-and-remote", "mac-and-local", "vec-and-remote",
+                                  "remote-and-remote"])
+def test_accs_write_port_collisions_raise_error(case):
+    """Two accumulator writes in one cycle on one core (MAC write-back, local VEC result,
+    ACCS arriving from another core; two arrivals) are refused by the VM and raise the
+    RTL's error; one cycle apart, the same program is legal and matches the VM."""
+    vm_module = pytest.importorskip("sim.vm")
+    rng = np.random.default_rng(RNG_SEED + 14)
+    bad = _collision(case, late=0)
+    with pytest.raises(vm_module.ScheduleError, match="a second write into the acc"):
+        vm_module.VM(bad)
+    beats = [random_beats(rng, bad.config, 1)]
+    assert run_rtl(bad, beats, tram_words=4).error
+    check(_collision(case, late=1), beats, tram_words=4)
+
+
 def test_input_descriptors():
     """Input beat i is written in cycle i + 1 to the masked cores at its address, and can
     be read from cycle i + 2 on (here by VEC and MAC)."""
@@ -550,7 +780,8 @@ def test_generate_verilog(tmp_path):
     top = (tmp_path / "tidal_top.v").read_text()
     assert top.count("tidal_core core0") == 1
     assert (tmp_path / "tidal_matrix.v").read_text().count("tidal_lane lane") == b
-    prog = program(C1B4, [[End()]], weights=[np.ones((2, b, b), np.uint16)])
+    prog = program(C1B4, [[vec(VecOp.PASS_T, tram=1), End()]],
+                   weights=[np.ones((2, b, b), np.uint16)])
     images = memory_images(prog)
     paths = {m["path"] for m in manifest["memories"]}
     assert set(images) <= paths
