@@ -21,7 +21,7 @@ from torch import nn
 
 import compiler.frontend as vollo_torch
 from isa.config import Config
-from isa.instructions import Dest, End, Mac, Vec, Wait, encode_program
+from isa.instructions import Dest, End, Mac, Vec, Wait, decode_program, encode_program
 from isa.numerics import VecOp, f32_to_bf16_bits
 from isa.program import CoreImage, Program, TensorLayout
 from sim import _toolchain
@@ -308,6 +308,25 @@ def test_accs_chain_matches_vm(simulator: str) -> None:
     report = compare(program, random=4, simulator=simulator, seed=3)
     assert report.ok, report.summary()
     assert report.output_values == 4 * 2 * program.config.block_size
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_compiled_split_reduction_matches_vm(simulator: str) -> None:
+    """A compiled MLP whose reduction the compiler splits across cores (``Dest.ACCS``
+    hand-over): bit- and cycle-exact."""
+    need(simulator)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 64), nn.ReLU())
+    gm, _ = vollo_torch.fx.prepare_shape(model, torch.randn(1, 64))
+    program = vollo_torch.fx.nnir.to_nnir(gm).to_program(Config.preset("c2b8"))
+    dests = {i.dest for core in program.cores for i in decode_program(core.instructions)
+             if isinstance(i, Vec)}
+    assert Dest.ACCS in dests, "the compiler no longer splits this MLP: pick another shape"
+    report = compare(program, random=4, simulator=simulator, seed=5)
+    assert report.ok, report.summary()
+    assert report.output_values == 4 * 64
 
 
 @pytest.mark.cosim
