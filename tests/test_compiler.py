@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _models import Fn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -235,17 +236,6 @@ def test_tolerance_catches_a_wrong_weight() -> None:
 # -- elementwise ops and data movement -------------------------------------------------------
 
 
-class Fn(nn.Module):
-    """A model whose forward is ``fn(self, x)``."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor], **modules: nn.Module) -> None:
-        super().__init__()
-        self.fn = fn
-        for name, module in modules.items():
-            self.add_module(name, module)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(self, x)
 
 
 def _lin() -> nn.Linear:

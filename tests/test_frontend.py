@@ -8,25 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _models import Fn
 from torch import nn
 
 import compiler.frontend as vollo_torch
 from compiler.frontend.nn import PaddedConv1d
 from compiler.nnir import NNIR, Interpreter
 from isa.numerics import NumberFormat
-
-
-class Fn(nn.Module):
-    """A model whose forward is ``fn(self, x)`` (so tests can write models as lambdas)."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor], **modules: nn.Module) -> None:
-        super().__init__()
-        self.fn = fn
-        for name, module in modules.items():
-            self.add_module(name, module)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(self, x)
 
 
 def translate(model: nn.Module, *inputs: torch.Tensor) -> tuple[NNIR, object]:
