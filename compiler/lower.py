@@ -42,7 +42,8 @@ from isa.timing import VEC_OUTPUT
 
 __all__ = ["lower"]
 
-_MAX_WAIT = (1 << 16) - 1
+#: The longest single WAIT the format can encode.
+_MAX_WAIT = (1 << Wait.FIELDS[0].width) - 1
 
 
 def lower(nnir: NNIR, config: Config, name: str | None = None,

@@ -58,8 +58,8 @@ from sim.vm import VM, TraceRecord, WriteRecord
 
 __all__ = [
     "RtlError", "RtlResult", "BuildInfo", "CompareReport", "Divergence", "TraceRecord",
-    "build_rtl", "run_rtl", "compare", "input_beats", "random_inputs", "memory_images",
-    "write_memory_images", "parse_rtl_trace", "watchdog_cycles", "ImageKey",
+    "build_rtl", "run_rtl", "compare", "input_beats", "random_inputs", "parse_rtl_trace",
+    "watchdog_cycles",
 ]
 
 #: The repository root (``rtl.gen`` runs here; build products go under ``build/``).
@@ -266,85 +266,6 @@ def watchdog_cycles(program: Program, base: int | None = None) -> int:
     if base is None:
         base = program.cycle_count_per_inference(spaced=False)
     return int(base) + 16 + int(base) // 16
-
-
-# -- memory images ----------------------------------------------------------------------------
-
-
-def _hex_rows(words: np.ndarray) -> list[str]:
-    """Return hex lines of rows of ``uint16`` lanes, lane 0 in the least significant bits."""
-    words = np.ascontiguousarray(np.asarray(words, dtype=np.uint16)[:, ::-1], dtype=">u2")
-    text = words.tobytes().hex()
-    width = 4 * words.shape[1]
-    return [text[i:i + width] for i in range(0, len(text), width)]
-
-
-#: A memory image's key: (manifest ``kind``, ``core``, ``lane``), None where not applicable.
-ImageKey = tuple[str, int | None, int | None]
-
-
-def memory_images(program: Program) -> dict[ImageKey, tuple[list[str], int]]:
-    """Return the hex lines of every memory image of ``program``.
-
-    Keys are (kind, core, lane) as in the RTL manifest's ``memories`` entries (the manifest
-    gives each its hierarchical path); values are (lines, hex digits per word), in the word
-    formats of ``.notes/rtl_contract.md``: ``imem`` (64-bit instructions), ``weights`` of
-    lane L (row L of each tile, column j at bits [16j, 16j+16)), ``tram`` (``tram_init``),
-    ``clamp`` (low bound fp32 bits in the low 32 bits, high in the high 32) and ``indesc``
-    (address at [0, 16), core mask at [16, 24)). Empty images are left out.
-    """
-    b = program.config.block_size
-    images: dict[ImageKey, tuple[list[str], int]] = {}
-    dests = np.asarray(program.input_dests, dtype=np.uint64)
-    images["indesc", None, None] = ([f"{int(a) | int(m) << 16:06x}"
-                                     for m, a in dests.tolist()], 6)
-    for c, core in enumerate(program.cores):
-        instrs = np.asarray(core.instructions, dtype=np.uint64)
-        images["imem", c, None] = ([f"{int(w):016x}" for w in instrs.tolist()], 16)
-        tram = np.asarray(core.tram_init, dtype=np.uint16).reshape(-1, b)
-        images["tram", c, None] = (_hex_rows(tram), 4 * b)
-        bounds = np.ascontiguousarray(core.clamps, dtype=np.float32).view(np.uint32)
-        images["clamp", c, None] = ([f"{int(hi):08x}{int(lo):08x}"
-                                     for lo, hi in bounds.reshape(-1, 2).tolist()], 16)
-        weights = np.asarray(core.weights, dtype=np.uint16).reshape(-1, b, b)
-        for lane in range(b):
-            images["weights", c, lane] = (_hex_rows(weights[:, lane, :]), 4 * b)
-    return {key: image for key, image in images.items() if image[0]}
-
-
-def write_memory_images(program: Program, directory: str | Path,
-                        manifest: dict[str, Any]) -> None:
-    """Write ``program``'s memory images as the hex files ``tidal_mem`` loads at time 0.
-
-    Each image goes to the manifest memory of its (kind, core, lane), as
-    ``tidal_top.<path>.hex`` (the name ``%m`` gives under Icarus) with a symbolic link
-    ``TOP.tidal_top.<path>.hex`` (Verilator's name). A file shorter than its memory ends with
-    an explicit zero last word, because Icarus warns about every ``$readmemh`` file that
-    does not reach the end of the array.
-
-    Raises
-    ------
-    RtlError
-        If an image is larger than its memory or the manifest has no memory for it.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    top = manifest.get("top", "tidal_top")
-    memories = {(m["kind"], m["core"], m["lane"]): m for m in manifest["memories"]}
-    for key, (lines, digits) in memory_images(program).items():
-        if key not in memories:
-            raise RtlError(f"the RTL manifest has no memory of kind {key[0]!r}, core "
-                           f"{key[1]}, lane {key[2]} for the program's image")
-        path, depth = memories[key]["path"], int(memories[key]["depth"])
-        if len(lines) > depth:
-            raise RtlError(f"memory image {path}: {len(lines)} words exceed its depth {depth}")
-        if len(lines) < depth:
-            lines = [*lines, f"@{depth - 1:x}", "0" * digits]
-        name = f"{top}.{path}.hex"
-        (directory / name).write_text("\n".join(lines) + "\n")
-        link = directory / f"TOP.{name}"
-        link.unlink(missing_ok=True)
-        link.symlink_to(name)
 
 
 # -- trace ------------------------------------------------------------------------------------
@@ -651,7 +572,10 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
                       rtl_variant=rtl_variant)
     run_dir = _new_run_dir(build.sim_dir.parent, simulator)
     manifest = build.manifest
-    write_memory_images(program, run_dir / "mem", manifest)
+    # The RTL's own image writer: one definition of the memories' word formats and paths.
+    from rtl.gen import write_memory_images
+
+    write_memory_images(program, run_dir / "mem")
     b = program.config.block_size
     np.save(run_dir / "inputs.npy",
             np.stack(beats) if beats else np.zeros((0, len(program.input_dests), b), np.uint16))

@@ -31,7 +31,6 @@ from sim.cosim import (
     _run_vm,
     compare,
     input_beats,
-    memory_images,
     parse_rtl_trace,
     random_inputs,
     run_rtl,
@@ -213,19 +212,6 @@ def test_input_beats_accepts_beats_and_floats() -> None:
     again = random_inputs(program, 3, seed=7)
     assert len(again) == 3 and all(b.shape == beats.shape for b in again)
     np.testing.assert_array_equal(again[0], random_inputs(program, 1, seed=7)[0])
-
-
-def test_memory_images_match_rtl_gen() -> None:
-    """The cosim's hex images hold the words rtl.gen's own image function gives."""
-    gen = pytest.importorskip("rtl.gen")
-    program = random_program("cnn", 1, Config.ip_core(2, 8))
-    keys = {m["path"]: (m["kind"], m["core"], m["lane"])
-            for m in gen.manifest_memories(program.config)}
-    ours = memory_images(program)
-    theirs = {keys[path]: words for path, words in gen.memory_images(program).items() if words}
-    assert set(ours) == set(theirs)
-    for key, (lines, _) in ours.items():
-        assert [int(line, 16) for line in lines] == [int(w) for w in theirs[key]], key
 
 
 def test_parse_rtl_trace_splits_inferences() -> None:
