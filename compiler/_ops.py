@@ -41,14 +41,7 @@ from compiler._graph import (
 from isa.config import Config
 from isa.instructions import Dest
 from isa.numerics import VecOp
-from isa.timing import (
-    INPUT_WRITE,
-    VEC_LOCAL_WRITE,
-    VEC_OUTPUT,
-    VEC_REMOTE_WRITE,
-    mac_acc_read,
-    mac_acc_write,
-)
+from isa.timing import latencies
 
 __all__ = ["Buf", "VAcc", "Op", "OpGraph", "SplitPlan", "generate", "write_latency",
            "handover_latency", "accumulation_orders"]
@@ -148,11 +141,12 @@ class OpGraph:
 
 def write_latency(op: Op, core: int, config: Config) -> int:
     """Return the cycles from ``op``'s issue to its write landing on ``core``."""
+    lat = latencies(config)
     if op.is_mac:
-        return mac_acc_write(config)
+        return lat.mac_acc_write
     if op.dest == Dest.OUTPUT:
-        return VEC_OUTPUT
-    return VEC_LOCAL_WRITE if core == op.core else VEC_REMOTE_WRITE
+        return lat.vec_output
+    return lat.vec_local_write if core == op.core else lat.vec_remote_write
 
 
 def handover_latency(config: Config) -> int:
@@ -163,7 +157,8 @@ def handover_latency(config: Config) -> int:
     after the ``ACCS``: in the same cycle on a lower-numbered core it would come first in
     execution order, and its write would land after a later instruction's (rule 4).
     """
-    return max(1, VEC_REMOTE_WRITE + 1 - mac_acc_read(config))
+    lat = latencies(config)
+    return max(1, lat.vec_remote_write + 1 - lat.mac_acc_read)
 
 
 def accumulation_orders(graph: OpGraph) -> dict[int, list[int]]:
@@ -374,7 +369,7 @@ class _Generator:
         if old:
             self.old_readers.setdefault(id(buf), []).append(op)
         elif buf.kind == "input":
-            op.release = max(op.release, buf.beat + INPUT_WRITE + 1)
+            op.release = max(op.release, buf.beat + latencies(self.config).input_write + 1)
         elif buf.writer is not None:
             op.preds.append((buf.writer, write_latency(buf.writer, op.core, self.config) + 1))
 
@@ -462,7 +457,7 @@ class _Generator:
                 if prev is not None and not prev.is_mac:
                     op.preds.append((prev, handover_latency(self.config)))
                 elif prev is not None and self.plan is not None:
-                    op.preds.append((prev, 1))
+                    op.preds.append((prev, latencies(self.config).mac_spacing))
                 nxt.writers.append(op)
                 self._read_val(op, x)
                 macs[k] = op

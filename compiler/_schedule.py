@@ -7,12 +7,17 @@ rest by the longest latency-weighted path to the end of the inference; ties go t
 earlier-created operation (earlier layers). The resources:
 
 * issue slot: one instruction per core per cycle;
+* accumulate loop: two ``MAC`` s into one accumulator issue at least ``mac_spacing`` cycles
+  apart (the scheduler fills the gap with other chains' ``MAC`` s);
 * accumulator write port, one per core per cycle: ``MAC`` at ``t + mac_acc_write``,
-  ``VEC`` to an accumulator at ``t + 4``, ``VEC -> ACCS`` at ``t + 5`` on the receiving
-  core;
-* tensor-RAM write port, one per core per cycle: input beat ``i`` at ``i + 1``, a ``VEC``'s
-  local write at ``t + 4``, its remote writes at ``t + 5`` on each other core of its mask;
-* output port: one beat per cycle at ``t + 5`` (beats are also chained in order).
+  ``VEC`` to an accumulator at ``t + vec_local_write``, ``VEC -> ACCS`` at
+  ``t + vec_remote_write`` on the receiving core;
+* tensor-RAM write port, one per core per cycle: input beat ``i`` at ``i + input_write``, a
+  ``VEC``'s local write at ``t + vec_local_write``, its remote writes at
+  ``t + vec_remote_write`` on each other core of its mask;
+* output port: one beat per cycle at ``t + vec_output`` (beats are also chained in order).
+
+(The latencies are :func:`isa.timing.latencies` of the configuration.)
 
 An operation is ready when every predecessor has issued and ``t >= pred + latency`` for each
 (see :mod:`compiler._ops`). Operations never hold resources while waiting, so the scheduler
@@ -31,7 +36,7 @@ from collections.abc import Sequence
 from compiler._ops import Op, OpGraph, VAcc, write_latency
 from isa.config import Config
 from isa.instructions import Dest
-from isa.timing import INPUT_WRITE, VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE, mac_acc_write
+from isa.timing import latencies
 
 __all__ = ["schedule", "topological_order", "assign_accumulators", "constrain_reuse"]
 
@@ -71,13 +76,14 @@ def topological_order(ops: Sequence[Op]) -> list[Op]:
 
 def _tail(op: Op, config: Config) -> int:
     """Return the cycles from ``op``'s issue to its last effect."""
+    lat = latencies(config)
     if op.is_mac:
-        return mac_acc_write(config)
+        return lat.mac_acc_write
     if op.dest == Dest.TRAM and op.dbuf is not None and op.dbuf.mask - {op.core}:
-        return VEC_REMOTE_WRITE
+        return lat.vec_remote_write
     if op.dest == Dest.ACCS and op.dacc is not None:
         return write_latency(op, op.dacc.core, config)
-    return VEC_OUTPUT if op.dest == Dest.OUTPUT else VEC_LOCAL_WRITE
+    return lat.vec_output if op.dest == Dest.OUTPUT else lat.vec_local_write
 
 
 #: Added to the priority of a VEC that writes tensor RAM or an accumulator: more than any
@@ -89,7 +95,8 @@ def schedule(graph: OpGraph, config: Config) -> None:
     """Set the issue ``cycle`` of every operation of ``graph`` (see the module docstring)."""
     ops = graph.ops
     n_cores = config.num_cores
-    mac_write = mac_acc_write(config)
+    lats = latencies(config)
+    mac_write = lats.mac_acc_write
     succ = _successors(ops)
     prio = [0] * len(ops)
     for op in reversed(topological_order(ops)):
@@ -113,7 +120,7 @@ def schedule(graph: OpGraph, config: Config) -> None:
     out_busy: set[int] = set()
     for buf in graph.inputs:
         for core in buf.mask:
-            tram_busy[core].add(buf.beat + INPUT_WRITE)
+            tram_busy[core].add(buf.beat + lats.input_write)
     # Per core: operations whose predecessors have issued, by earliest cycle (waiting) and,
     # once that cycle is reached, by priority (ready).
     waiting: list[list[tuple[int, int]]] = [[] for _ in range(n_cores)]
@@ -124,26 +131,29 @@ def schedule(graph: OpGraph, config: Config) -> None:
     for heap in waiting:
         heapq.heapify(heap)
     # Per core: VECs into an accumulator whose predecessors have all issued. A MAC writes its
-    # accumulator 4 cycles later than such a VEC would, so a MAC issued 4 cycles before the
-    # VEC can issue takes the VEC's write port; MACs of lower priority yield to them.
+    # accumulator `lead` cycles later than such a VEC would, so a MAC issued `lead` cycles
+    # before the VEC can issue takes the VEC's write port; MACs of lower priority yield to
+    # them.
     acc_vecs: list[set[int]] = [set() for _ in range(n_cores)]
     for op in ops:
         if not count[op.index] and op.dest == Dest.ACC:
             acc_vecs[op.core].add(op.index)
-    lead = mac_write - VEC_LOCAL_WRITE
+    lead = mac_write - lats.vec_local_write
+    # The issue cycle from which the next MAC into each accumulator may issue.
+    loop_free: dict[int, int] = {}
 
     def writes(op: Op, t: int) -> list[tuple[set[int], int]]:
         if op.is_mac:
             return [(acc_busy[op.core], t + mac_write)]
         if op.dest == Dest.ACC:
-            return [(acc_busy[op.core], t + VEC_LOCAL_WRITE)]
+            return [(acc_busy[op.core], t + lats.vec_local_write)]
         if op.dest == Dest.ACCS:
             # The receiving core's MACs may hold that port: the hand-over then waits for a
             # cycle in which that core issued no MAC (its VECs leave the port free).
             assert op.dacc is not None
             return [(acc_busy[op.dacc.core], t + write_latency(op, op.dacc.core, config))]
         if op.dest == Dest.OUTPUT:
-            return [(out_busy, t + VEC_OUTPUT)]
+            return [(out_busy, t + lats.vec_output)]
         assert op.dbuf is not None
         return [(tram_busy[c], t + write_latency(op, c, config)) for c in op.dbuf.mask]
 
@@ -160,13 +170,16 @@ def schedule(graph: OpGraph, config: Config) -> None:
                 entry = heapq.heappop(ready[core])
                 op = ops[entry[1]]
                 ports = writes(op, t)
-                if any(cycle in busy for busy, cycle in ports) or (op.is_mac and any(
-                        earliest[j] <= t + lead and prio[j] > prio[op.index]
-                        for j in acc_vecs[core])):
+                if any(cycle in busy for busy, cycle in ports) or (op.is_mac and (
+                        loop_free.get(id(op.acc), 0) > t or any(
+                            earliest[j] <= t + lead and prio[j] > prio[op.index]
+                            for j in acc_vecs[core]))):
                     blocked.append(entry)
                     continue
                 for busy, cycle in ports:
                     busy.add(cycle)
+                if op.is_mac:
+                    loop_free[id(op.acc)] = t + lats.mac_spacing
                 op.cycle = t
                 acc_vecs[core].discard(op.index)
                 remaining -= 1

@@ -38,7 +38,7 @@ from compiler.program import AllocationError, Program
 from isa.config import Config
 from isa.instructions import Dest, End, Instruction, Mac, Vec, Wait, encode_program
 from isa.program import CoreImage, TensorLayout
-from isa.timing import VEC_OUTPUT
+from isa.timing import latencies
 
 __all__ = ["lower"]
 
@@ -150,9 +150,10 @@ def _scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None 
     return ops
 
 
-def _latency(ops: OpGraph) -> int:
+def _latency(ops: OpGraph, config: Config) -> int:
     """Return the spaced latency of a schedule: its last output beat's cycle + 1."""
-    return max(op.cycle for op in ops.ops if op.dest == Dest.OUTPUT) + VEC_OUTPUT + 1
+    return (max(op.cycle for op in ops.ops if op.dest == Dest.OUTPUT)
+            + latencies(config).vec_output + 1)
 
 
 def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGraph:
@@ -173,7 +174,7 @@ def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGr
             split = _scheduled(graph, nnir, config, SplitPlan(orders, final_only))
         except AllocationError:  # a moved piece's tiles or the hand-overs do not fit
             continue
-        if split.splits and _latency(split) < _latency(best):
+        if split.splits and _latency(split, config) < _latency(best, config):
             best = split
     return best
 

@@ -26,11 +26,13 @@ from isa.numerics import VecOp
 __all__ = [
     "WORD_BITS", "OPCODE_BITS", "Opcode", "Dest", "Field", "Instruction", "End", "Wait", "Mac",
     "Vec", "FORMATS", "EncodingError", "encode", "decode", "encode_program", "decode_program",
-    "address_limits", "amaranth_layout", "VecOp",
+    "address_limits", "amaranth_layout", "VecOp", "PC_BITS",
 ]
 
 WORD_BITS = 64
 OPCODE_BITS = 4
+#: Width of a program counter: an instruction memory holds at most 2**PC_BITS words.
+PC_BITS = 16
 
 
 class EncodingError(ValueError):

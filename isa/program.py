@@ -33,25 +33,22 @@ from typing import Any
 
 import numpy as np
 
-from isa.config import Config, ConfigError
-from isa.instructions import Dest, EncodingError, Opcode, Vec, decode_program
-from isa.timing import (
-    INPUT_WRITE,
-    VEC_LOCAL_WRITE,
-    VEC_OUTPUT,
-    VEC_REMOTE_WRITE,
-    TimingError,
-    issue_cycles,
-    mac_acc_write,
-)
+from isa.config import MAX_CORES, Config, ConfigError
+from isa.instructions import EncodingError, Mac, decode_program
+from isa.timing import OUT, TimingError, accesses, issue_cycles, last_effect, latencies
 
 __all__ = [
-    "MAGIC", "FORMAT_VERSION", "ProgramFormatError", "ProgramError", "TensorLayout",
-    "CoreImage", "Program",
+    "MAGIC", "FORMAT_VERSION", "INDESC_ADDR_BITS", "INDESC_MASK_BITS", "ProgramFormatError",
+    "ProgramError", "TensorLayout", "CoreImage", "Program",
 ]
 
+#: The machine's input descriptor word (one per input beat, from ``Program.input_dests``):
+#: tensor-RAM address at bits [0, INDESC_ADDR_BITS), core mask above it.
+INDESC_ADDR_BITS = Mac.FIELDS[1].width
+INDESC_MASK_BITS = MAX_CORES
+
 MAGIC = b"TIDALPRG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEAD = struct.Struct("<8sHHQ32s")
 
 
@@ -168,7 +165,7 @@ class Program:
         Model inputs and outputs, in beat order.
     input_dests : np.ndarray
         ``uint32`` [input beats, 2]: for input beat ``i``, the core mask and the tensor-RAM
-        address it is written to (in cycle ``i + INPUT_WRITE``).
+        address it is written to (in cycle ``i + latencies(config).input_write``).
     meta : dict
         JSON-serialisable metadata: ``name``, ``streaming``, ``input_axis``, ``output_axis``,
         ``layers`` (per-layer records for reports), and anything else the compiler records.
@@ -237,11 +234,11 @@ class Program:
     def output_cycles(self) -> list[int]:
         """Return the cycle each output beat is presented, in beat order."""
         cycles = []
-        for core in self.cores:
+        for c, core in enumerate(self.cores):
             instrs = decode_program(core.instructions)
             for instr, t in zip(instrs, issue_cycles(instrs), strict=False):
-                if isinstance(instr, Vec) and instr.dest == Dest.OUTPUT:
-                    cycles.append(t + VEC_OUTPUT)
+                cycles += [a.cycle for a in accesses(self.config, instr, c, t)
+                           if a.memory == OUT]
         return sorted(cycles)
 
     def done_cycle(self) -> int:
@@ -250,19 +247,11 @@ class Program:
         That is the latest of: an ``END`` issue, a memory write, an output beat, the last
         input beat's write. The next inference's first beat can be accepted one cycle later.
         """
-        last = len(self.input_dests) - 1 + INPUT_WRITE
-        mac_write = mac_acc_write(self.config)
+        last = len(self.input_dests) - 1 + latencies(self.config).input_write
         for c, core in enumerate(self.cores):
             instrs = decode_program(core.instructions)
             for instr, t in zip(instrs, issue_cycles(instrs), strict=False):
-                if instr.OPCODE == Opcode.MAC:
-                    last = max(last, t + mac_write)
-                elif isinstance(instr, Vec):
-                    local_only = instr.dest == Dest.ACC or (
-                        instr.dest in (Dest.TRAM, Dest.ACCS) and instr.cores == 1 << c)
-                    last = max(last, t + (VEC_LOCAL_WRITE if local_only else VEC_REMOTE_WRITE))
-                else:
-                    last = max(last, t)
+                last = max(last, last_effect(self.config, instr, c, t))
         return last
 
     def cycle_count_per_inference(self, spaced: bool = True) -> int:

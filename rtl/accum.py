@@ -1,19 +1,21 @@
 """The accumulate stage of ``MAC``: control pipeline, bypass and the B fp32 adders.
 
-For a ``MAC`` issued in cycle ``t`` with ``L = log2 B`` (``docs/architecture.md`` §3):
-the lanes see ``valid`` in ``t + 1``; the tile product leaves the lanes in the accumulate
-stage ``s = t + 2 + L``, where it is added to the accumulator's value (or taken as is when
-``accumulate = 0``); the sum is registered and written in ``s + 1 = t + 3 + L``
-(:func:`isa.timing.mac_acc_write`).
+For a ``MAC`` issued in cycle ``t`` (``isa.timing``, with ``M = mem_read``,
+``A = fp32_add``): the lanes see ``valid`` in ``t + M``; the tile product leaves them in the
+accumulate stage ``s = t + mac_accumulate``, where it enters the ``A``-stage fp32 adder with
+the accumulator's value (or with −0, which leaves every product unchanged, when
+``accumulate = 0``); the sum is registered and written in ``s + A = t + mac_acc_write``.
 
 The accumulator's value is read from the MAC copy of the accumulator store, presented in
-``s − 1``, so that memory read misses two writes: the one performed in ``s − 1`` (a read sees
-only earlier writes) and the one in ``s`` (the previous ``MAC``'s result, still in its write
-register). The bypass supplies them: the write register itself when its address matches
-(a ``MAC`` one cycle earlier), else a register capturing whatever the store's write port
-wrote in ``s − 1`` (a ``MAC`` two cycles earlier, or any other write). The accumulate stage
-therefore sees every write performed before ``s`` plus the previous ``MAC``'s, which is what
-lets back-to-back ``MAC``s into one accumulator accumulate in issue order at any distance.
+``s − M``, so that memory read misses the writes performed in ``s − M .. s − 1`` (a read
+sees only earlier writes) and the one in ``s`` (the result of a ``MAC`` that entered the
+adder ``A`` cycles earlier, still in its write register). The bypass supplies them: the
+write register itself when its address matches, else the most recent of ``M`` registers
+capturing what the store's write port wrote in each of ``s − 1 .. s − M``. The accumulate
+stage therefore sees every write performed before ``s`` plus the previous ``MAC``'s, which
+is what lets ``MAC`` s into one accumulator accumulate in issue order at any distance of at
+least ``A`` (``isa.timing.Latencies.mac_spacing``; closer ones are refused by the VM's
+schedule check).
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
-from isa.timing import mac_acc_write
+from isa.timing import latencies
 from rtl.arith import fp32_add
 from rtl.dot import dot_latency
 from rtl.memory import addr_bits
+
+#: fp32 −0: adding it leaves every value unchanged (x + −0 = x, also for x = ±0, and a NaN
+#: stays the canonical NaN it already is).
+_MINUS_ZERO = 0x80000000
 
 __all__ = ["Accumulator"]
 
@@ -41,8 +47,8 @@ class Accumulator(wiring.Component):
     Raises
     ------
     ValueError
-        If the dot-product unit's latency does not put its result in the accumulate stage
-        that :func:`isa.timing.mac_acc_write` promises.
+        If the memory and dot-product latencies do not put the tile product in the
+        accumulate stage that :func:`isa.timing.latencies` promises.
 
     Members
     -------
@@ -53,15 +59,15 @@ class Accumulator(wiring.Component):
     accumulate : In(1)
         Add to the accumulator (1) or overwrite it (0).
     lane_valid : Out(1)
-        To the lanes: a tile product enters them (cycle ``t + 1``).
+        To the lanes: a tile product enters them (cycle ``t + mem_read``).
     dots : In(32 * B)
         The lanes' outputs, lane ``i`` at bits ``[32i, 32i + 32)`` (cycle ``s``).
     raddr : Out(addr_bits(accum_store_depth))
-        Read address of the MAC copy of the accumulator store (cycle ``s − 1``).
+        Read address of the MAC copy of the accumulator store (cycle ``s − mem_read``).
     rdata : In(32 * B)
         Its read data (cycle ``s``).
     wb_we : Out(1)
-        ``MAC`` write of the accumulator store (cycle ``s + 1``).
+        ``MAC`` write of the accumulator store (cycle ``s + fp32_add``).
     wb_addr : Out(addr_bits(accum_store_depth))
     wb_data : Out(32 * B)
     we : In(1)
@@ -75,12 +81,13 @@ class Accumulator(wiring.Component):
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.stage_s = mac_acc_write(config) - 1
-        if 1 + dot_latency(config.block_size) != self.stage_s:
+        lat = latencies(config)
+        self.stage_s = lat.mac_accumulate
+        arrival = config.depths.mem_read + dot_latency(config.block_size, config.depths)
+        if arrival != self.stage_s or lat.mac_acc_write != self.stage_s + config.depths.fp32_add:
             raise ValueError(
-                f"dot-product latency {dot_latency(config.block_size)} puts the tile product "
-                f"in cycle t+{1 + dot_latency(config.block_size)}, but isa.timing has the "
-                f"accumulate stage in t+{self.stage_s}")
+                f"the memory and dot-product latencies put the tile product in cycle "
+                f"t+{arrival}, but isa.timing has the accumulate stage in t+{self.stage_s}")
         b = config.block_size
         abits = addr_bits(config.accum_store_depth)
         super().__init__({
@@ -102,46 +109,58 @@ class Accumulator(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        b = self.config.block_size
-        s = self.stage_s
+        cfg = self.config
+        b, s = cfg.block_size, self.stage_s
+        mem_read, add = cfg.depths.mem_read, cfg.depths.fp32_add
 
         def stage(value: Value, name: str, *, reset_less: bool = True) -> Signal:
             reg = Signal.like(value, name=name, reset_less=reset_less)
             m.d.sync += reg.eq(value)
             return reg
 
-        # Control pipeline: index k holds the MAC issued k cycles ago.
+        # Control pipeline: index k holds the MAC issued k cycles ago, up to the write.
         valid, acc, accumulate = [self.issue], [self.acc_addr], [self.accumulate]
-        for k in range(1, s + 1):
+        for k in range(1, s + add + 1):
             valid.append(stage(valid[-1], f"valid{k}", reset_less=False))
             acc.append(stage(acc[-1], f"acc{k}"))
-            accumulate.append(stage(accumulate[-1], f"accumulate{k}"))
-        m.d.comb += [self.lane_valid.eq(valid[1]), self.raddr.eq(acc[s - 1])]
+            if k <= s:
+                accumulate.append(stage(accumulate[-1], f"accumulate{k}"))
+        m.d.comb += [self.lane_valid.eq(valid[mem_read]), self.raddr.eq(acc[s - mem_read])]
 
-        # The write register (this stage's result, written in s + 1) and the register that
-        # captures the store's write of the previous cycle: the bypass sources.
-        wb_we = Signal()
-        wb_addr = Signal.like(self.wb_addr, reset_less=True)
+        # The bypass sources: the write register (the result of the MAC that entered the
+        # adder `add` cycles ago, written this cycle) and, newest first, what the store's
+        # write port wrote 1 .. mem_read cycles ago.
+        wb_we = valid[s + add]
+        wb_addr = acc[s + add]
         wb_data = Signal(32 * b, reset_less=True)
-        fwd_we = stage(self.we, "fwd_we", reset_less=False)
-        fwd_addr = stage(self.waddr, "fwd_addr")
-        fwd_data = stage(self.wdata, "fwd_data")
+        fwd = []
+        we, waddr, wdata = self.we, self.waddr, self.wdata
+        for k in range(1, mem_read + 1):
+            we = stage(we, f"fwd{k}_we", reset_less=False)
+            waddr = stage(waddr, f"fwd{k}_addr")
+            wdata = stage(wdata, f"fwd{k}_data")
+            fwd.append((we, waddr, wdata))
         addr = acc[s]
+        # A Mux chain rather than an If/Elif process: Icarus does not run the process that
+        # Yosys writes for the latter at time 0, and its output would stay X until an input
+        # changed.
+        sel: Value = self.rdata
+        for f_we, f_addr, f_data in reversed(fwd):
+            sel = Mux(f_we & (f_addr == addr), f_data, sel)
         old = Signal(32 * b)
-        with m.If(wb_we & (wb_addr == addr)):
-            m.d.comb += old.eq(wb_data)
-        with m.Elif(fwd_we & (fwd_addr == addr)):
-            m.d.comb += old.eq(fwd_data)
-        with m.Else():
-            m.d.comb += old.eq(self.rdata)
+        m.d.comb += old.eq(Mux(wb_we & (wb_addr == addr), wb_data, sel))
+
+        def reg(value: Value, name: str) -> Signal:
+            return stage(value, name)
 
         sums = []
         for i in range(b):
             lane = slice(32 * i, 32 * i + 32)
-            total = fp32_add(m, old[lane], self.dots[lane], name=f"acc_add_{i}")
-            # "Set" keeps the tile product unchanged (a -0 stays -0).
-            sums.append(Mux(accumulate[s], total, self.dots[lane]))
-        m.d.sync += [wb_we.eq(valid[s]), wb_addr.eq(addr), wb_data.eq(Cat(*sums))]
+            # "Set" adds −0, which keeps the tile product unchanged (a −0 stays −0).
+            base = Mux(accumulate[s], old[lane], _MINUS_ZERO)
+            sums.append(fp32_add(m, base, self.dots[lane], name=f"acc_add_{i}", stages=add,
+                                 reg=reg))
+        m.d.sync += wb_data.eq(Cat(*sums))
         m.d.comb += [
             self.wb_we.eq(wb_we),
             self.wb_addr.eq(wb_addr),

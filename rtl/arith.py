@@ -29,6 +29,21 @@ __all__ = [
 
 _F32_INF = 0x7F800000
 
+#: Registers its argument once (one cycle later); supplied by the caller of a builder.
+Reg = Callable[[Value, str], Value]
+
+
+def _pad(value: Value, stages: int, reg: Reg | None, name: str) -> Value:
+    """Return ``value`` behind ``stages - 1`` registers."""
+    if stages < 1:
+        raise ValueError(f"{name}: stages must be at least 1, not {stages}")
+    if stages > 1 and reg is None:
+        raise ValueError(f"{name}: {stages} stages need a register function")
+    for k in range(stages - 1):
+        assert reg is not None
+        value = reg(value, f"{name}_pad{k}")
+    return value
+
 
 def _wire(m: Module, value: Value, name: str) -> Signal:
     """Return a signal driven by ``value``: Amaranth emits an expression again at every use,
@@ -137,7 +152,8 @@ def _significand(m: Module, x: Value, name: str) -> tuple[Value, Value]:
     return Cat(x[:-9], hidden), eff_exp
 
 
-def bf16_mul(m: Module, a: Value, b: Value, name: str = "bf16_mul") -> Value:
+def bf16_mul(m: Module, a: Value, b: Value, name: str = "bf16_mul", *, stages: int = 1,
+             reg: Reg | None = None) -> Value:
     """Multiply two bf16 patterns to an fp32 pattern (IEEE round-to-nearest-even).
 
     Exact unless the product is below the normal range (gradual underflow rounds);
@@ -165,11 +181,12 @@ def bf16_mul(m: Module, a: Value, b: Value, name: str = "bf16_mul") -> Value:
     m.d.comb += p.eq(ma * mb)
     zero_a, zero_b = ~ma.any(), ~mb.any()
     nan = nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a)
-    return _mul_round(m, a[15] ^ b[15], p, ea + eb, nan, inf_a | inf_b, name)
+    return _pad(_mul_round(m, a[15] ^ b[15], p, ea + eb, nan, inf_a | inf_b, name), stages,
+                reg, name)
 
 
 def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
-                  pipe: Callable[[Value], Value] | None = None) -> Value:
+                  mul_stages: int = 1, round_stages: int = 1, reg: Reg | None = None) -> Value:
     """Multiply an fp32 pattern by a bf16 pattern to fp32 (IEEE round-to-nearest-even).
 
     This is the contract's ``MUL`` (``a × t`` with ``t`` a bf16 widened exactly); taking
@@ -185,11 +202,10 @@ def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
         16-bit bf16 bit pattern.
     name : str
         Prefix of the internal signal names.
-    pipe : callable, optional
-        Applied to the packed intermediate between the significand multiply and the
-        normalise-and-round (a Value of 44 bits: product, exponent sum, sign, NaN and inf
-        flags); pass a function that registers its argument to make the multiplier two
-        pipeline stages. Default: no register.
+    mul_stages, round_stages : int
+        Pipeline stages of the significand multiply and of the normalise-and-round.
+    reg : callable, optional
+        Registers its argument; needed unless both are 1 and there is no register at all.
 
     Returns
     -------
@@ -202,15 +218,16 @@ def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
     mt, et = _significand(m, t, f"{name}_t")
     zero_a, zero_t = ~ma.any(), ~mt.any()
     nan = nan_a | nan_t | (inf_a & zero_t) | (inf_t & zero_a)
-    stage = Cat(ma * mt, ea + et, a[31] ^ t[15], nan, inf_a | inf_t)
-    if pipe is not None:
-        stage = pipe(stage)
+    stage = _pad(Cat(ma * mt, ea + et, a[31] ^ t[15], nan, inf_a | inf_t), mul_stages + 1,
+                 reg, f"{name}_mul")
     mid = Signal(44, name=f"{name}_mid")
     m.d.comb += mid.eq(stage)
-    return _mul_round(m, mid[41], mid[:32], mid[32:41], mid[42], mid[43], name)
+    return _pad(_mul_round(m, mid[41], mid[:32], mid[32:41], mid[42], mid[43], name),
+                round_stages, reg, f"{name}_round")
 
 
-def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add") -> Value:
+def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: int = 1,
+             reg: Reg | None = None) -> Value:
     """Add two fp32 patterns (IEEE binary32 round-to-nearest-even, gradual underflow).
 
     ``x + (−x) = +0``, ``−0 + −0 = −0``; ``inf − inf`` and NaN operands give the canonical
@@ -291,7 +308,7 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add") -> Value:
         m.d.comb += out.eq(Cat(Const(0, 31), sx & sy))
     with m.Else():
         m.d.comb += out.eq(Cat(mag[:31], sx))
-    return out
+    return _pad(out, stages, reg, name)
 
 
 def round_bf16(m: Module, x: Value, name: str = "round_bf16") -> Value:
@@ -320,21 +337,34 @@ def _select(m: Module, a: Value, b: Value, take_a: Value, name: str) -> Value:
     return out
 
 
-def fp32_max(m: Module, a: Value, b: Value, name: str = "fp32_max") -> Value:
+def fp32_max(m: Module, a: Value, b: Value, name: str = "fp32_max", *, stages: int = 1,
+             reg: Reg | None = None) -> Value:
     """Return the larger fp32 pattern: canonical NaN if either is NaN; of two zeros, +0
     unless both are −0 (``vec_max``)."""
-    return _select(m, a, b, _order_key(a) >= _order_key(b), name)
+    return _pad(_select(m, a, b, _order_key(a) >= _order_key(b), name), stages, reg, name)
 
 
-def fp32_min(m: Module, a: Value, b: Value, name: str = "fp32_min") -> Value:
+def fp32_min(m: Module, a: Value, b: Value, name: str = "fp32_min", *, stages: int = 1,
+             reg: Reg | None = None) -> Value:
     """Return the smaller fp32 pattern: canonical NaN if either is NaN; of two zeros, −0
     unless both are +0 (``vec_min``)."""
-    return _select(m, a, b, _order_key(a) <= _order_key(b), name)
+    return _pad(_select(m, a, b, _order_key(a) <= _order_key(b), name), stages, reg, name)
 
 
 def fp32_clamp(m: Module, x: Value, lo: Value, hi: Value, name: str = "fp32_clamp") -> Value:
     """Return ``fp32_min(fp32_max(x, lo), hi)`` (``clamp``; ±inf bounds mean no bound)."""
     return fp32_min(m, fp32_max(m, x, lo, f"{name}_lo"), hi, f"{name}_hi")
+
+
+def clamp_round(m: Module, x: Value, lo: Value, hi: Value, *, name: str = "clamp_round",
+                stages: int = 1, reg: Reg | None = None,
+                broken_rounding: bool = False) -> tuple[Value, Value]:
+    """Return (``fp32_clamp(x, lo, hi)``, that value rounded to bf16), both after
+    ``stages - 1`` registers; ``broken_rounding`` (test-only) truncates instead."""
+    c = fp32_clamp(m, x, lo, hi, name=f"{name}_clamp")
+    rounded = c[16:32] if broken_rounding else round_bf16(m, c, name=f"{name}_round")
+    both = _pad(Cat(c, rounded), stages, reg, name)
+    return both[:32], both[32:48]
 
 
 class _Unit(wiring.Component):

@@ -42,13 +42,13 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
-from isa.instructions import WORD_BITS, Opcode, amaranth_layout
+from isa.instructions import PC_BITS, WORD_BITS, Opcode, amaranth_layout
 from isa.program import CoreImage
 from rtl.accum import Accumulator
 from rtl.interconnect import link_addr_bits, merge, receive
 from rtl.matrix import Matrix, matrix_signature
 from rtl.memory import add_memory, addr_bits, check_flavour, place
-from rtl.sequencer import PC_BITS, Sequencer
+from rtl.sequencer import Sequencer
 from rtl.vector import VectorUnit
 
 __all__ = ["core_id_bits", "core_signature", "Core", "core_images"]
@@ -68,7 +68,7 @@ def core_signature(config: Config) -> wiring.Signature:
         "in_we": In(1),
         "in_addr": In(addr_bits(config.tensor_ram_depth)),
         "in_data": In(16 * b),
-        "links_dest": In((n + 1) * n),
+        "links_dest": In(n * n),
         "links_acc": In(n),
         "links_addr": In(link_addr_bits(config) * n),
         "links_data": In(32 * b * n),
@@ -76,10 +76,12 @@ def core_signature(config: Config) -> wiring.Signature:
         "error": Out(1),
         "trace_valid": Out(1),
         "trace_pc": Out(PC_BITS),
-        "link_dest": Out(n + 1),
+        "link_dest": Out(n),
         "link_acc": Out(1),
         "link_addr": Out(link_addr_bits(config)),
         "link_data": Out(32 * b),
+        "out_valid": Out(1),
+        "out_data": Out(16 * b),
     })
 
 
@@ -151,9 +153,10 @@ class Core(wiring.Component):
     trace_pc : Out(16)
         Its pc.
     link_dest, link_acc, link_addr, link_data : Out
-        This core's outbound link register (:mod:`rtl.interconnect`): where the block goes
-        this cycle (other cores' tensor RAMs or accumulator stores, the output port), its
-        kind, address and data.
+        This core's outbound link (:mod:`rtl.interconnect`): which other cores' tensor RAMs
+        or accumulator stores the block goes to this cycle, its kind, address and data.
+    out_valid, out_data : Out
+        This core's output beat this cycle (:class:`~rtl.vector.VectorUnit`).
     """
 
     def __init__(self, config: Config, *, flavour: str = "native",
@@ -185,16 +188,20 @@ class Core(wiring.Component):
         # Memories (their submodule names are the hierarchical names of the contract).
         imem = add_memory(m, "imem", width=WORD_BITS, depth=cfg.instr_mem_depth,
                           flavour=flavour, init=init("imem"), writable=False, registry=reg)
+        # The data memories read with the configuration's latency; the instruction memory
+        # with one cycle (the sequencer prefetches; a deeper fetch would not change issue).
+        rl = cfg.depths.mem_read
         tram = add_memory(m, "tram", width=16 * b, depth=cfg.tensor_ram_depth,
-                          flavour=flavour, init=init("tram"), registry=reg)
+                          flavour=flavour, init=init("tram"), registry=reg, latency=rl)
         clamp = add_memory(m, "clamp", width=64, depth=cfg.clamp_store_depth,
-                           flavour=flavour, init=init("clamp"), writable=False, registry=reg)
+                           flavour=flavour, init=init("clamp"), writable=False, registry=reg,
+                           latency=rl)
         # Two copies of the accumulator store written together: "acc" is read by VEC (and
         # by the testbench), "acc_mac" by the accumulate stage of MAC.
         acc = add_memory(m, "acc", width=32 * b, depth=cfg.accum_store_depth, flavour=flavour,
-                         registry=reg)
+                         registry=reg, latency=rl)
         acc_mac = add_memory(m, "acc_mac", width=32 * b, depth=cfg.accum_store_depth,
-                             flavour=flavour, registry=reg)
+                             flavour=flavour, registry=reg, latency=rl)
 
         # Fetch, issue and decode (through the isa layouts only).
         m.submodules.seq = seq = Sequencer(cfg)
@@ -244,7 +251,7 @@ class Core(wiring.Component):
             vu.bounds.eq(clamp.rdata),
         ]
 
-        # What the link bus brings this core: other cores' TRAM and ACCS blocks (t+5).
+        # What the link bus brings this core: other cores' TRAM and ACCS blocks.
         tram_links, acc_links = receive(cfg, own, self.links_dest, self.links_acc,
                                         self.links_addr, self.links_data)
 
@@ -287,5 +294,7 @@ class Core(wiring.Component):
             self.link_acc.eq(vu.link_acc),
             self.link_addr.eq(vu.link_addr),
             self.link_data.eq(vu.link_data),
+            self.out_valid.eq(vu.out_valid),
+            self.out_data.eq(vu.out_data),
         ]
         return m

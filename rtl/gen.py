@@ -33,11 +33,11 @@ from amaranth.back import verilog
 
 from isa.config import Config, ConfigError
 from isa.instructions import WORD_BITS
-from isa.program import Program
+from isa.program import INDESC_ADDR_BITS, INDESC_MASK_BITS, Program
 from rtl.core import Core, core_images
 from rtl.lane import Lane
 from rtl.matrix import Matrix
-from rtl.top import INDESC_ADDR_BITS, INDESC_MASK_BITS, Top, indesc_image
+from rtl.top import Top, indesc_image
 
 __all__ = ["BROKEN", "VERILOG_DIR", "generate", "manifest_memories", "memory_images",
            "write_memory_images", "main"]

@@ -1,24 +1,25 @@
 """The interconnect between cores: link registers, the link bus and the receive muxes.
 
-Each core has one outbound link register (loaded by its vector unit in cycle ``t + 4`` of a
-``VEC``, :mod:`rtl.vector`), which holds one block per cycle:
+Each core has one outbound link: the last register of its vector unit's link pipeline
+(``Depths.link`` registers after the local write of a ``VEC``, :mod:`rtl.vector`), which
+holds one block per cycle:
 
-``link_dest`` (``num_cores + 1`` bits)
-    Bit ``c < num_cores``: core ``c`` writes the block in this cycle (the sender's own bit
-    is always clear: a core writes its own memories locally, a cycle earlier); bit
-    ``num_cores``: the block is an output beat.
+``link_dest`` (``num_cores`` bits)
+    Bit ``c``: core ``c`` writes the block in this cycle (the sender's own bit is always
+    clear: a core writes its own memories locally, earlier).
 ``link_acc`` (1 bit)
     The kind: 1 for an ``ACCS`` block (fp32, into the accumulator stores), 0 for a ``TRAM``
-    block (into the tensor RAMs) or an output beat.
+    block (into the tensor RAMs).
 ``link_addr`` (:func:`link_addr_bits`)
     Tensor-RAM or accumulator address.
 ``link_data`` (``32 × B`` bits)
     B lanes of 32 bits, lane ``i`` at bits ``[32i, 32i + 32)``: fp32 for ``ACCS``; for
-    ``TRAM`` and output beats the rounded result as the vector unit holds it, bf16 in the
-    upper half of each lane (:func:`bf16_block`). Only this register is 32 bits wide per
+    ``TRAM`` the rounded result as the vector unit holds it, bf16 in the upper half of each
+    lane (:func:`bf16_block`). Only this register is 32 bits wide per
     lane; nothing else of the datapath is duplicated for ``ACCS``.
 
-The top concatenates every core's link register into the **link bus** (core ``k``'s fields
+Output beats take a pipeline of their own (``Depths.output`` registers) to the top's
+output port. The top concatenates every core's link into the **link bus** (core ``k``'s fields
 at index ``k`` of ``links_dest``, ``links_acc``, ``links_addr``, ``links_data``) and gives
 the whole bus to every core. Each core selects what is addressed to it (:func:`receive`),
 so the receive muxes are part of the core, converted to Verilog once; the top has no logic
@@ -84,11 +85,11 @@ def receive(config: Config, own: Value, links_dest: Value, links_acc: Value,
     lab = link_addr_bits(config)
     tram, acc = [], []
     for k in range(n):
-        dest = links_dest[(n + 1) * k:(n + 1) * (k + 1)]
+        dest = links_dest[n * k:n * (k + 1)]
         kind = links_acc[k]
         addr = links_addr[lab * k:lab * (k + 1)]
         data = links_data[32 * b * k:32 * b * (k + 1)]
-        to_me = (dest[:n] & own).any()
+        to_me = (dest & own).any()
         tram.append((to_me & ~kind, addr, bf16_block(data, b)))
         acc.append((to_me & kind, addr, data))
     return tram, acc

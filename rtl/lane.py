@@ -37,9 +37,10 @@ class Lane(wiring.Component):
     """Dot-product unit of width B fed by its own slice of the weight store.
 
     A ``MAC`` issued in cycle ``t`` presents the tile address on ``waddr`` in cycle ``t``
-    (the slice reads synchronously), the activation block on ``act`` and ``valid`` in cycle
-    ``t + 1``, and finds its lane of the tile product on ``out`` in cycle
-    ``t + 1 + dot_latency(B)``.
+    (the slice reads with ``Depths.mem_read`` cycles of latency, like the tensor RAM), the
+    activation block on ``act`` and ``valid`` in cycle ``t + mem_read``, and finds its lane
+    of the tile product on ``out`` in cycle ``t + mem_read + dot_latency``
+    (:func:`isa.timing.latencies` ``.mac_accumulate``).
 
     Parameters
     ----------
@@ -55,9 +56,9 @@ class Lane(wiring.Component):
     waddr : In(addr_bits(weight_store_depth))
         Weight-store address of the tile (cycle ``t``).
     act : In(16 * B)
-        Activation block, bf16 lanes (cycle ``t + 1``).
+        Activation block, bf16 lanes (cycle ``t + mem_read``).
     valid : In(1)
-        A tile product enters this cycle (cycle ``t + 1``).
+        A tile product enters this cycle (cycle ``t + mem_read``).
     out : Out(32)
         fp32 dot product of the tile row and the activation block.
     """
@@ -73,8 +74,9 @@ class Lane(wiring.Component):
         m = Module()
         cfg = self.config
         wmem = add_memory(m, "wmem", width=16 * cfg.block_size, depth=cfg.weight_store_depth,
-                          flavour=self.flavour, init=self.weights, writable=False)
-        m.submodules.dot = dot = DotUnit(cfg.block_size)
+                          flavour=self.flavour, init=self.weights, writable=False,
+                          latency=cfg.depths.mem_read)
+        m.submodules.dot = dot = DotUnit(cfg.block_size, cfg.depths)
         m.d.comb += [
             wmem.raddr.eq(self.waddr),
             dot.a.eq(self.act),

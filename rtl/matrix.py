@@ -37,7 +37,8 @@ class Matrix(wiring.Component):
     """B dot-product lanes, each with its slice of the weight store.
 
     Timing as :class:`~rtl.lane.Lane`: tile address in cycle ``t``, activations and
-    ``valid`` in ``t + 1``, the tile product on ``dots`` in ``t + 1 + dot_latency(B)``.
+    ``valid`` in ``t + mem_read``, the tile product on ``dots`` in ``t + mac_accumulate``
+    (:func:`isa.timing.latencies`).
 
     Parameters
     ----------

@@ -58,8 +58,8 @@ class MemPort:
     raddr : Signal(addr_bits(depth))
         Read address, presented in cycle ``t``.
     rdata : Signal(width)
-        Data of the word at ``raddr`` of cycle ``t``, in cycle ``t + 1`` (old data if the
-        word is written in cycle ``t``).
+        Data of the word at ``raddr`` of cycle ``t``, in cycle ``t + latency`` (old data if
+        the word is written in cycle ``t``); see :func:`add_memory`.
     we : Signal(1)
         Write enable; the write happens in the cycle it is high.
     waddr : Signal(addr_bits(depth))
@@ -78,7 +78,8 @@ class MemPort:
 
 def add_memory(m: Module, name: str, *, width: int, depth: int, flavour: str,
                init: Sequence[int] | None = None, writable: bool = True,
-               registry: dict[str, memory.Memory] | None = None) -> MemPort:
+               registry: dict[str, memory.Memory] | None = None,
+               latency: int = 1) -> MemPort:
     """Add memory ``name`` to ``m`` and return its ports.
 
     Parameters
@@ -101,12 +102,26 @@ def add_memory(m: Module, name: str, *, width: int, depth: int, flavour: str,
     registry : dict, optional
         Native flavour: the :class:`~amaranth.lib.memory.Memory` is recorded here under
         ``name``, so that a testbench can read and write its contents.
+    latency : int
+        Read latency in cycles (``Depths.mem_read`` for the data memories): the synchronous
+        read, then ``latency - 1`` output registers (which is how a block RAM's registered
+        output closes timing).
     """
+    if latency < 1:
+        raise ValueError(f"memory {name}: read latency must be at least 1, not {latency}")
     port = MemPort(name, width, depth)
+    # The memory's own synchronous read drives `raw`; `latency - 1` registers follow.
+    raw = Signal(width, name=f"{name}_rdata_raw")
+    rdata: Value = raw
+    for k in range(1, latency):
+        reg = Signal(width, name=f"{name}_rdata{k}", reset_less=True)
+        m.d.sync += reg.eq(rdata)
+        rdata = reg
+    m.d.comb += port.rdata.eq(rdata)
     if flavour == "instance":
         m.submodules[name] = Instance(
             "tidal_mem", p_WIDTH=width, p_DEPTH=depth,
-            i_clk=ClockSignal(), i_raddr=port.raddr, o_rdata=port.rdata,
+            i_clk=ClockSignal(), i_raddr=port.raddr, o_rdata=raw,
             i_we=port.we if writable else 0, i_waddr=port.waddr, i_wdata=port.wdata)
         return port
     init = [int(v) for v in (init if init is not None else [])]
@@ -118,7 +133,7 @@ def add_memory(m: Module, name: str, *, width: int, depth: int, flavour: str,
         registry[name] = mem
     # Not transparent: a read in the cycle of a write to the same word sees the old value.
     rp = mem.read_port(domain="sync")
-    m.d.comb += [rp.addr.eq(port.raddr), port.rdata.eq(rp.data)]
+    m.d.comb += [rp.addr.eq(port.raddr), raw.eq(rp.data)]
     if writable:
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(port.waddr), wp.data.eq(port.wdata), wp.en.eq(port.we)]

@@ -14,13 +14,10 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
-from isa.instructions import WORD_BITS, Opcode, amaranth_layout
+from isa.instructions import PC_BITS, WORD_BITS, Opcode, Wait, amaranth_layout
 from rtl.memory import addr_bits
 
-__all__ = ["PC_BITS", "Sequencer"]
-
-#: Width of the pc on the trace port (instruction memories hold at most 2**16 words).
-PC_BITS = 16
+__all__ = ["Sequencer"]
 
 
 class Sequencer(wiring.Component):
@@ -41,7 +38,7 @@ class Sequencer(wiring.Component):
         Instruction-memory read address (the pc of the next instruction to issue).
     issue : Out(1)
         ``word`` issues this cycle.
-    pc : Out(16)
+    pc : Out(PC_BITS)
         pc of ``word``.
     more : Out(1)
         The core issues again in a later cycle of this inference (not done with its
@@ -64,7 +61,7 @@ class Sequencer(wiring.Component):
         width = len(self.imem_addr)
         pc = Signal(width)
         run = Signal()
-        wait = Signal(16)      # cycles still to wait before the next issue
+        wait = Signal(Wait.FIELDS[0].width)      # cycles still to wait before the next issue
         pc_next = Signal(width)
         run_next = Signal()
         opcode = data.View(amaranth_layout(Opcode.END), self.word).opcode

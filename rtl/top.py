@@ -2,13 +2,13 @@
 
 ::
 
-    in_data ──► input register ──┐ (beat i written in cycle i + 1 to the cores of
-       indesc[i] (addr, mask) ───┤  indesc[i].mask at indesc[i].addr)
+    in_data ──► input pipeline ──┐ (beat i written in cycle i + input_write to the
+       indesc[i] (addr, mask) ───┤  cores of indesc[i].mask at indesc[i].addr)
                                  ▼
-       core 0 … core N−1 ◄── link bus: every core's link register (t+5) ──┐
-          │                                                              │
-          └── link registers ────────────────────────────────────────────┘
-                     └── link_dest[N] ──► out_valid / out_data
+       core 0 … core N−1 ◄── link bus: every core's outbound link ──┐
+          │  │                                                     │
+          │  └── link pipelines ───────────────────────────────────┘
+          └── output pipelines ──► out_valid / out_data
 
 The interconnect (:mod:`rtl.interconnect`) is the link bus: the concatenation of the cores'
 link registers, given whole to every core, each of which picks the ``TRAM`` and ``ACCS``
@@ -38,21 +38,14 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
-from isa.program import Program
-from isa.timing import INPUT_WRITE
+from isa.instructions import PC_BITS
+from isa.program import INDESC_ADDR_BITS, INDESC_MASK_BITS, Program
+from isa.timing import latencies
 from rtl.core import Core, core_signature
-from rtl.interconnect import bf16_block, more_than_one, or_mux
+from rtl.interconnect import more_than_one, or_mux
 from rtl.memory import add_memory, check_flavour, place
-from rtl.sequencer import PC_BITS
 
-__all__ = ["INDESC_ADDR_BITS", "INDESC_MASK_BITS", "top_signature", "Top", "indesc_image"]
-
-#: Input descriptor word: tensor-RAM address at bits [0, 16), core mask at [16, 24).
-INDESC_ADDR_BITS = 16
-INDESC_MASK_BITS = 8
-
-# The input register below is the one cycle isa.timing promises.
-assert INPUT_WRITE == 1, "update Top's input path"
+__all__ = ["top_signature", "Top", "indesc_image"]
 
 
 def top_signature(config: Config) -> wiring.Signature:
@@ -69,7 +62,7 @@ def top_signature(config: Config) -> wiring.Signature:
         "done": Out(1),
         "cycle": Out(32),
         "error": Out(1),
-        "n_in_beats": In(16),
+        "n_in_beats": In(config.io_count_bits),
         "trace_valid": Out(n),
         "trace_pc": Out(PC_BITS * n),
     })
@@ -124,7 +117,7 @@ class Top(wiring.Component):
     error : Out(1)
         Sticky until reset: input underrun, output stall, or a port collision (two writes
         to one memory, two output beats) that a valid schedule never causes.
-    n_in_beats : In(16)
+    n_in_beats : In(io_count_bits)
         Input beats of the loaded program (held constant).
     trace_valid : Out(num_cores)
         Bit ``c``: core ``c`` issues an instruction this cycle.
@@ -163,7 +156,7 @@ class Top(wiring.Component):
 
         # -- input port ------------------------------------------------------------------
         run = Signal()                          # busy after cycle 0
-        in_cnt = Signal(17)                     # input beat slots so far in this inference
+        in_cnt = Signal(cfg.io_count_bits)      # input beat slots so far in this inference
         start = Signal()
         slot = Signal()                         # an input beat is due this cycle
         in_phase = Signal()
@@ -184,13 +177,22 @@ class Top(wiring.Component):
                             init=indesc_image(program) if program is not None else None,
                             registry=self.memories)
         # Beat i is accepted in cycle i; its descriptor is read in cycle i, and both are
-        # used in cycle i + 1 (INPUT_WRITE).
+        # registered `input_write` times: the beat is written in cycle i + input_write.
         m.d.comb += indesc.raddr.eq(in_cnt)
-        in_we = Signal()
-        in_data = Signal(16 * b, reset_less=True)
+        in_we = Signal(name="in_we1")
+        in_data = Signal(16 * b, name="in_data1", reset_less=True)
         m.d.sync += [in_we.eq(slot & self.in_valid), in_data.eq(self.in_data)]
         in_addr = indesc.rdata[:INDESC_ADDR_BITS]
         in_mask = indesc.rdata[INDESC_ADDR_BITS:INDESC_ADDR_BITS + n]
+        in_flight = []                          # input writes still to come after this cycle
+        for k in range(2, latencies(cfg).input_write + 1):
+            in_flight.append(in_we)
+            regs = [Signal(name=f"in_we{k}"), Signal(16 * b, name=f"in_data{k}", reset_less=True),
+                    Signal(INDESC_ADDR_BITS, name=f"in_addr{k}", reset_less=True),
+                    Signal(n, name=f"in_mask{k}", reset_less=True)]
+            m.d.sync += [r.eq(v) for r, v in zip(regs, (in_we, in_data, in_addr, in_mask),
+                                                  strict=True)]
+            in_we, in_data, in_addr, in_mask = regs
 
         # -- cores and the link bus -------------------------------------------------------
         sig = core_signature(cfg)
@@ -210,19 +212,20 @@ class Top(wiring.Component):
             m.d.comb += [p[name].eq(value) for name, value in bus.items()]
 
         # -- output port -----------------------------------------------------------------
-        outs = [(p["link_dest"][n], bf16_block(p["link_data"], b)) for p in ports]
+        outs = [(p["out_valid"], p["out_data"]) for p in ports]
         m.d.comb += [
-            self.out_valid.eq(Cat(*(p["link_dest"][n] for p in ports)).any()),
+            self.out_valid.eq(Cat(*(p["out_valid"] for p in ports)).any()),
             self.out_data.eq(or_mux(outs, 16 * b)),
         ]
-        output_collision = more_than_one([p["link_dest"][n] for p in ports])
+        output_collision = more_than_one([p["out_valid"] for p in ports])
 
         # -- status ----------------------------------------------------------------------
         quiet = Cat(*(p["quiet"] for p in ports)).all()
         m.d.comb += [
             self.busy.eq(start | run),
-            # An input slot this cycle means a write next cycle, so slot excludes done.
-            done.eq((start | run) & quiet & ~slot),
+            # An input slot this cycle, or a beat in the input pipeline, means a write in a
+            # later cycle, so both exclude done.
+            done.eq((start | run) & quiet & ~slot & ~Cat(*in_flight).any()),
             self.done.eq(done),
         ]
         with m.If(start):

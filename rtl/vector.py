@@ -1,28 +1,33 @@
 """The vector unit of a core: the ``VEC`` pipeline from operand read to result delivery.
 
-Stages, for a ``VEC`` issued in cycle ``t`` (``docs/architecture.md`` §3, ``isa/timing.py``):
+Stages, for a ``VEC`` issued in cycle ``t`` (``docs/architecture.md`` §3, ``isa/timing.py``;
+``M = mem_read``, the other names are :class:`isa.config.Depths` fields and
+:class:`isa.timing.Latencies`):
 
-======  ==================================================================================
-cycle   what happens here
-======  ==================================================================================
-t       the core presents the accumulator, tensor-RAM and clamp-table read addresses
-t+1     ``a`` (fp32), ``t`` (bf16) and the clamp entry arrive; the op: one fp32 add (ADD,
-        SUB, RSUB), the significand multiply of MUL, or a compare (MAX, MIN)
-t+2     MUL's normalise-and-round; other ops pass
-t+3     clamp, then round to bf16 unless the destination is an accumulator (``ACC``,
-        ``ACCS``)
-t+4     result on the local write port (accumulator or own tensor RAM); the outbound link
-        register loads (remote tensor RAMs or accumulators, output port)
-t+5     the link register drives the other cores' write ports / the output port
-======  ==================================================================================
+=========================  =================================================================
+cycle                      what happens here
+=========================  =================================================================
+t                          the core presents the accumulator, tensor-RAM and clamp-table
+                           read addresses
+t+M                        ``a`` (fp32), ``t`` (bf16) and the clamp entry arrive; the op
+                           starts: an ``fp32_add``-stage add (ADD, SUB, RSUB), a
+                           ``vec_mul`` + ``norm_round``-stage multiply (MUL), or a one-stage
+                           compare or pass, each padded to ``vec_op`` stages
+t+M+vec_op                 ``clamp_round`` stages: clamp, then round to bf16 unless the
+                           destination is an accumulator (``ACC``, ``ACCS``)
+t+vec_local_write          result on the local write port (accumulator or own tensor RAM);
+                           the outbound link and output pipelines load
+t+vec_remote_write         the link pipeline (``link`` registers) drives the other cores'
+                           write ports
+t+vec_output               the output pipeline (``output`` registers) drives the output port
+=========================  =================================================================
 
 All B elements are computed side by side with the builders of :mod:`rtl.arith`.
 
-The link register holds one block of B 32-bit values in the layout of the result: fp32 for
-``ACCS``, and for ``TRAM`` and ``OUTPUT`` the bf16 value in the upper half of each lane with
-a zero lower half (which is the same number as an fp32). Loading it therefore needs no
-multiplexer; a receiver of bf16 takes the upper halves
-(:func:`rtl.interconnect.bf16_block`).
+The link pipeline holds one block of B 32-bit values in the layout of the result: fp32 for
+``ACCS``, and for ``TRAM`` the bf16 value in the upper half of each lane with a zero lower
+half (which is the same number as an fp32). Loading it therefore needs no multiplexer; a
+receiver of bf16 takes the upper halves (:func:`rtl.interconnect.bf16_block`).
 """
 
 from __future__ import annotations
@@ -34,16 +39,13 @@ from amaranth.lib.wiring import In, Out
 from isa.config import Config
 from isa.instructions import Dest, Vec
 from isa.numerics import VecOp
-from isa.timing import VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE
-from rtl.arith import fp32_add, fp32_clamp, fp32_max, fp32_min, fp32_mul_bf16, round_bf16
+from isa.timing import latencies
+from rtl.arith import clamp_round, fp32_add, fp32_max, fp32_min, fp32_mul_bf16
 from rtl.interconnect import bf16_block
 
 __all__ = ["VectorUnit"]
 
 _ADDR_BITS = Vec.FIELDS[5].width
-
-# The stage structure above is what isa.timing promises the compiler and the VM.
-assert (VEC_LOCAL_WRITE, VEC_REMOTE_WRITE, VEC_OUTPUT) == (4, 5, 5), "update VectorUnit"
 
 
 class VectorUnit(wiring.Component):
@@ -70,13 +72,14 @@ class VectorUnit(wiring.Component):
     own : In(num_cores)
         One-hot mask of this core.
     a : In(32 * B)
-        Accumulator block read for the ``VEC`` of cycle ``t − 1`` (cycle ``t + 1`` of it).
+        Accumulator block read for the ``VEC`` of cycle ``t − mem_read`` (cycle
+        ``t + mem_read`` of it).
     t : In(16 * B)
         Tensor-RAM block, likewise.
     bounds : In(64)
         Clamp-table entry, likewise: low bound at bits ``[0, 32)``, high at ``[32, 64)``.
     acc_we, tram_we : Out(1)
-        Local write of the result of the ``VEC`` issued four cycles ago (cycle ``t + 4``):
+        Local write of the result of the ``VEC`` issued ``vec_local_write`` cycles ago:
         ``acc_we`` for ``ACC`` and for ``ACCS`` with the own bit set, ``tram_we`` for
         ``TRAM`` with the own bit set.
     waddr : Out(16)
@@ -85,18 +88,21 @@ class VectorUnit(wiring.Component):
         Its result: fp32 per element for the accumulator (``ACC``, ``ACCS``).
     result_bf16 : Out(16 * B)
         Its result rounded to bf16 (tensor RAM).
-    link_dest : Out(num_cores + 1)
-        Outbound link register (cycle ``t + 5``): its destinations. Bit ``c < num_cores``:
-        write core ``c``'s tensor RAM or accumulator store, by ``link_acc`` (the own bit is
-        always clear); bit ``num_cores``: the output port.
+    link_dest : Out(num_cores)
+        Outbound link (cycle ``t + vec_remote_write``): bit ``c`` writes core ``c``'s tensor
+        RAM or accumulator store, by ``link_acc`` (the own bit is always clear).
     link_acc : Out(1)
         The block is an ``ACCS`` result (fp32, to the accumulator stores), not a ``TRAM``
-        block or an output beat (bf16). Meaningful while ``link_dest`` is not zero.
+        block (bf16). Meaningful while ``link_dest`` is not zero.
     link_addr : Out(16)
         Destination address (tensor RAM or accumulator).
     link_data : Out(32 * B)
         The block, lane ``i`` at bits ``[32i, 32i + 32)``: fp32 for ``ACCS``; otherwise
         bf16 in the upper half of each lane and zero in the lower (:mod:`rtl.interconnect`).
+    out_valid : Out(1)
+        An output beat of this core (cycle ``t + vec_output``).
+    out_data : Out(16 * B)
+        Its bf16 lanes.
     pending : Out(1)
         A ``VEC`` in flight still has a write or an output beat in a later cycle.
     """
@@ -120,16 +126,23 @@ class VectorUnit(wiring.Component):
             "waddr": Out(_ADDR_BITS),
             "result": Out(32 * b),
             "result_bf16": Out(16 * b),
-            "link_dest": Out(n + 1),
+            "link_dest": Out(n),
             "link_acc": Out(1),
             "link_addr": Out(_ADDR_BITS),
             "link_data": Out(32 * b),
+            "out_valid": Out(1),
+            "out_data": Out(16 * b),
             "pending": Out(1),
         })
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        b = self.config.block_size
+        cfg = self.config
+        b, d, lat = cfg.block_size, cfg.depths, latencies(cfg)
+        op_at = d.mem_read                       # the operands arrive: the op starts
+        round_at = op_at + lat.vec_op            # the op's result: clamp and round start
+        local = lat.vec_local_write
+        assert round_at + d.clamp_round == local
 
         def stage(value: Value, name: str, *, reset_less: bool = True) -> Signal:
             # Datapath registers have no reset: they only matter under a valid bit.
@@ -137,97 +150,123 @@ class VectorUnit(wiring.Component):
             m.d.sync += reg.eq(value)
             return reg
 
+        def delay(value: Value, cycles: int, name: str) -> Value:
+            for k in range(cycles):
+                value = stage(value, f"{name}_d{k}")
+            return value
+
         # Control pipeline: index k holds the VEC issued k cycles ago.
         valid = [self.issue]
         op = [Value.cast(self.op)]
         dest = [self.dest]
         addr = [self.addr]
         cores = [self.cores]
-        for k in range(1, VEC_LOCAL_WRITE + 1):
+        for k in range(1, local + 1):
             valid.append(stage(valid[-1], f"valid{k}", reset_less=False))
             op.append(stage(op[-1], f"op{k}"))
             dest.append(stage(dest[-1], f"dest{k}"))
             addr.append(stage(addr[-1], f"addr{k}"))
             cores.append(stage(cores[-1], f"cores{k}"))
 
-        # t+1: the op. SUB and RSUB are additions with one operand negated, which IEEE
-        # defines to be the same operation (including the signs of zero results).
-        op1 = op[1]
-        mul = op1 == VecOp.MUL
-        sums, products, others = [], [], []
+        # The op. SUB and RSUB are additions with one operand negated, which IEEE defines to
+        # be the same operation (including the signs of zero results). Every path is padded
+        # to vec_op stages; the result is selected by the op as it leaves them.
+        op0 = op[op_at]
+        results = []
         for i in range(b):
             a = self.a[32 * i:32 * i + 32]
             t16 = self.t[16 * i:16 * i + 16]
             t = Cat(Const(0, 16), t16)              # bf16 widened exactly
-            x = a ^ Cat(Const(0, 31), op1 == VecOp.RSUB)
-            y = t ^ Cat(Const(0, 31), op1 == VecOp.SUB)
-            sums.append(fp32_add(m, x, y, name=f"add_{i}"))
-            # The multiplier's significand product is registered here; its normalise and
-            # round is the t+2 stage.
-            products.append(fp32_mul_bf16(
-                m, a, t16, name=f"mul_{i}",
-                pipe=lambda v, i=i: stage(v, f"mul_mid_{i}")))
+            x = a ^ Cat(Const(0, 31), op0 == VecOp.RSUB)
+            y = t ^ Cat(Const(0, 31), op0 == VecOp.SUB)
+            total = stage(fp32_add(m, x, y, name=f"add_{i}", stages=d.fp32_add, reg=stage),
+                          f"sum_{i}")
+            product = stage(fp32_mul_bf16(m, a, t16, name=f"mul_{i}", mul_stages=d.vec_mul,
+                                          round_stages=d.norm_round, reg=stage),
+                            f"product_{i}")
             # Built outside the Switch: a builder's comb assignments must not be conditional.
             vmax = fp32_max(m, a, t, name=f"max_{i}")
             vmin = fp32_min(m, a, t, name=f"min_{i}")
-            r1 = Signal(32, name=f"r1_{i}")
-            with m.Switch(op1):
+            simple = Signal(32, name=f"simple_{i}")
+            with m.Switch(op0):
                 with m.Case(VecOp.PASS_A):
-                    m.d.comb += r1.eq(a)
+                    m.d.comb += simple.eq(a)
                 with m.Case(VecOp.PASS_T):
-                    m.d.comb += r1.eq(t)
+                    m.d.comb += simple.eq(t)
                 with m.Case(VecOp.MAX):
-                    m.d.comb += r1.eq(vmax)
-                with m.Case(VecOp.MIN):
-                    m.d.comb += r1.eq(vmin)
+                    m.d.comb += simple.eq(vmax)
                 with m.Default():
-                    m.d.comb += r1.eq(sums[i])
-            others.append(stage(r1, f"r2_{i}"))
-        mul2 = stage(mul, "mul2")
-        clamp2 = stage(self.bounds, "clamp2")
+                    m.d.comb += simple.eq(vmin)
+            simple = stage(simple, f"simple_{i}_r")
+            opr = op[round_at]
+            total = delay(total, lat.vec_op - d.fp32_add, f"sum_{i}")
+            product = delay(product, lat.vec_op - d.vec_mul - d.norm_round, f"product_{i}")
+            simple = delay(simple, lat.vec_op - 1, f"simple_{i}")
+            r = Signal(32, name=f"r_{i}")
+            with m.Switch(opr):
+                with m.Case(VecOp.ADD, VecOp.SUB, VecOp.RSUB):
+                    m.d.comb += r.eq(total)
+                with m.Case(VecOp.MUL):
+                    m.d.comb += r.eq(product)
+                with m.Default():
+                    m.d.comb += r.eq(simple)
+            results.append(r)
+        bounds = delay(self.bounds, lat.vec_op, "bounds")
 
-        # t+2: MUL's normalise-and-round (inside the product value); others pass.
-        r3 = [stage(Mux(mul2, products[i], others[i]), f"r3_{i}") for i in range(b)]
-        clamp3 = stage(clamp2, "clamp3")
-
-        # t+3: clamp (which also canonicalises any NaN) and the bf16 rounding, which ACCS
-        # skips like ACC: a partial sum moved to another core must continue its fp32 chain.
-        lo, hi = clamp3[:32], clamp3[32:]
-        to_acc = (dest[3] == Dest.ACC) | (dest[3] == Dest.ACCS)
-        r4 = []
+        # Clamp (which also canonicalises any NaN) and the bf16 rounding, which ACCS skips
+        # like ACC: a partial sum moved to another core must continue its fp32 chain.
+        lo, hi = bounds[:32], bounds[32:]
+        dest_w = dest[local - 1]
+        to_acc = (dest_w == Dest.ACC) | (dest_w == Dest.ACCS)
+        rounded = []
         for i in range(b):
-            c = fp32_clamp(m, r3[i], lo, hi, name=f"clamp_{i}")
-            if self.broken_rounding:
-                rounded = c[16:32]
-            else:
-                rounded = round_bf16(m, c, name=f"round_{i}")
-            r4.append(stage(Mux(to_acc, c, Cat(Const(0, 16), rounded)), f"r4_{i}"))
+            c, r16 = clamp_round(m, results[i], lo, hi, name=f"clamp_{i}",
+                                 stages=d.clamp_round, reg=stage,
+                                 broken_rounding=self.broken_rounding)
+            rounded.append(stage(Mux(to_acc, c, Cat(Const(0, 16), r16)), f"result_{i}"))
 
-        # t+4: local writes and the outbound link register.
-        v4, d4 = valid[4], dest[4]
-        remote = cores[4] & ~self.own
-        local = (cores[4] & self.own).any()
-        to_tram = v4 & (d4 == Dest.TRAM)
-        to_accs = v4 & (d4 == Dest.ACCS)
-        to_out = v4 & (d4 == Dest.OUTPUT)
-        result = Cat(*r4)
-        link_load = ((to_tram | to_accs) & remote.any()) | to_out
+        # Local writes, and the outbound link and output pipelines.
+        vw, dw = valid[local], dest[local]
+        remote = cores[local] & ~self.own
+        own_bit = (cores[local] & self.own).any()
+        to_tram = vw & (dw == Dest.TRAM)
+        to_accs = vw & (dw == Dest.ACCS)
+        to_out = vw & (dw == Dest.OUTPUT)
+        result = Cat(*rounded)
         m.d.comb += [
-            self.acc_we.eq((v4 & (d4 == Dest.ACC)) | (to_accs & local)),
-            self.tram_we.eq(to_tram & local),
-            self.waddr.eq(addr[4]),
+            self.acc_we.eq((vw & (dw == Dest.ACC)) | (to_accs & own_bit)),
+            self.tram_we.eq(to_tram & own_bit),
+            self.waddr.eq(addr[local]),
             self.result.eq(result),
             self.result_bf16.eq(bf16_block(result, b)),
         ]
-        # Only the destinations need a reset; the rest is meaningful only under them.
-        link_acc = Signal(reset_less=True)
-        link_addr = Signal(_ADDR_BITS, reset_less=True)
-        link_data = Signal(32 * b, reset_less=True)
-        m.d.sync += self.link_dest.eq(Cat(Mux(to_tram | to_accs, remote, 0), to_out))
-        with m.If(link_load):
-            m.d.sync += [link_acc.eq(to_accs), link_addr.eq(addr[4]), link_data.eq(result)]
-        m.d.comb += [self.link_acc.eq(link_acc), self.link_addr.eq(link_addr),
-                     self.link_data.eq(link_data)]
+        link_dest: Value = Mux(to_tram | to_accs, remote, 0)
+        # A block leaves on the link or to the output port after this cycle.
+        load_now = link_dest.any() | to_out
+        link_acc: Value = to_accs
+        link_addr: Value = addr[local]
+        link_data: Value = result
+        busy = []  # a pipeline register that drives after this cycle
+        for k in range(d.link):
+            # Only the destinations need a reset; the rest matters only under them.
+            link_dest = stage(link_dest, f"link{k}_dest", reset_less=False)
+            link_acc = stage(link_acc, f"link{k}_acc")
+            link_addr = stage(link_addr, f"link{k}_addr")
+            link_data = stage(link_data, f"link{k}_data")
+            if k < d.link - 1:
+                busy.append(link_dest.any())
+        out_valid: Value = to_out
+        out_data: Value = bf16_block(result, b)
+        for k in range(d.output):
+            out_valid = stage(out_valid, f"out{k}_valid", reset_less=False)
+            out_data = stage(out_data, f"out{k}_data")
+            if k < d.output - 1:
+                busy.append(out_valid)
+        m.d.comb += [self.link_dest.eq(link_dest), self.link_acc.eq(link_acc),
+                     self.link_addr.eq(link_addr), self.link_data.eq(link_data),
+                     self.out_valid.eq(out_valid), self.out_data.eq(out_data)]
 
-        m.d.comb += self.pending.eq(valid[0] | valid[1] | valid[2] | valid[3] | link_load)
+        # Something of a VEC happens after this cycle: a VEC before its local write, a block
+        # entering the link or output pipeline, or one inside it short of its last register.
+        m.d.comb += self.pending.eq(Cat(*valid[:local], load_now, *busy).any())
         return m

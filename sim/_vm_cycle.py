@@ -19,14 +19,7 @@ import numpy as np
 from isa.config import Config
 from isa.instructions import Dest, Mac, Vec, VecOp
 from isa.numerics import accumulate, clamp, round_to_bf16, tile_matvec, vec_op
-from isa.timing import (
-    INPUT_WRITE,
-    VEC_LOCAL_WRITE,
-    VEC_OUTPUT,
-    VEC_REMOTE_WRITE,
-    mac_acc_read,
-    mac_acc_write,
-)
+from isa.timing import ACC, OUT, TRAM, accesses, input_writes, latencies
 from sim._vm_plan import Memories
 from sim._vm_schedule import Schedule, Source
 from sim._vm_trace import WriteRecord
@@ -39,7 +32,7 @@ _READ, _WRITE = 0, 1
 
 def _bits(value: np.ndarray, memory: str) -> tuple[int, ...]:
     u = value.view(np.uint32)
-    return tuple(int(v) for v in (u if memory == "acc" else u >> np.uint32(16)))
+    return tuple(int(v) for v in (u if memory == ACC else u >> np.uint32(16)))
 
 
 class CycleModel:
@@ -55,9 +48,10 @@ class CycleModel:
     """
 
     def __init__(self, config: Config, schedule: Schedule, input_dests: np.ndarray) -> None:
-        self._acc_read = mac_acc_read(config)
-        self._acc_write = mac_acc_write(config)
-        self._num_cores = config.num_cores
+        lat = latencies(config)
+        self._acc_read = lat.mac_acc_read
+        self._acc_write = lat.mac_acc_write
+        self._config = config
         self._issues = [s for s in schedule.sources if s.core >= 0]
         self._dests = [(int(m), int(a)) for m, a in input_dests]
 
@@ -80,10 +74,10 @@ class CycleModel:
         def write(memory: str, core: int, addr: int, value: np.ndarray, src: Source
                   ) -> Callable[[int], None]:
             def land(cycle: int) -> None:
-                if memory == "out":
+                if memory == OUT:
                     addr_ = len(out)
                     out.append(value)
-                elif memory == "tram":
+                elif memory == TRAM:
                     addr_ = addr
                     mem.tram[mem.tram_row(core, addr)] = value
                 else:
@@ -113,40 +107,32 @@ class CycleModel:
                         result = d
                     landing = src.cycle + self._acc_write
                     pending[key] = (landing, result)
-                    at(landing, _WRITE, src.core, write("acc", src.core, instr.acc, result, src))
+                    at(landing, _WRITE, src.core, write(ACC, src.core, instr.acc, result, src))
                 return step
             return read
 
         def vec(src: Source, instr: Vec) -> Callable[[int], None]:
             def read(cycle: int) -> None:
-                c, t = src.core, src.cycle
+                c = src.core
                 a = (np.float32(0) if instr.op == VecOp.PASS_T
                      else mem.acc[mem.acc_row(c, instr.acc)].copy())
                 x = (np.float32(0) if instr.op == VecOp.PASS_A
                      else mem.tram[mem.tram_row(c, instr.tram)].copy())
                 lo, hi = mem.clamps[c][instr.clamp]
                 r = clamp(vec_op(instr.op, a, x), lo, hi)
-                if instr.dest == Dest.ACC:
-                    at(t + VEC_LOCAL_WRITE, _WRITE, c, write("acc", c, instr.addr, r, src))
-                    return
-                if instr.dest == Dest.OUTPUT:
-                    at(t + VEC_OUTPUT, _WRITE, c, write("out", c, 0, round_to_bf16(r), src))
-                    return
-                # TRAM sends the rounded block, ACCS the fp32 one, to every core of the mask.
-                memory, value = (("tram", round_to_bf16(r)) if instr.dest == Dest.TRAM
-                                 else ("acc", r))
-                for d in range(self._num_cores):
-                    if instr.cores >> d & 1:
-                        delay = VEC_LOCAL_WRITE if d == c else VEC_REMOTE_WRITE
-                        at(t + delay, _WRITE, d, write(memory, d, instr.addr, value, src))
+                # TRAM and OUTPUT take the rounded block; ACC and ACCS the fp32 one.
+                value = r if instr.dest in (Dest.ACC, Dest.ACCS) else round_to_bf16(r)
+                for w in accesses(self._config, instr, c, src.cycle):
+                    if w.write:
+                        at(w.cycle, _WRITE, w.core,
+                           write(w.memory, w.core, w.addr, value, src))
             return read
 
         with np.errstate(all="ignore"):
             for i, (mask, addr) in enumerate(self._dests):
                 beat = Source(-1, i, i, None)
-                for d in range(self._num_cores):
-                    if mask >> d & 1:
-                        at(i + INPUT_WRITE, _WRITE, d, write("tram", d, addr, beats[i], beat))
+                for w in input_writes(self._config, i, mask, addr):
+                    at(w.cycle, _WRITE, w.core, write(TRAM, w.core, addr, beats[i], beat))
             for src in self._issues:
                 if isinstance(src.instr, Mac):
                     at(src.cycle, _READ, src.core, mac(src, src.instr))

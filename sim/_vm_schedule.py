@@ -13,6 +13,7 @@ import bisect
 import dataclasses
 from collections import defaultdict
 
+from isa import timing
 from isa.config import Config
 from isa.instructions import (
     Dest,
@@ -21,20 +22,10 @@ from isa.instructions import (
     Instruction,
     Mac,
     Vec,
-    VecOp,
     decode_program,
 )
 from isa.program import Program, ProgramError
-from isa.timing import (
-    INPUT_WRITE,
-    VEC_LOCAL_WRITE,
-    VEC_OUTPUT,
-    VEC_REMOTE_WRITE,
-    TimingError,
-    issue_cycles,
-    mac_acc_read,
-    mac_acc_write,
-)
+from isa.timing import ACC, OUT, TRAM, TimingError, issue_cycles, latencies
 
 __all__ = [
     "ScheduleError", "Source", "Access", "Schedule", "analyse", "TRAM", "ACC",
@@ -42,7 +33,7 @@ __all__ = [
 ]
 
 #: The memories whose accesses the rules constrain (weights and clamps are never written).
-TRAM, ACC, OUT = "tram", "acc", "out"
+_CHECKED = (TRAM, ACC, OUT)
 
 
 class ScheduleError(ValueError):
@@ -199,31 +190,18 @@ def _check_addresses(cfg: Config, src: Source) -> None:
 
 def _accesses(cfg: Config, src: Source, reads: list[Access], writes: list[Access],
               out_index: dict[Source, int]) -> None:
-    instr, c, t = src.instr, src.core, src.cycle
     if src.core < 0:
         return
-    if isinstance(instr, Mac):
-        reads.append(Access(TRAM, c, instr.tram, t, src))
-        if instr.accumulate:
-            reads.append(Access(ACC, c, instr.acc, t + mac_acc_read(cfg), src, mac=True))
-        writes.append(Access(ACC, c, instr.acc, t + mac_acc_write(cfg), src, mac=True))
-    elif isinstance(instr, Vec):
-        if instr.op != VecOp.PASS_T:
-            reads.append(Access(ACC, c, instr.acc, t, src))
-        if instr.op != VecOp.PASS_A:
-            reads.append(Access(TRAM, c, instr.tram, t, src))
-        if instr.dest == Dest.ACC:
-            writes.append(Access(ACC, c, instr.addr, t + VEC_LOCAL_WRITE, src))
-        elif instr.dest in (Dest.TRAM, Dest.ACCS):
-            # ACCS writes are plain accumulator writes (mac=False): the MAC bypass does not
-            # forward them, so a MAC accumulating over one in flight breaks rule 3.
-            memory = TRAM if instr.dest == Dest.TRAM else ACC
-            for d in range(cfg.num_cores):
-                if instr.cores >> d & 1:
-                    delay = VEC_LOCAL_WRITE if d == c else VEC_REMOTE_WRITE
-                    writes.append(Access(memory, d, instr.addr, t + delay, src))
-        else:
-            writes.append(Access(OUT, c, out_index[src], t + VEC_OUTPUT, src))
+    assert src.instr is not None
+    for a in timing.accesses(cfg, src.instr, src.core, src.cycle):
+        if a.memory not in _CHECKED:
+            continue
+        # ACCS and VEC -> ACC writes are plain accumulator writes (bypass False): the MAC
+        # bypass does not forward them, so a MAC accumulating over one in flight breaks
+        # rule 3.
+        addr = out_index[src] if a.memory == OUT else a.addr
+        (writes if a.write else reads).append(
+            Access(a.memory, a.core, addr, a.cycle, src, mac=a.bypass))
 
 
 def _check_ports(writes: list[Access]) -> None:
@@ -243,7 +221,9 @@ def _check_ports(writes: list[Access]) -> None:
             raise _fail(w.src, what, w.memory, w.addr, first.src)
 
 
-def _check_hazards(reads: list[Access], writes: list[Access]) -> None:
+def _check_hazards(cfg: Config, reads: list[Access], writes: list[Access]) -> None:
+    lat = latencies(cfg)
+    bypass, spacing = lat.bypass, lat.mac_spacing
     by_loc: dict[tuple[str, int, int], list[Access]] = defaultdict(list)
     for w in writes:
         if w.memory != OUT:
@@ -260,12 +240,12 @@ def _check_hazards(reads: list[Access], writes: list[Access]) -> None:
                             f"earlier instruction landing in cycle {prev.cycle} (write after "
                             "write out of order)", nxt.memory, nxt.addr, prev.src)
     # Rule 3: no write to the location in flight at the read, i.e. issued (or accepted) at or
-    # before the reader's issue and landing at or after the read, unless both are MACs (the
-    # bypass). A write issued after the reader is not in flight for it: it lands after a read
-    # at issue, and the one later read (a MAC's accumulate-read, of the word the MAC itself
-    # writes) it could reach first would break rule 4.
-    span = max(VEC_LOCAL_WRITE, VEC_REMOTE_WRITE, INPUT_WRITE,
-               max((w.cycle - w.src.cycle for w in writes), default=0))
+    # before the reader's issue and landing at or after the read, unless both are MACs and
+    # the write lands within the bypass window (at most `bypass` cycles after the read). A
+    # write issued after the reader is not in flight for it: it lands after a read at issue,
+    # and the one later read (a MAC's accumulate-read, of the word the MAC itself writes) it
+    # could reach first would break rule 4.
+    span = max((w.cycle - w.src.cycle for w in writes), default=0)
     for r in reads:
         loc = (r.memory, r.core, r.addr)
         if loc not in by_loc:
@@ -274,8 +254,14 @@ def _check_hazards(reads: list[Access], writes: list[Access]) -> None:
         lo = bisect.bisect_left(issue[loc], r.cycle - span)
         hi = bisect.bisect_right(issue[loc], r.src.cycle)
         for w in ws[lo:hi]:
-            if w.src is r.src or w.cycle < r.cycle or (r.mac and w.mac):
+            if w.src is r.src or w.cycle < r.cycle:
                 continue
+            if r.mac and w.mac:
+                if w.cycle <= r.cycle + bypass:
+                    continue
+                raise _fail(r.src, f"it accumulates into acc[{r.addr}] {r.src.cycle - w.src.cycle}"
+                            f" cycle(s) after a MAC into it; the accumulate loop needs at least "
+                            f"{spacing} (fp32_add depth)", r.memory, r.addr, w.src)
             raise _fail(r.src, f"it reads {r.memory}[{r.addr}] in cycle {r.cycle} while a "
                         f"write to it is in flight (landing in cycle {w.cycle})", r.memory,
                         r.addr, w.src)
@@ -304,17 +290,18 @@ def analyse(program: Program) -> Schedule:
             _check_addresses(cfg, src)
             sources.append(src)
     sources.sort(key=lambda s: s.key)
+    lat = latencies(cfg)
     outs = sorted((s for s in sources if isinstance(s.instr, Vec)
-                   and s.instr.dest == Dest.OUTPUT), key=lambda s: (s.cycle + VEC_OUTPUT, s.key))
+                   and s.instr.dest == Dest.OUTPUT),
+                  key=lambda s: (s.cycle + lat.vec_output, s.key))
     out_index = {s: i for i, s in enumerate(outs)}
     reads: list[Access] = []
     writes: list[Access] = []
     for src in sources:
         if src.core < 0:
             mask, addr = (int(v) for v in program.input_dests[src.pc])
-            for d in range(cfg.num_cores):
-                if mask >> d & 1:
-                    writes.append(Access(TRAM, d, addr, src.cycle + INPUT_WRITE, src))
+            writes += [Access(a.memory, a.core, a.addr, a.cycle, src)
+                       for a in timing.input_writes(cfg, src.pc, mask, addr)]
         _accesses(cfg, src, reads, writes, out_index)
     _check_ports(writes)
     n_out = sum(t.beats for t in program.outputs)
@@ -322,10 +309,10 @@ def analyse(program: Program) -> Schedule:
         last = outs[-1] if outs else sources[-1]
         raise _fail(last, f"the program sends {len(outs)} output beats, but its outputs "
                     f"{[t.shape for t in program.outputs]} have {n_out}", OUT, len(outs))
-    _check_hazards(reads, writes)
+    _check_hazards(cfg, reads, writes)
     # The last END issue is the latest issue; a beat with an empty mask still counts.
     done = max([a.cycle for a in writes] + [s.cycle for s in sources]
-               + [n_in - 1 + INPUT_WRITE])
+               + [n_in - 1 + lat.input_write])
     return Schedule(cfg, sources, reads, writes, n_out,
                     latency=max(a.cycle for a in writes if a.memory == OUT) + 1,
                     done_cycle=done)

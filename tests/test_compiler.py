@@ -29,6 +29,7 @@ from torch import nn
 import compiler.frontend as vollo_torch
 from compiler import AllocationError, Config, Program
 from compiler.nnir import NNIR
+from isa.config import Depths
 from isa.instructions import Dest, Vec, decode_program
 from isa.numerics import accumulate, f32_to_bf16_bits, round_to_bf16, tile_matvec
 
@@ -351,18 +352,29 @@ def mlp(width: int, layers: int) -> nn.Module:
 
 
 def test_latency_targets() -> None:
-    # The targets on the C6B32 (compute cycles, spaced latency).
-    program, _, _ = compile_model(*seed_like(), CONFIGS["c6b32"], axis=2)
+    # The first issue's targets on the one-stage (ideal) C6B32 (spaced latency).
+    ideal = Config.ia_420f_c6b32(Depths.ideal())
+    program, _, _ = compile_model(*seed_like(), ideal, axis=2)
     assert program.cycle_count_per_inference() <= 40
     torch.manual_seed(0)
     linear = nn.Sequential(nn.Linear(128, 128), nn.ReLU())
-    program, _, _ = compile_model(linear, torch.randn(1, 128), CONFIGS["c6b32"])
+    program, _, _ = compile_model(linear, torch.randn(1, 128), ideal)
     assert program.cycle_count_per_inference() <= 42
     # These two need reductions split across cores (one core would carry 96 and 192 MACs).
     for width, layers, target in ((512, 2, 110), (1024, 1, 200)):
+        program, _, _ = compile_model(mlp(width, layers), torch.randn(1, width), ideal)
+        assert program.cycle_count_per_inference() <= target, (width, layers)
+
+
+def test_realistic_depths_beat_the_reference() -> None:
+    # At the realistic depths every MLP of the benchmark table stays below the reference's
+    # published cycles (docs/benchmarks.md), with the margins measured when this was written.
+    for width, layers, reference, measured in ((128, 1, 84, 47), (512, 2, 219, 173),
+                                               (1024, 1, 292, 237)):
         program, _, _ = compile_model(mlp(width, layers), torch.randn(1, width),
                                       CONFIGS["c6b32"])
-        assert program.cycle_count_per_inference() <= target, (width, layers)
+        cycles = program.cycle_count_per_inference()
+        assert cycles <= measured < reference, (width, layers, cycles)
 
 
 # -- reductions split across cores -------------------------------------------------------------
@@ -376,10 +388,13 @@ def accs_count(program: Program) -> int:
 
 def test_mlp_2x512_splits_reductions_with_accs() -> None:
     # 32 output blocks of 16 MACs on 6 cores: whole blocks put 96 MACs on some core, and
-    # only handing partial sums over (ACCS) brings every core near 512 / 6.
+    # only handing partial sums over (ACCS) brings every core near 512 / 6. (At the
+    # realistic depths a layer's latency is bounded by its 16-MAC accumulate loop instead,
+    # and the compiler keeps whole blocks: the one-stage machine shows the hand-over.)
     model, x = mlp(512, 2), torch.randn(1, 512)
-    split, expected, _ = compile_model(model, x, CONFIGS["c6b32"])
-    whole, _, _ = compile_model(model, x, CONFIGS["c6b32"], split_reduction=False)
+    ideal = Config.ia_420f_c6b32(Depths.ideal())
+    split, expected, _ = compile_model(model, x, ideal)
+    whole, _, _ = compile_model(model, x, ideal, split_reduction=False)
     assert accs_count(split) > 0 and accs_count(whole) == 0
     assert split.cycle_count_per_inference() < whole.cycle_count_per_inference()
     for layer in split.meta["layers"]:
@@ -428,7 +443,7 @@ def test_split_reduction_is_bit_identical() -> None:
              (nn.Linear(160, 40), torch.randn(2, 160), "c2b8"),
              (nn.Linear(256, 80), torch.randn(2, 256), "c3b16")]
     for net, inputs, config_name in cases:
-        config = CONFIGS[config_name]
+        config = CONFIGS[config_name].with_depths(Depths.ideal())
         split, _, _ = compile_model(net, inputs, config)
         whole, _, _ = compile_model(net, inputs, config, split_reduction=False)
         assert accs_count(split) > 0, config_name

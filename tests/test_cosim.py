@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import compiler.frontend as vollo_torch
-from isa.config import Config
+from isa.config import Config, Depths
 from isa.instructions import Dest, End, Mac, Vec, Wait, decode_program, encode_program
 from isa.numerics import VecOp, f32_to_bf16_bits
 from isa.program import CoreImage, Program, TensorLayout
+from isa.timing import latencies
 from sim import _toolchain
 from sim.cosim import (
     RtlError,
@@ -48,6 +49,11 @@ def need(simulator: str) -> None:
 
 
 # -- programs ---------------------------------------------------------------------------------
+
+
+def gap(cycles: int) -> list[Wait]:
+    """Return what puts the next instruction ``cycles`` (≥ 1) after the current one."""
+    return [Wait(cycles - 1)] if cycles > 1 else []
 
 
 class _MLP(nn.Module):
@@ -122,12 +128,13 @@ def hand_program(config: Config | None = None) -> Program:
     """
     cfg = config or Config.ip_core(1, 4)
     b = cfg.block_size
+    lat = latencies(cfg)
     instrs = [
-        Wait(2),
+        Wait(lat.input_write + 1),                      # the input beat has landed
         Vec(op=VecOp.PASS_T, clamp=0, acc=0, tram=0, dest=Dest.OUTPUT, addr=0, cores=0),
         Vec(op=VecOp.PASS_T, clamp=0, acc=0, tram=0, dest=Dest.TRAM, addr=5, cores=1),
         Mac(acc=1, tram=0, weight=0, accumulate=1),
-        Wait(4 + cfg.tree_levels),
+        *gap(lat.mac_acc_write + 1),                    # its write has landed
         Vec(op=VecOp.ADD, clamp=0, acc=1, tram=1, dest=Dest.OUTPUT, addr=0, cores=0),
         End(),
     ]
@@ -151,10 +158,11 @@ def accs_chain_program(config: Config | None = None, seed: int = 0) -> Program:
     """Return a hand-written program that splits one MAC chain across two cores (``c2b8``).
 
     Per inference, with the input beat x in both cores' tensor RAM 0: core 0 accumulates
-    tiles 0–2 (the first on x) into acc[1] and moves the fp32 partial sum with ``Dest.ACCS``
-    to acc[2] of both cores (own: t+4, core 1: t+5); output beat 0 is that partial sum;
-    core 1 continues the chain with tiles 3–5 (``MAC accumulate=1``) as early as the
-    schedule allows, and output beat 1 is the final sum plus a bias row.
+    tiles 0–2 (the first on x) into acc[1], its MACs as close as the accumulate loop allows,
+    and moves the fp32 partial sum with ``Dest.ACCS`` to acc[2] of both cores (own and
+    remote write); output beat 0 is that partial sum; core 1 continues the chain with tiles
+    3–5 (``MAC accumulate=1``) as early as the schedule allows, and output beat 1 is the
+    final sum plus a bias row. Every distance is derived from :func:`latencies`.
     """
     cfg = config or Config.ip_core(2, 8)
     b = cfg.block_size
@@ -163,23 +171,28 @@ def accs_chain_program(config: Config | None = None, seed: int = 0) -> Program:
     weights = f32_to_bf16_bits(rng.standard_normal((tiles, b, b)).astype(np.float32) / 2)
     rows = f32_to_bf16_bits(rng.standard_normal((tiles + 1, b)).astype(np.float32))
     rows[0] = 0                                         # tensor RAM 0: the input beat
-    mac_write = 3 + cfg.tree_levels
+    lat = latencies(cfg)
+    sp = lat.mac_spacing
+    start = lat.input_write + 1                         # x has landed
+    send = start + 2 * sp + lat.mac_acc_write + 1       # the last MAC's write has landed
     core0 = [
-        Wait(2),                                        # x is written in cycle 1
-        *(Mac(acc=1, tram=i, weight=i, accumulate=int(i > 0)) for i in range(3)),
-        Wait(mac_write),                                # the last MAC (cycle 4) writes
+        Wait(start),
+        Mac(acc=1, tram=0, weight=0, accumulate=0), *gap(sp),
+        Mac(acc=1, tram=1, weight=1, accumulate=1), *gap(sp),
+        Mac(acc=1, tram=2, weight=2, accumulate=1), *gap(lat.mac_acc_write + 1),
         Vec(op=VecOp.PASS_A, clamp=0, acc=1, tram=0, dest=Dest.ACCS, addr=2,
-            cores=0b11),                                # cycle 5 + mac_write
-        Wait(5),
+            cores=0b11),                                # in cycle `send`
+        *gap(lat.vec_local_write + 1),
         Vec(op=VecOp.PASS_A, clamp=0, acc=2, tram=0, dest=Dest.OUTPUT, addr=0, cores=0),
         End(),
     ]
-    # Core 1's first accumulate-read (issue + 1 + log2 B) is the cycle after the arrival.
-    resume = 5 + mac_write + 5 + 1 - (1 + cfg.tree_levels)
+    # Core 1's first accumulate-read is the cycle after the partial sum's arrival.
+    resume = max(send + 1, send + lat.vec_remote_write + 1 - lat.mac_acc_read)
     core1 = [
         Wait(resume),
-        *(Mac(acc=2, tram=i, weight=i, accumulate=1) for i in range(3, tiles)),
-        Wait(mac_write),
+        Mac(acc=2, tram=3, weight=3, accumulate=1), *gap(sp),
+        Mac(acc=2, tram=4, weight=4, accumulate=1), *gap(sp),
+        Mac(acc=2, tram=5, weight=5, accumulate=1), *gap(lat.mac_acc_write + 1),
         Vec(op=VecOp.ADD, clamp=0, acc=2, tram=tiles, dest=Dest.OUTPUT, addr=0, cores=0),
         End(),
     ]
@@ -265,7 +278,12 @@ def test_watchdog_limit() -> None:
 # -- simulations ------------------------------------------------------------------------------
 
 CORPUS = [("mlp", 0, "c1b4"), ("cnn", 1, "c1b4"), ("cnn", 3, "c1b4"),
-          ("mlp", 1, "c2b8"), ("cnn", 0, "c2b8"), ("cnn", 1, "c2b8")]
+          ("mlp", 1, "c2b8"), ("cnn", 0, "c2b8"), ("cnn", 1, "c2b8"),
+          ("cnn", 2, "c2b8-ideal")]
+
+#: Depths no preset uses: a latency written anywhere but isa/ would break these.
+UNUSUAL = Depths(mem_read=3, bf16_mul=1, fp32_add=4, vec_mul=3, norm_round=3, clamp_round=1,
+                 link=3, output=2)
 
 
 @pytest.mark.cosim
@@ -280,6 +298,21 @@ def test_corpus_matches_vm(simulator: str, kind: str, seed: int, config: str) ->
     report = compare(program, random=5, simulator=simulator, seed=seed)
     assert report.ok, report.summary()
     assert report.output_values >= 5 and report.trace_records > 0
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_unusual_depths_match_vm(simulator: str) -> None:
+    """Every latency comes from isa: a compiled CNN and the hand-built programs at depths
+    no preset uses are bit- and cycle-exact."""
+    need(simulator)
+    cfg = Config.ip_core(2, 8, depths=UNUSUAL, name="c2b8_unusual")
+    for program in (random_program("cnn", 4, cfg), accs_chain_program(cfg),
+                    hand_program(Config.ip_core(1, 4, depths=UNUSUAL, name="c1b4_unusual"))):
+        report = compare(program, random=3, simulator=simulator, seed=2)
+        assert report.ok, report.summary()
+        assert report.output_values > 0
 
 
 @pytest.mark.cosim
@@ -339,12 +372,15 @@ def test_hand_program_state_and_cycles() -> None:
         acc += 2 * x
         want = f32_to_bf16_bits(np.stack([x, acc + 0.5]))
         np.testing.assert_array_equal(result.outputs[k], want)
-    assert result.output_cycles == [[7, 16]] * 3 and result.cycles == [17] * 3
-    assert result.done_cycles == [16] * 3
+    outs, done = program.output_cycles(), program.done_cycle()
+    cycles = program.cycle_count_per_inference()
+    assert result.output_cycles == [outs] * 3 and result.cycles == [cycles] * 3
+    assert result.done_cycles == [done] * 3
     np.testing.assert_array_equal(result.state["tram"][0][5], f32_to_bf16_bits(xs[-1]))
     np.testing.assert_array_equal(result.state["acc"][0][1], acc.view(np.uint32))
-    assert [r.pc for r in result.trace[2]] == list(range(7))
-    assert result.simulated_cycles >= 3 * 17 and result.cycles_per_second > 0
+    n_instrs = len(decode_program(program.cores[0].instructions))
+    assert [r.pc for r in result.trace[2]] == list(range(n_instrs))
+    assert result.simulated_cycles >= 3 * cycles and result.cycles_per_second > 0
 
 
 @pytest.mark.cosim
@@ -353,11 +389,12 @@ def test_watchdog_stops_a_late_inference() -> None:
     """An inference that runs past its limit fails with a clear message; nothing hangs."""
     need("icarus")
     program = hand_program()
-    with pytest.raises(RtlError, match="RTL did not finish inference 0 within 16 cycles"
+    first, second = program.output_cycles()
+    with pytest.raises(RtlError, match=f"RTL did not finish inference 0 within {second} cycles"
                        ) as info:
         run_rtl(program, random_inputs(program, 2), simulator="icarus", timeout_cycles=0)
     partial = info.value.result
-    assert partial is not None and partial.output_cycles == [[7]]
+    assert partial is not None and partial.output_cycles == [[first]]
 
 
 @pytest.mark.cosim

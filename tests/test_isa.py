@@ -33,6 +33,7 @@ from isa import (
     decode,
     encode,
 )
+from isa.config import Depths
 from isa.instructions import (
     FORMATS,
     OPCODE_BITS,
@@ -41,7 +42,9 @@ from isa.instructions import (
     decode_program,
     encode_program,
 )
+from isa.numerics import VecOp
 from isa.program import FORMAT_VERSION, MAGIC
+from isa.timing import Access, accesses, input_writes, latencies
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,6 +73,66 @@ def test_preset_by_name() -> None:
     assert Config.preset("c2b8") == Config.ip_core(2, 8)
     with pytest.raises(ConfigError, match=r"unknown configuration 'c6'; known: .*c<N>b<B>"):
         Config.preset("c6")
+    assert Config.preset("c2b8-ideal") == Config.ip_core(2, 8, depths=Depths.ideal())
+    assert Config.preset("ia_420f_c6b32-ideal") == Config.ia_420f_c6b32(Depths.ideal())
+
+
+def test_depths_are_part_of_the_configuration() -> None:
+    assert Config.ia_420f_c6b32().depths == Depths.realistic() != Depths.ideal()
+    assert Config.ip_core(1, 4).depths == Depths.realistic()
+    ideal = Config.ip_core(2, 8, depths=Depths.ideal())
+    assert ideal.with_depths(Depths.realistic()) == Config.ip_core(2, 8)
+    assert "fp32_add=3" in Depths.realistic().describe()
+    for name in ("mem_read", "fp32_add", "output"):
+        for bad in (0, 17, 2.0, True):
+            with pytest.raises(ConfigError, match=f"depth '{name}'"):
+                Depths(**{name: bad})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'depths' must be a Depths"):
+        Config(num_cores=1, block_size=4, depths={"mem_read": 1})  # type: ignore[arg-type]
+    data = Config.ip_core(1, 4).to_dict()
+    with pytest.raises(ConfigError, match="missing field 'depths'"):
+        Config.from_dict({k: v for k, v in data.items() if k != "depths"})
+    with pytest.raises(ConfigError, match=r"'depths': unknown \['adder'\], missing \[\]"):
+        Config.from_dict({**data, "depths": {**data["depths"], "adder": 2}})
+    with pytest.raises(ConfigError, match="depth 'link'"):
+        Config.from_dict({**data, "depths": {**data["depths"], "link": 0}})
+
+
+def test_latencies_follow_the_depths() -> None:
+    # The one-stage machine: MAC write t+3+L, accumulate-read t+1+L, VEC writes t+4 / t+5.
+    lat = latencies(Config.ia_420f_c6b32(Depths.ideal()))
+    assert (lat.mac_acc_write, lat.mac_acc_read, lat.mac_spacing, lat.bypass) == (8, 6, 1, 1)
+    assert (lat.vec_local_write, lat.vec_remote_write, lat.vec_output, lat.input_write) == (
+        4, 5, 5, 1)
+    d = Depths(mem_read=2, bf16_mul=3, fp32_add=4, vec_mul=2, norm_round=1, clamp_round=3,
+               link=2, output=3)
+    lat = latencies(Config.ip_core(1, 8, depths=d))
+    assert lat.mac_accumulate == 2 + 3 + 3 * 4 and lat.mac_acc_write == 2 + 3 + 4 * 4
+    assert lat.mac_acc_read == lat.mac_accumulate - 2 and lat.mac_spacing == 4
+    assert lat.vec_op == 4 and lat.vec_local_write == 2 + 4 + 3
+    assert (lat.vec_remote_write, lat.vec_output, lat.input_write) == (11, 12, 2)
+
+
+def test_accesses_of_each_instruction() -> None:
+    cfg = Config.ip_core(3, 4)
+    lat = latencies(cfg)
+    mac = accesses(cfg, Mac(acc=2, tram=5, weight=7, accumulate=1), 1, 10)
+    assert mac == [Access("tram", 1, 5, 10, False), Access("weight", 1, 7, 10, False),
+                   Access("acc", 1, 2, 10 + lat.mac_acc_read, False, True),
+                   Access("acc", 1, 2, 10 + lat.mac_acc_write, True, True)]
+    assert Access("acc", 1, 2, 10 + lat.mac_acc_read, False, True) not in accesses(
+        cfg, Mac(acc=2, tram=5, weight=7, accumulate=0), 1, 10)
+    vec = accesses(cfg, Vec(op=VecOp.PASS_A, clamp=1, acc=3, tram=4, dest=Dest.TRAM,
+                            addr=9, cores=0b101), 2, 0)
+    assert vec == [Access("acc", 2, 3, 0, False), Access("clamp", 2, 1, 0, False),
+                   Access("tram", 0, 9, lat.vec_remote_write, True),
+                   Access("tram", 2, 9, lat.vec_local_write, True)]
+    out = accesses(cfg, Vec(op=VecOp.PASS_T, clamp=0, acc=0, tram=1, dest=Dest.OUTPUT,
+                            addr=0, cores=0), 0, 3)
+    assert out[-1] == Access("out", 0, 0, 3 + lat.vec_output, True)
+    assert accesses(cfg, Wait(3), 0, 0) == accesses(cfg, End(), 0, 0) == []
+    assert input_writes(cfg, 4, 0b110, 8) == [Access("tram", d, 8, 4 + lat.input_write, True)
+                                              for d in (1, 2)]
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -264,7 +327,9 @@ def test_program_round_trip(tmp_path: Path) -> None:
     loaded = Program.load(tmp_path / "p.tidal")
     assert_same_program(loaded, prog)
     assert loaded.save_bytes() == data
-    assert loaded.cycle_count_per_inference() == prog.cycle_count_per_inference() == 14
+    # The output VEC issues in cycle 8 (WAIT 2, MAC, WAIT 5).
+    assert loaded.cycle_count_per_inference() == prog.cycle_count_per_inference() == (
+        8 + latencies(prog.config).vec_output + 1)
 
 
 def expected_reason(data: bytes) -> str | None:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from isa.config import Config
+from isa.config import Config, Depths
 from isa.instructions import (
     Dest,
     End,
@@ -46,20 +46,20 @@ from isa.numerics import (
     vec_op,
 )
 from isa.program import CoreImage, Program, TensorLayout
-from isa.timing import (
-    VEC_LOCAL_WRITE,
-    VEC_OUTPUT,
-    VEC_REMOTE_WRITE,
-    issue_cycles,
-    mac_acc_read,
-)
+from isa.timing import issue_cycles, latencies
 from rtl.top import Top
 
 pytestmark = pytest.mark.timeout(120)
 
-C1B4 = Config.ip_core(1, 4)
-C2B8 = Config.ip_core(2, 8)
-C3B4 = Config.ip_core(3, 4)         # only where a core must receive from two others
+# The hand-built programs here count cycles on the one-stage (ideal) pipelines; the compiled
+# programs of tests/test_cosim.py cover the realistic and unusual depths.
+IDEAL = Depths.ideal()
+C1B4 = Config.ip_core(1, 4, depths=IDEAL)
+C2B8 = Config.ip_core(2, 8, depths=IDEAL)
+C3B4 = Config.ip_core(3, 4, depths=IDEAL)   # only where a core must receive from two others
+LAT = latencies(C2B8)
+VEC_LOCAL_WRITE, VEC_REMOTE_WRITE, VEC_OUTPUT = (
+    LAT.vec_local_write, LAT.vec_remote_write, LAT.vec_output)
 RNG_SEED = 20241125
 
 INF = float("inf")
@@ -655,7 +655,7 @@ def test_accs_mac_chain_split_across_cores():
     core, and would not be if the partial sum were rounded to bf16 on the way."""
     rng = np.random.default_rng(RNG_SEED + 13)
     b, tiles, k = C2B8.block_size, 8, 5
-    mac_write = 3 + C2B8.tree_levels
+    mac_write = LAT.mac_acc_write
     weights = random_bf16(rng, (tiles, b, b))
     acts = random_bf16(rng, (tiles, b), scale=3.0)
     whole = [Mac(acc=0, tram=i, weight=i, accumulate=int(i > 0)) for i in range(tiles)]
@@ -666,7 +666,7 @@ def test_accs_mac_chain_split_across_cores():
              accs(VecOp.PASS_A, acc=1, addr=2, cores=0b10),      # core 1's acc2 at send+5
              Wait(8), vec(VecOp.PASS_A, acc=0), End()]
     # Core 1's first accumulate-read (issue + mac_acc_read) must come after the arrival.
-    resume = send + VEC_REMOTE_WRITE + 1 - mac_acc_read(C2B8)
+    resume = send + VEC_REMOTE_WRITE + 1 - LAT.mac_acc_read
     rest = [Mac(acc=2, tram=i, weight=i, accumulate=1) for i in range(k, tiles)]
     core1 = [Wait(resume), *rest, Wait(mac_write + 2), vec(VecOp.PASS_A, acc=2), End()]
     prog = program(C2B8, [core0, core1], weights=[weights] * 2, tram=[acts] * 2,
@@ -695,7 +695,7 @@ def _collision(case: str, late: int) -> Program:
     """Return a program whose two accumulator writes of ``case`` land in one cycle on one
     core when ``late`` is 0, and one cycle apart when it is 1."""
     b = C2B8.block_size
-    mac_write = 3 + C2B8.tree_levels
+    mac_write = LAT.mac_acc_write
     tail = [Wait(12), vec(VecOp.PASS_A, acc=0), End()]
     mac = Mac(acc=2, tram=0, weight=0, accumulate=0)    # writes in cycle mac_write
     if case == "mac-and-remote":                        # core 1: MAC and core 0's ACCS

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from isa import Config, CoreImage, Dest, End, Instruction, Mac, Program, TensorLayout, Vec, Wait
+from isa.config import Depths
 from isa.instructions import decode_program, encode, encode_program
 from isa.numerics import (
     CANONICAL_NAN_F32,
@@ -29,14 +30,19 @@ from isa.numerics import (
     vec_op,
 )
 from isa.program import ProgramError
-from isa.timing import mac_acc_read, mac_acc_write
+from isa.timing import latencies
 from sim._vm_plan import VEC_OPS, accumulate_chains, round_canonical_to_bf16
 from sim.vm import VM, ScheduleError, TraceRecord, WriteRecord, format_trace, parse_trace
 
 pytestmark = pytest.mark.timeout(120)
 
-C1B4 = Config.ip_core(1, 4)
-C2B8 = Config.ip_core(2, 8)
+# The hand-built programs below count cycles on the one-stage (ideal) pipelines; the random
+# programs also run at realistic and unusual depths.
+IDEAL = Depths.ideal()
+C1B4 = Config.ip_core(1, 4, depths=IDEAL)
+C2B8 = Config.ip_core(2, 8, depths=IDEAL)
+UNUSUAL = Depths(mem_read=2, bf16_mul=3, fp32_add=4, vec_mul=2, norm_round=1, clamp_round=3,
+                 link=2, output=3)
 NO_CLAMP = (-np.inf, np.inf)
 
 
@@ -491,7 +497,7 @@ def test_error_mac_accumulate_over_vec_write_in_flight() -> None:
             .at(0, t + 6, vec(VecOp.PASS_A)).end()
         return program(C1B4, code, weights=[W0[None]])
 
-    assert mac_acc_read(C1B4) == 3
+    assert latencies(C1B4).mac_acc_read == 3
     err = load_error(prog(3))
     assert (err.core, err.pc, err.cycle, err.memory, err.addr) == (0, 2, 3, "acc", 0)
     x = np.array([1, 2, 3, 4], np.float32)
@@ -521,7 +527,7 @@ def test_error_vec_reads_accs_arrival_in_flight() -> None:
     assert run_both(prog(8), x).tolist() == x.tolist()
 
 
-C3B8 = Config.ip_core(3, 8)
+C3B8 = Config.ip_core(3, 8, depths=IDEAL)
 
 
 @pytest.mark.parametrize(("other", "reported"), [
@@ -580,8 +586,8 @@ def test_error_write_after_write_same_cycle_orders_cores() -> None:
     (vec(VecOp.PASS_T, dest=Dest.ACCS, addr=1, cores=0b10), "acc", 1),
 ])
 def test_error_address_out_of_range(instr: Instruction, memory: str, addr: int) -> None:
-    cfg = Config.ip_core(1, 4, tensor_ram_depth=16, accum_store_depth=8, weight_store_depth=2,
-                         clamp_store_depth=4)
+    cfg = Config.ip_core(1, 4, depths=IDEAL, tensor_ram_depth=16, accum_store_depth=8,
+                         weight_store_depth=2, clamp_store_depth=4)
     code = Code(1).at(0, 3, instr).at(0, 10, vec(VecOp.PASS_T)).end()
     err = load_error(program(cfg, code))
     assert (err.core, err.pc, err.cycle, err.memory, err.addr) == (0, 1, 3, memory, addr)
@@ -812,18 +818,21 @@ def random_program(seed: int, cfg: Config) -> Program:
     """
     rng = np.random.default_rng(seed)
     n_cores, b = cfg.num_cores, cfg.block_size
-    acc_w, acc_r = mac_acc_write(cfg), mac_acc_read(cfg)
+    lat = latencies(cfg)
+    acc_w, acc_r = lat.mac_acc_write, lat.mac_acc_read
+    local, remote, out_lat = lat.vec_local_write, lat.vec_remote_write, lat.vec_output
     n_tram, n_acc, n_clamp, n_tiles = 12, 4, 6, 5
     n_in = int(rng.integers(1, 4))
     dests = [(int(rng.integers(1, 1 << n_cores)), i) for i in range(n_in)]
     last: dict[tuple[str, int, int], int] = {}       # word -> latest landing of any write
     last_vec: dict[tuple[str, int, int], int] = {}   # word -> latest landing of a non-MAC
+    last_mac: dict[tuple[str, int, int], int] = {}   # word -> latest landing of a MAC
     ports: set[tuple[str, int, int]] = set()
     out_cycles: set[int] = set()
     for i, (mask, _) in enumerate(dests):
         for d in range(n_cores):
             if mask >> d & 1:
-                ports.add(("tram", d, i + 1))
+                ports.add(("tram", d, i + lat.input_write))
     code = Code(n_cores)
     prev_mac: list[int | None] = [None] * n_cores
     n_out = 0
@@ -831,7 +840,9 @@ def random_program(seed: int, cfg: Config) -> Program:
     read_now: set[tuple[str, int, int]] = set()  # words read in the current cycle
 
     def readable(word: tuple[str, int, int], r: int, mac: bool = False) -> bool:
-        return (last_vec if mac else last).get(word, -1) < r
+        # A MAC's accumulate-read is forwarded MAC writes landing up to `bypass` after it.
+        return (last_vec.get(word, -1) < r and last_mac.get(word, -1) <= r + lat.bypass
+                if mac else last.get(word, -1) < r)
 
     def writable(word: tuple[str, int, int], w: int) -> bool:
         return (last.get(word, -1) < w and (word[0], word[1], w) not in ports
@@ -844,7 +855,8 @@ def random_program(seed: int, cfg: Config) -> Program:
             if i == t:
                 for d in range(n_cores):
                     if mask >> d & 1:
-                        last[("tram", d, addr)] = last_vec[("tram", d, addr)] = t + 1
+                        land = t + lat.input_write
+                        last[("tram", d, addr)] = last_vec[("tram", d, addr)] = land
         for c in range(n_cores):
             if code.cursor[c] != t:
                 continue
@@ -876,16 +888,16 @@ def random_program(seed: int, cfg: Config) -> Program:
                 if dest == Dest.ACC and rng.random() < .4:
                     # acc[a] += t: a member of an accumulation chain, unless clamped.
                     op, addr, clamp = VecOp.ADD, a, int(rng.choice([0, 0, 0, 1, 2]))
-                    writes = [(("acc", c, addr), t + 4)]
+                    writes = [(("acc", c, addr), t + local)]
                 elif dest == Dest.ACC:
                     addr = int(rng.integers(n_acc))
-                    writes = [(("acc", c, addr), t + 4)]
+                    writes = [(("acc", c, addr), t + local)]
                 elif dest in (Dest.TRAM, Dest.ACCS):
                     memory = "tram" if dest == Dest.TRAM else "acc"
                     addr = int(rng.integers(n_in, n_tram) if dest == Dest.TRAM
                                else rng.integers(n_acc))
                     mask = int(rng.integers(1, 1 << n_cores))
-                    writes = [((memory, d, addr), t + (4 if d == c else 5))
+                    writes = [((memory, d, addr), t + (local if d == c else remote))
                               for d in range(n_cores) if mask >> d & 1]
                 if op != VecOp.PASS_T:
                     reads.append(("acc", c, a))
@@ -893,12 +905,12 @@ def random_program(seed: int, cfg: Config) -> Program:
                     reads.append(("tram", c, x))
                 ok = (all(readable(w, t) for w in reads)
                       and all(writable(w, land) for w, land in writes)
-                      and (dest != Dest.OUTPUT or t + 5 not in out_cycles))
+                      and (dest != Dest.OUTPUT or t + out_lat not in out_cycles))
                 if ok:
                     instr = Vec(op=op, clamp=clamp, acc=a, tram=x, dest=dest, addr=addr,
                                 cores=mask)
                     if dest == Dest.OUTPUT:
-                        out_cycles.add(t + 5)
+                        out_cycles.add(t + out_lat)
                         n_out += 1
             if instr is None:
                 code.at(c, t, Wait(int(rng.integers(1, 4))))
@@ -909,8 +921,7 @@ def random_program(seed: int, cfg: Config) -> Program:
             read_now.update(reads)
             for word, land in writes:
                 last[word] = land
-                if not isinstance(instr, Mac):
-                    last_vec[word] = land
+                (last_mac if isinstance(instr, Mac) else last_vec)[word] = land
                 ports.add((word[0], word[1], land))
         t += 1
     weights = [rng.standard_normal((n_tiles, b, b)) * 0.5 for _ in range(n_cores)]
@@ -930,7 +941,10 @@ def random_inputs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
     return x
 
 
-@pytest.mark.parametrize("cfg", [C1B4, C2B8, Config.ip_core(3, 4)], ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", [
+    C1B4, C2B8, Config.ip_core(3, 4, depths=IDEAL), Config.ip_core(1, 4),
+    Config.ip_core(2, 8), Config.ip_core(3, 4, depths=UNUSUAL, name="c3b4_unusual"),
+], ids=lambda c: f"{c.name}-{c.depths.fp32_add}")
 def test_fast_plan_matches_cycle_model_on_random_programs(cfg: Config) -> None:
     rng = np.random.default_rng(11)
     for seed in range(40):
@@ -993,7 +1007,7 @@ def mlp_program(seed: int = 0) -> Program:
     its own block; cores 1..5 send their partial sums to core 0, which adds them (five
     dependent VECs per output block) and outputs with a bias.
     """
-    cfg = Config.ia_420f_c6b32()
+    cfg = Config.ia_420f_c6b32(IDEAL)
     b, n = cfg.block_size, cfg.num_cores
     every = (1 << n) - 1
     code = Code(n)

@@ -15,26 +15,38 @@ configuration's clock (the realism rules of the architecture brief).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from isa import Dest, Mac, Program, Vec, Wait
+from isa.config import Depths
 from isa.instructions import End, decode_program
-from isa.timing import VEC_OUTPUT, issue_cycles
+from isa.timing import OUT, accesses, issue_cycles
 
 __all__ = [
-    "SCHEMA_VERSION", "COMPUTE_ONLY_NOTE", "build_report", "render_text", "render_markdown",
-    "render_html", "plot_timeline",
+    "SCHEMA_VERSION", "COMPUTE_ONLY_NOTE", "DEPTHS_NOTE", "depths_kind", "build_report",
+    "render_text", "render_markdown", "render_html", "plot_timeline",
 ]
 
 #: Version of the report dict's layout; bumped on any incompatible change of a key.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The caveat every rendering of a report carries.
 COMPUTE_ONLY_NOTE = ("Compute only (no host I/O); µs assume the design runs at the "
                      "configuration's clock ({clock:g} MHz).")
+
+#: The second caveat: which pipeline depths the cycle counts assume.
+DEPTHS_NOTE = "Cycle counts assume the {kind} pipeline depths: {depths}."
+
+
+def depths_kind(depths: Depths) -> str:
+    """Return ``"realistic"`` or ``"ideal"`` for the preset depths, else ``"custom"``."""
+    if depths == Depths.realistic():
+        return "realistic"
+    return "ideal" if depths == Depths.ideal() else "custom"
 
 
 # -- building ----------------------------------------------------------------------------
@@ -76,8 +88,8 @@ def _core_schedule(program: Program, c: int, acc_top: list[int]) -> dict[str, An
                 for d in range(len(acc_top)):
                     if instr.cores >> d & 1:
                         acc_top[d] = max(acc_top[d], instr.addr + 1)
-            elif instr.dest == Dest.OUTPUT:
-                outputs.append(t + VEC_OUTPUT)
+            outputs += [a.cycle for a in accesses(program.config, instr, c, t)
+                        if a.memory == OUT]
         elif isinstance(instr, Wait):
             # The WAIT's own issue slot and the gap after it: no instruction issues in them.
             waits.append({"kind": "wait", "start": t, "length": instr.cycles})
@@ -196,7 +208,9 @@ def build_report(program: Program, reference_cycles: int | None = None,
     return {
         "schema_version": SCHEMA_VERSION,
         "compute_only": True,
-        "notes": [COMPUTE_ONLY_NOTE.format(clock=cfg.clock_mhz)],
+        "notes": [COMPUTE_ONLY_NOTE.format(clock=cfg.clock_mhz),
+                  DEPTHS_NOTE.format(kind=depths_kind(cfg.depths),
+                                     depths=cfg.depths.describe())],
         "program": {
             "name": meta.get("name"),
             "config": cfg.to_dict(),
@@ -208,6 +222,8 @@ def build_report(program: Program, reference_cycles: int | None = None,
         },
         "latency": {
             "clock_mhz": cfg.clock_mhz,
+            "depths": dataclasses.asdict(cfg.depths),
+            "depths_kind": depths_kind(cfg.depths),
             "spaced_cycles": spaced,
             "spaced_us": spaced / cfg.clock_mhz,
             "contiguous_cycles": contiguous,
@@ -277,6 +293,8 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
          f"{lat['contiguous_cycles']} cycles = {lat['contiguous_us']:.4f} µs"),
         ("first / last output beat", f"cycle {lat['first_output_cycle']} / "
                                      f"{lat['last_output_cycle']}"),
+        ("pipeline depths", f"{lat['depths_kind']}: "
+         + " ".join(f"{k}={v}" for k, v in lat["depths"].items())),
         ("ideal compute cycles", f"{lat['ideal_compute_cycles']} "
                                  f"(Σ ⌈tiles / {prog['config']['num_cores']}⌉ over layers)"),
         ("utilisation", f"{_pct(lat['utilisation'])} (ideal / spaced)"),
