@@ -27,7 +27,7 @@ from compiler.frontend.fx.nnir import _Builder, _frozen, _Tensor
 from compiler.nnir import NNIR, compact
 from isa.numerics import NumberFormat
 
-__all__ = ["MAX_OPSET", "MIN_OPSET", "to_nnir"]
+__all__ = ["MAX_OPSET", "MIN_OPSET", "ModelFileError", "to_nnir"]
 
 #: Versions of the default (``ai.onnx``) opset this importer reads: from the first version with
 #: today's input lists of Squeeze, Unsqueeze, Clip, Slice, Pad and Dropout, to the newest that
@@ -44,6 +44,10 @@ _FLOAT_TYPES = {
     onnx.TensorProto.BFLOAT16,
     onnx.TensorProto.DOUBLE,
 }
+
+
+class ModelFileError(ValueError):
+    """The ONNX file does not exist, cannot be parsed, or is not a valid ONNX model."""
 
 
 def to_nnir(
@@ -73,8 +77,10 @@ def to_nnir(
 
     Raises
     ------
+    ModelFileError
+        One line if the file does not exist or is not a valid ONNX model.
     ValueError
-        One line if the file does not exist or is not a valid ONNX model, if it imports a
+        One line if the model imports a
         version of the ``ai.onnx`` opset outside ``MIN_OPSET..MAX_OPSET``, or if an input has
         no static shape or is not a float tensor. If operations are unsupported, one error
         lists every such node with its op type (and the reason, for a supported op used in an
@@ -111,11 +117,11 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelPr
         path = Path(model)
         source = f"ONNX file {str(path)!r}"
         if not path.is_file():
-            raise ValueError(f"{source} does not exist or is not a file")
+            raise ModelFileError(f"{source} does not exist or is not a file")
         try:
             proto = onnx.load(path)
         except (DecodeError, RuntimeError, ValueError, OSError) as e:
-            raise ValueError(f"{source} is not an ONNX model ({_first_line(e)})") from None
+            raise ModelFileError(f"{source} is not an ONNX model ({_first_line(e)})") from None
     else:
         raise ValueError(
             f"to_nnir takes an ONNX file path or an onnx.ModelProto, not {type(model).__name__}"
@@ -123,7 +129,7 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelPr
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as e:
-        raise ValueError(f"{source} is not a valid ONNX model ({_first_line(e)})") from None
+        raise ModelFileError(f"{source} is not a valid ONNX model ({_first_line(e)})") from None
     if proto.functions:
         proto = onnx.inliner.inline_local_functions(proto)
     return proto, source
