@@ -211,6 +211,8 @@ class _Converter:
         self.name = ""  # NNIR name of the ONNX node being translated
         self.handlers: dict[str, Callable[..., Any]] = {
             "Identity": lambda x: self._tensor(x),
+            "Cast": lambda x, *, to, **_: self._cast(x, to),
+            "CastLike": self._cast_like,
             "Dropout": self._dropout,
             "Relu": lambda x: self._unary("relu", x),
             "Neg": lambda x: self._unary("neg", x),
@@ -353,6 +355,19 @@ class _Converter:
 
     # -- ops ------------------------------------------------------------------------------
 
+    def _cast(self, x: Any, to: int) -> _Tensor:
+        """A cast between float types changes nothing: every NNIR tensor is bf16 on chip."""
+        if to not in _FLOAT_TYPES:
+            raise _Unsupported(f"cast to {onnx.TensorProto.DataType.Name(to)}: only casts "
+                               f"between float types are supported")
+        return self._tensor(x)
+
+    def _cast_like(self, x: Any, like: Any, **_: Any) -> _Tensor | np.ndarray:
+        """Cast ``x`` to the type of ``like``: a constant to float32 if ``like`` is a tensor."""
+        if isinstance(like, np.ndarray):
+            return self._cast(x, onnx.helper.np_dtype_to_tensor_dtype(like.dtype))
+        return x.astype(np.float32) if isinstance(x, np.ndarray) else self._tensor(x)
+
     def _unary(self, op: str, x: Any) -> _Tensor:
         return self.builder.add(op, [self._tensor(x)], {}, self.name)
 
@@ -452,7 +467,7 @@ class _Converter:
     def _matmul(self, a: Any, b: Any) -> _Tensor:
         if isinstance(b, np.ndarray) and b.ndim == 2 and isinstance(a, _Tensor) and a.shape:
             bias, add = self._following_bias(b.shape[1])
-            attrs = {"weight": _frozen(b.T), "bias": _frozen(bias)}
+            attrs = {"weight": _frozen(b.T), "bias": _bias(bias)}
             y = self.builder.add("linear", [a], attrs, self.name)
             if add is not None:
                 self.fused.add(id(add))
@@ -492,7 +507,7 @@ class _Converter:
                 y = self.builder.add("linear", [x], {"weight": _frozen(weight), "bias": None},
                                      self.name)
                 return self._binary("add", y, c)
-        attrs = {"weight": _frozen(weight), "bias": _frozen(bias)}
+        attrs = {"weight": _frozen(weight), "bias": _bias(bias)}
         return self.builder.add("linear", [x], attrs, self.name)
 
     def _pad(
@@ -547,7 +562,7 @@ class _Converter:
         if group != 1 and not (weight.shape[1] == 1 and weight.shape[0] == group):
             raise _Unsupported(f"group={group} is neither 1 nor depthwise")
         bias = None if b is None else self._constant(b, "bias").astype(np.float32)
-        attrs = {"weight": _frozen(weight), "bias": _frozen(bias), "groups": group,
+        attrs = {"weight": _frozen(weight), "bias": _bias(bias), "groups": group,
                  "kernel_size": k}
         return self.builder.add("conv1d", [x], attrs, self.name)
 
@@ -608,6 +623,11 @@ class _Converter:
 
 def _constant_array(tensor: onnx.TensorProto) -> np.ndarray:
     return np.asarray(numpy_helper.to_array(tensor))
+
+
+def _bias(value: np.ndarray | None) -> np.ndarray | None:
+    """A bias as NNIR holds it: None for none, and for zeros (how exporters write no bias)."""
+    return None if value is None or not value.any() else _frozen(value)
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
