@@ -530,6 +530,12 @@ def test_bad_files_give_one_clear_error(tmp_path: Path) -> None:
         assert "\n" not in str(info.value)
     with pytest.raises(onnx_frontend.ModelFileError, match="does not exist"):
         onnx_frontend.to_nnir(tmp_path / "absent.onnx")
+    model, x = seed()
+    weights = export(model, x, tmp_path / "seed.onnx").with_suffix(".onnx.data")
+    weights.unlink()  # the exporter stores the weights next to the graph
+    with pytest.raises(onnx_frontend.ModelFileError, match=r"seed.onnx' cannot be loaded .*"
+                                                           r"seed.onnx.data"):
+        onnx_frontend.to_nnir(tmp_path / "seed.onnx")
     with pytest.raises(ValueError, match="takes an ONNX file path or an onnx.ModelProto"):
         onnx_frontend.to_nnir(nn.ReLU())  # type: ignore[arg-type]
 

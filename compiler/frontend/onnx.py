@@ -120,8 +120,10 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelPr
             raise ModelFileError(f"{source} does not exist or is not a file")
         try:
             proto = onnx.load(path)
-        except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        except (DecodeError, RuntimeError, ValueError) as e:
             raise ModelFileError(f"{source} is not an ONNX model ({_first_line(e)})") from None
+        except (onnx.checker.ValidationError, OSError) as e:  # e.g. its external data is missing
+            raise ModelFileError(f"{source} cannot be loaded ({_first_line(e)})") from None
     else:
         raise ValueError(
             f"to_nnir takes an ONNX file path or an onnx.ModelProto, not {type(model).__name__}"
