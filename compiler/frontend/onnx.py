@@ -208,6 +208,12 @@ class _Converter:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.graph_outputs = {v.name for v in proto.graph.output}
+        # Shapes the file declares (exporters record most), checked against the NNIR's.
+        self.declared_shapes = {
+            v.name: shape
+            for v in [*proto.graph.value_info, *proto.graph.output]
+            if (shape := _static_shape(v)) is not None
+        }
         self.fused: set[int] = set()  # ids of Add nodes already translated with their MatMul
         self.node: onnx.NodeProto | None = None
         self.name = ""  # NNIR name of the ONNX node being translated
@@ -245,14 +251,14 @@ class _Converter:
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type") or tensor_type.elem_type not in _FLOAT_TYPES:
             raise ValueError(f"{self.source}: input {value.name!r} is not a float tensor")
-        dims = tensor_type.shape.dim
-        if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
+        shape = _static_shape(value)
+        if shape is None:
+            dims = tensor_type.shape.dim
             symbolic = [d.dim_param or "?" for d in dims if not d.HasField("dim_value")]
             raise ValueError(
                 f"{self.source}: input {value.name!r} has no static shape (symbolic dimensions "
                 f"{symbolic}); export the model with fixed input shapes"
             )
-        shape = tuple(d.dim_value for d in dims)
         self.values[value.name] = self.builder.input(shape, precision, value.name)
 
     def output(self, name: str, precision: NumberFormat) -> None:
@@ -308,8 +314,16 @@ class _Converter:
     def _set_outputs(self, node: onnx.NodeProto, results: Any) -> None:
         results = results if isinstance(results, list) else [results]
         for k, name in enumerate(node.output):
-            if name:
-                self.values[name] = results[k] if k < len(results) else _FAILED
+            if not name:
+                continue
+            value = results[k] if k < len(results) else _FAILED
+            declared = self.declared_shapes.get(name)
+            if isinstance(value, _Tensor) and declared is not None and value.shape != declared:
+                raise RuntimeError(
+                    f"internal error translating {_where(node)} ({node.op_type}): NNIR shape "
+                    f"{list(value.shape)}, ONNX shape {list(declared)}"
+                )
+            self.values[name] = value
 
     def _evaluate(self, node: onnx.NodeProto, args: Sequence[np.ndarray | None]) -> list[Any]:
         """Run ``node`` on constant operands with the onnx reference implementation."""
@@ -441,15 +455,19 @@ class _Converter:
         assert self.node is not None
         if training_mode is not None and bool(self._constant(training_mode, "training_mode")):
             raise _Unsupported("dropout in training mode; export the model in eval mode")
-        if len(self.node.output) > 1 and self.consumers.get(self.node.output[1]):
+        mask = self.node.output[1] if len(self.node.output) > 1 else ""
+        if mask and (self.consumers.get(mask) or mask in self.graph_outputs):
             raise _Unsupported("its mask output is used")
         return self._tensor(x)
 
-    def _following_bias(self, size: int) -> tuple[np.ndarray | None, onnx.NodeProto | None]:
+    def _following_bias(
+        self, size: int, rank: int
+    ) -> tuple[np.ndarray | None, onnx.NodeProto | None]:
         """Return (bias, Add node) if the current node's only user adds a constant vector.
 
         That is how exporters write a Linear layer on more than 2-d inputs (MatMul, then Add
-        of the bias); the caller folds the Add into its ``linear``.
+        of the bias); the caller folds the Add into its ``linear``. ``size`` is the output's
+        last axis and ``rank`` its rank (the Add must not broadcast it to a higher rank).
         """
         assert self.node is not None
         (out,) = self.node.output
@@ -461,14 +479,14 @@ class _Converter:
         if add.op_type != "Add" or add.domain not in _DEFAULT_DOMAINS or len(others) != 1:
             return None, None
         (bias,) = others
-        if not (isinstance(bias, np.ndarray) and bias.ndim >= 1 and bias.size == size
-                and bias.shape[-1] == size):
+        if not (isinstance(bias, np.ndarray) and 1 <= bias.ndim <= rank
+                and bias.size == size and bias.shape[-1] == size):
             return None, None
         return bias.reshape(size).astype(np.float32), add
 
     def _matmul(self, a: Any, b: Any) -> _Tensor:
         if isinstance(b, np.ndarray) and b.ndim == 2 and isinstance(a, _Tensor) and a.shape:
-            bias, add = self._following_bias(b.shape[1])
+            bias, add = self._following_bias(b.shape[1], len(a.shape))
             attrs = {"weight": _frozen(b.T), "bias": _bias(bias)}
             y = self.builder.add("linear", [a], attrs, self.name)
             if add is not None:
@@ -625,6 +643,17 @@ class _Converter:
 
 def _constant_array(tensor: onnx.TensorProto) -> np.ndarray:
     return np.asarray(numpy_helper.to_array(tensor))
+
+
+def _static_shape(value: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    """The shape a value is declared with, if it is declared and every dimension is known."""
+    tensor_type = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+        return None
+    dims = tensor_type.shape.dim
+    if any(not d.HasField("dim_value") for d in dims):
+        return None
+    return tuple(d.dim_value for d in dims)
 
 
 def _bias(value: np.ndarray | None) -> np.ndarray | None:
