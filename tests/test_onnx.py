@@ -411,6 +411,34 @@ def test_onnx_op(case: str) -> None:
     assert ops(nnir)[1:-1] == expected_ops
 
 
+def test_model_local_functions_are_inlined() -> None:
+    function = helper.make_function(
+        "local", "Act", ["a"], ["b"],
+        [helper.make_node("Neg", ["a"], ["n"]), helper.make_node("Relu", ["n"], ["b"])],
+        [helper.make_opsetid("", 18)])
+    model = make_model([helper.make_node("Act", ["x"], ["y"], domain="local")], [2, 3], {})
+    model.functions.append(function)
+    model.opset_import.append(helper.make_opsetid("local", 1))
+    assert ops(check_against_reference(model)) == ["input", "neg", "relu", "output"]
+
+
+def test_add_that_broadcasts_a_matmul_to_a_higher_rank_is_not_a_bias() -> None:
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["t"]), helper.make_node("Add", ["t", "b"], ["y"])],
+        [3, 4], {"w": W45, "b": np.ones((1, 1, 5), F32)})
+    with pytest.raises(ValueError, match=r"op Add .*shapes \[3, 5\] and \[1, 1, 5\]"):
+        onnx_frontend.to_nnir(model)
+
+
+def test_shapes_the_file_declares_are_checked() -> None:
+    """A declared shape the NNIR disagrees with is an internal error, not a silent graph."""
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [2, 3], {})
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
+    with pytest.raises(RuntimeError, match=r"internal error .*NNIR shape \[2, 3\], ONNX shape "
+                                           r"\[2, 4\]"):
+        onnx_frontend.to_nnir(model)
+
+
 def test_precisions_and_opset_range() -> None:
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], [2, 3], {}, opset=13)
     nnir = onnx_frontend.to_nnir(model, outputs_precisions=[NumberFormat.FP32])
@@ -498,6 +526,13 @@ LIMIT_CASES: dict[str, tuple[list[onnx.NodeProto], list[int], dict[str, Any], st
     "dropout in training mode": (
         [helper.make_node("Dropout", ["x", "r", "t"], ["y"])], [3],
         {"r": np.array(0.5, F32), "t": np.array(True)}, "training mode"),
+    "dropout mask used": (
+        [helper.make_node("Dropout", ["x"], ["d", "mask"]),
+         helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
+         helper.make_node("Add", ["d", "m"], ["y"])], [3], {}, "its mask output is used"),
+    "cast to an integer": (
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT64)], [3], {},
+        "cast to INT64: only casts between float types"),
     "clip by a tensor": (
         [helper.make_node("Clip", ["x", "x"], ["y"])], [3], {}, "min bound must be a constant"),
 }
