@@ -9,6 +9,7 @@ so that a model exported with ``torch.onnx.export`` compiles to the same program
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -300,7 +301,12 @@ class _Converter:
                 self._fail(f"unsupported {what} at {_where(node)}")
                 return
             else:
-                results = self.handlers[node.op_type](*args, **_attributes(node))
+                handler, attributes = self.handlers[node.op_type], _attributes(node)
+                try:
+                    inspect.signature(handler).bind(*args, **attributes)
+                except TypeError as e:
+                    raise _Unsupported(f"unsupported inputs or attributes ({e})") from e
+                results = handler(*args, **attributes)
         except _Unsupported as e:
             self._fail(f"{what} at {_where(node)}: {e}")
             return
