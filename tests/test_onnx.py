@@ -484,6 +484,11 @@ def test_opsets_it_does_not_know_are_refused_by_name() -> None:
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], [2], {}, opset=11)
     with pytest.raises(ValueError, match="opset ai.onnx version 11.*versions 13 to"):
         onnx_frontend.to_nnir(model)
+    newer = onnx_frontend.MAX_OPSET + 1
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [2], {}, opset=newer)
+    with pytest.raises(ValueError, match=f"opset ai.onnx version {newer}, which this importer "
+                                         f"does not read"):
+        onnx_frontend.to_nnir(model)
     model = make_model([helper.make_node("FusedGemm", ["x"], ["y"], name="fg",
                                          domain="com.microsoft")], [2], {})
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))

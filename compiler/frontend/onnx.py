@@ -153,7 +153,8 @@ def _default_opset(proto: onnx.ModelProto, source: str) -> int:
         raise ValueError(
             f"{source} uses opset ai.onnx version {version}, which this importer does not "
             f"read (versions {MIN_OPSET} to {MAX_OPSET}); convert it with "
-            f"onnx.version_converter.convert_version(model, {max(MIN_OPSET, min(version, 20))})"
+            f"onnx.version_converter.convert_version(model, "
+            f"{MIN_OPSET if version < MIN_OPSET else MAX_OPSET})"
         )
     return version
 
