@@ -141,6 +141,22 @@ def test_a_model_proto_is_accepted(tmp_path: Path) -> None:
     assert_same_nnir(onnx_frontend.to_nnir(proto), from_torch(model, x))
 
 
+@pytest.mark.parametrize("dynamo", [True, False])
+def test_mlp_export_gives_the_same_nnir_and_program(tmp_path: Path, dynamo: bool) -> None:
+    """Linear layers on 2-d inputs are exported as Gemm."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4, bias=False),
+                          nn.Hardtanh())
+    x = torch.randn(2, 8)
+    path = export(model, x, tmp_path / "mlp.onnx", dynamo=dynamo)
+    assert "Gemm" in {n.op_type for n in onnx.load(path).graph.node}
+    reference, imported = from_torch(model, x), onnx_frontend.to_nnir(path)
+    assert_same_nnir(imported, reference, names=dynamo)
+    if dynamo:
+        assert imported.to_program(CONFIG).save_bytes() == reference.to_program(
+            CONFIG).save_bytes()
+
+
 class ChannelLinear(nn.Module):
     """A Linear over channels of [N, C, T]: time moved away from the contracted axis."""
 
