@@ -602,12 +602,15 @@ def test_bad_files_give_one_clear_error(tmp_path: Path) -> None:
 def test_tidal_compile_onnx_gives_the_pytorch_program(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     model, x = load_factory(str(REPO / "examples" / "models.py:seed_cnn"))
-    onnx_file = export(model, x, tmp_path / "seed_cnn.onnx")
+    onnx_file = export(model, x, tmp_path / "seed.onnx")
     from_onnx, from_python = tmp_path / "onnx.bin", tmp_path / "python.bin"
     assert main(["compile", str(onnx_file), "--streaming-axis", "2", "-o", str(from_onnx)]) == 0
+    assert "compiled seed for ia_420f_c6b32" in capsys.readouterr().out  # named after the file
     assert main(["compile", f"{REPO / 'examples' / 'models.py'}:seed_cnn", "--streaming-axis",
                  "2", "-o", str(from_python)]) == 0
-    assert "compiled seed_cnn for ia_420f_c6b32" in capsys.readouterr().out
+    # The same name as the factory's, and the program is the same, byte for byte.
+    assert main(["compile", str(onnx_file), "--streaming-axis", "2", "--name", "seed_cnn", "-o",
+                 str(from_onnx)]) == 0
     assert from_onnx.read_bytes() == from_python.read_bytes()
 
 

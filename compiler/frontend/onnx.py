@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from compiler.frontend.fx.nnir import _Builder, _frozen, _Tensor
+from compiler.frontend.fx.nnir import _Builder, _frozen, _precisions, _Tensor
 from compiler.nnir import NNIR, compact
 from isa.numerics import NumberFormat
 
@@ -38,7 +38,8 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
-# ONNX element types of the tensors a model may take as input (converted to NNIR precisions).
+# ONNX element types of the tensors a model may take as input, and cast between (NNIR values
+# are floats, bf16 on chip whatever the model's type).
 _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT,
     onnx.TensorProto.FLOAT16,
@@ -81,9 +82,9 @@ def to_nnir(
     ModelFileError
         One line if the file does not exist or is not a valid ONNX model.
     ValueError
-        One line if the model imports a
-        version of the ``ai.onnx`` opset outside ``MIN_OPSET..MAX_OPSET``, or if an input has
-        no static shape or is not a float tensor. If operations are unsupported, one error
+        One line if the model imports a version of the ``ai.onnx`` opset outside
+        ``MIN_OPSET..MAX_OPSET``, if an input has no static shape or is not a float tensor, or
+        if the precision lists have the wrong length. If operations are unsupported, one error
         lists every such node with its op type (and the reason, for a supported op used in an
         unsupported way).
     """
@@ -157,17 +158,6 @@ def _default_opset(proto: onnx.ModelProto, source: str) -> int:
             f"{MIN_OPSET if version < MIN_OPSET else MAX_OPSET})"
         )
     return version
-
-
-def _precisions(
-    what: str, precisions: Sequence[NumberFormat] | None, count: int
-) -> list[NumberFormat]:
-    if precisions is None:
-        return [NumberFormat.BF16] * count
-    precisions = list(precisions)
-    if len(precisions) != count or not all(isinstance(p, NumberFormat) for p in precisions):
-        raise ValueError(f"{what} must be a list of {count} NumberFormat, not {precisions!r}")
-    return precisions
 
 
 class _Unsupported(Exception):
