@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 tiers=(
   "isa:tests/test_isa.py tests/test_numerics.py tests/test_dependencies.py"
-  "front end:tests/test_frontend*.py tests/test_nnir*.py"
+  "front end:tests/test_frontend*.py tests/test_nnir*.py tests/test_onnx.py"
   "compiler+VM:tests/test_vm.py tests/test_compiler.py tests/test_seed.py"
   "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py"
   "tools:tests/test_cli.py tests/test_report.py"

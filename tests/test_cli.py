@@ -161,7 +161,8 @@ def test_compile_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize("spec, words", [
     ("models.py", ["FILE.py:FUNCTION"]),
     ("models.py:absent", ["no function 'absent'"]),
-    ("model.onnx", ["ONNX", "not supported yet"]),
+    ("model.onnx", ["ONNX file", "does not exist"]),
+    ("model.onnx:f", ["FILE.onnx", "without ':FUNCTION'"]),
 ])
 def test_compile_bad_model_spec(work: Path, spec: str, words: list[str],
                                 capsys: pytest.CaptureFixture[str]) -> None:

@@ -82,14 +82,14 @@ def load_factory(spec: str) -> tuple[Any, Any]:
     Raises
     ------
     CliError
-        If the spec is malformed or names an ONNX file (usage), the file does not exist
-        (usage), the name is not a callable in it (usage), or the factory does not return
-        a pair (failure). Exceptions raised by the user's own code propagate.
+        If the spec is malformed or is an ONNX file with ``:FUNCTION`` (usage), the file
+        does not exist (usage), the name is not a callable in it (usage), or the factory does
+        not return a pair (failure). Exceptions raised by the user's own code propagate.
     """
     path, sep, name = spec.rpartition(":")
-    if spec.lower().endswith(".onnx") or path.lower().endswith(".onnx"):
-        raise CliError(f"{spec!r}: ONNX models are not supported yet; write a Python factory "
-                       "FILE.py:FUNCTION that returns (torch model, example input)", EXIT_USAGE)
+    if path.lower().endswith(".onnx"):
+        raise CliError(f"{spec!r}: name an ONNX model by its file alone (FILE.onnx), without "
+                       "':FUNCTION'", EXIT_USAGE)
     if not sep or not path or not name.isidentifier():
         raise CliError(f"MODEL must be FILE.py:FUNCTION (a function returning (model, "
                        f"example_input)), not {spec!r}", EXIT_USAGE)

@@ -150,20 +150,32 @@ def _rtl_failure(exc: Exception) -> CliError:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    """Compile a PyTorch model factory to a program file."""
+    """Compile a PyTorch model factory or an ONNX file to a program file."""
     from compiler import AllocationError
     from compiler.frontend import fx
+    from compiler.frontend import onnx as onnx_frontend
 
     config = _config(args.config)
     if not args.output.parent.is_dir():
         raise CliError(f"output directory '{args.output.parent}' does not exist", EXIT_USAGE)
-    model, example = load_factory(args.model)
-    name = args.name or args.model.rpartition(":")[2]
+    onnx_file = Path(args.model) if args.model.lower().endswith(".onnx") else None
+    if onnx_file is not None:
+        if not onnx_file.is_file():
+            raise CliError(f"ONNX file {args.model!r} does not exist", EXIT_USAGE)
+        name = args.name or onnx_file.stem
+    else:
+        model, example = load_factory(args.model)
+        name = args.name or args.model.rpartition(":")[2]
     started = time.perf_counter()
     with step(f"compiling {name} for {config.name}", quiet=args.quiet):
         try:
-            graph_module, _ = fx.prepare_shape(model, example)
-            nnir = fx.nnir.to_nnir(graph_module)
+            if onnx_file is not None:
+                nnir = onnx_frontend.to_nnir(onnx_file)
+            else:
+                graph_module, _ = fx.prepare_shape(model, example)
+                nnir = fx.nnir.to_nnir(graph_module)
+        except onnx_frontend.ModelFileError as exc:
+            raise CliError(one_line(exc)) from None
         except ValueError as exc:
             raise CliError(f"{args.model}: unsupported model: {one_line(exc)}") from None
         if args.streaming_axis is not None:
@@ -368,22 +380,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("compile", cmd_compile, "compile a PyTorch model to a program file", """\
+    p = command("compile", cmd_compile, "compile a PyTorch or ONNX model to a program file",
+                """\
 MODEL is FILE.py:FUNCTION, a function taking no arguments that returns
-(torch model, example input). The example input fixes every shape (for a
-streaming model, including a sequence length). ONNX is not supported yet.
+(torch model, example input), or an ONNX file MODEL.onnx. The example input
+(or the ONNX file's input shape) fixes every shape (for a streaming model,
+including a sequence length).
 
 examples:
   tidal compile examples/models.py:seed_cnn --streaming-axis 2 -o seed_cnn.bin
+  tidal compile seed_cnn.onnx --streaming-axis 2 -o seed_cnn.bin
   tidal compile my_mlp.py:make --config c2b8 --name mlp -o mlp.bin""")
-    p.add_argument("model", metavar="MODEL", help="FILE.py:FUNCTION returning (model, input)")
+    p.add_argument("model", metavar="MODEL",
+                   help="FILE.py:FUNCTION returning (model, input), or FILE.onnx")
     p.add_argument("--config", default=DEFAULT_CONFIG, metavar="NAME",
                    help=f"a preset (default {DEFAULT_CONFIG}; also ia_840f_c3b64, c<N>b<B> "
                         "such as c2b8) or a JSON file written by Config.save")
     p.add_argument("--streaming-axis", type=int, metavar="N",
                    help="the input's time axis: compile one timestep per inference, keeping "
                         "state (conv windows) on chip")
-    p.add_argument("--name", help="program name for reports (default: the function name)")
+    p.add_argument("--name", help="program name for reports (default: the function name, or "
+                                  "the ONNX file's name without .onnx)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.bin",
                    help="the program file to write")
 
