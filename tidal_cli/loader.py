@@ -8,6 +8,7 @@ command line can print one line instead of a traceback.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 from collections.abc import Sequence
@@ -83,8 +84,9 @@ def load_factory(spec: str) -> tuple[Any, Any]:
     ------
     CliError
         If the spec is malformed or names an ONNX file (usage), the file does not exist
-        (usage), the name is not a callable in it (usage), or the factory does not return
-        a pair (failure). Exceptions raised by the user's own code propagate.
+        (usage), the name is not a callable in it or it needs arguments (usage), or the
+        file fails to import, the factory raises or does not return a pair (failure; the
+        message gives the user's exception type and message, on one line).
     """
     path, sep, name = spec.rpartition(":")
     if spec.lower().endswith(".onnx") or path.lower().endswith(".onnx"):
@@ -101,15 +103,47 @@ def load_factory(spec: str) -> tuple[Any, Any]:
     module = importlib.util.module_from_spec(module_spec)
     # Registered before executing so that dataclasses and pickling inside it can find it.
     sys.modules[module_name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise CliError(f"model file {path!r}: {type(exc).__name__} at line {exc.lineno}: "
+                       f"{exc.msg}") from None
+    except (Exception, SystemExit) as exc:  # the user's module-level code
+        raise CliError(f"model file {path!r} fails to import: {_raised(exc)}") from None
     factory = getattr(module, name, None)
-    if not callable(factory):
+    if factory is None:
         raise CliError(f"{path!r} has no function {name!r}", EXIT_USAGE)
-    result = factory()
+    if not callable(factory):
+        raise CliError(f"{path!r}: {name!r} is a {type(factory).__name__}, not a function",
+                       EXIT_USAGE)
+    needed = _required_parameters(factory)
+    if needed:
+        raise CliError(f"{spec}: the factory must take no arguments, but needs "
+                       f"{', '.join(needed)} (give them defaults, or wrap it)", EXIT_USAGE)
+    try:
+        result = factory()
+    except (Exception, SystemExit) as exc:
+        raise CliError(f"{spec}: the factory raised {_raised(exc)}") from None
     if not (isinstance(result, tuple) and len(result) == 2):
         raise CliError(f"{spec}: the factory must return (model, example_input), not "
                        f"{type(result).__name__}")
     return result
+
+
+def _raised(exc: BaseException) -> str:
+    """Return ``"Type: message"`` of an exception from the user's code, on one line."""
+    text = one_line(exc)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
+
+
+def _required_parameters(func: Any) -> list[str]:
+    """Return the names of ``func``'s parameters that have no default."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): just call it
+        return []
+    return [p.name for p in parameters if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def load_program(path: str | Path) -> Any:
@@ -131,20 +165,27 @@ def load_program(path: str | Path) -> Any:
 
 
 def load_array(path: str | Path) -> np.ndarray:
-    """Read a ``.npy`` file as a ``float32`` array.
+    """Read a ``.npy`` file of a floating dtype as a ``float32`` array.
+
+    The dtypes are those ``VM.run`` takes (any numpy floating dtype); integers, booleans,
+    complex numbers and pickled objects are refused rather than converted.
 
     Raises
     ------
     CliError
-        If the file does not exist (usage) or is not a numeric ``.npy`` array (failure).
+        If the file does not exist (usage) or is not a floating-point ``.npy`` array
+        (failure).
     """
     file = _existing_file(path, "input")
     try:
         array = np.load(file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise CliError(f"{str(file)!r} is not a .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-        raise CliError(f"{str(file)!r} does not hold a numeric array")
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.floating):
+        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise CliError(f"{str(file)!r} holds {kind} values; the VM takes floating-point "
+                       "inputs (float16, float32, float64, longdouble): convert with "
+                       ".astype(np.float32)")
     return array.astype(np.float32)
 
 
