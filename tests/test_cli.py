@@ -253,7 +253,7 @@ def test_compile_broken_model_file(tmp_path: Path, source: str, words: list[str]
 
 def test_compile_output_checked_before_compiling(work: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    for out, words in ((tmp_path, ["is a directory"]),
+    for out, words in ((tmp_path, ["error: -o '", "is a directory"]),
                        (tmp_path / "no" / "x.bin", ["directory", "does not exist"])):
         status, _, err = tidal("compile", f"{work / 'models.py'}:mlp", "--config", "c2b8",
                                "-o", out, capsys=capsys)
@@ -348,7 +348,7 @@ def test_run_missing_and_bad_input(work: Path, capsys: pytest.CaptureFixture[str
     (work / "text.npy").write_text("hello")
     status, _, err = tidal("run", work / "mlp.bin", "--input", work / "text.npy",
                            capsys=capsys)
-    assert_one_line_error(status, err, 1, "not a .npy array")
+    assert_one_line_error(status, err, 1, "is not a .npy file (no NumPy header)")
 
 
 def test_corrupted_program(work: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -50,7 +50,8 @@ def one_line(exc: BaseException) -> str:
     Messages that list several problems, one per line (``"header:\\n  - a\\n  - b"``, as
     the front end's), become ``"header: a; b"``.
     """
-    parts = [p.strip().lstrip("-").strip() for p in str(exc).splitlines()]
+    # Only a list bullet ("- ") goes: an option's dashes ("-o", "--timesteps") stay.
+    parts = [p.strip().removeprefix("- ").strip() for p in str(exc).splitlines()]
     parts = [p for p in parts if p]
     if not parts:
         return type(exc).__name__
@@ -164,6 +165,10 @@ def load_program(path: str | Path) -> Any:
         raise CliError(f"{str(file)!r}: {exc}") from None
 
 
+#: The first bytes of every ``.npy`` file (a ``.npz`` archive, a zip file, starts ``PK``).
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_array(path: str | Path) -> np.ndarray:
     """Read a ``.npy`` file of a floating dtype as a ``float32`` array.
 
@@ -177,13 +182,25 @@ def load_array(path: str | Path) -> np.ndarray:
         (failure).
     """
     file = _existing_file(path, "input")
+    with file.open("rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+    if not head:
+        raise CliError(f"{str(file)!r} is empty: save the input with np.save")
+    if head.startswith(b"PK"):
+        raise CliError(f"{str(file)!r} is a .npz archive; save the input alone with np.save")
+    if head != _NPY_MAGIC:
+        raise CliError(f"{str(file)!r} is not a .npy file (no NumPy header): save the "
+                       "input with np.save")
     try:
         array = np.load(file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise CliError(f"{str(file)!r} is not a .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.floating):
-        kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
-        raise CliError(f"{str(file)!r} holds {kind} values; the VM takes floating-point "
+        if "allow_pickle" in str(exc):
+            raise CliError(f"{str(file)!r} holds Python objects, not numbers: save a "
+                           "float array") from None
+        raise CliError(f"{str(file)!r} is not a readable .npy array: {one_line(exc)}") \
+            from None
+    if not np.issubdtype(array.dtype, np.floating):
+        raise CliError(f"{str(file)!r} holds {array.dtype} values; the VM takes floating-point "
                        "inputs (float16, float32, float64, longdouble): convert with "
                        ".astype(np.float32)")
     return array.astype(np.float32)
