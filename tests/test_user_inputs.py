@@ -164,3 +164,36 @@ def test_run_timesteps_takes_a_bf16_sequence(conv: Program) -> None:
     x = torch.randn(1, 8, 5, generator=torch.Generator().manual_seed(2)).bfloat16()
     want = conv.to_vm().run_timesteps(x.float().numpy(), 2, 2)
     np.testing.assert_array_equal(conv.to_vm().run_timesteps(x.requires_grad_(), 2, 2), want)
+
+
+# -- non-finite values (docs/numerics.md, "Bad and non-finite inputs") ----------------------
+
+
+def test_depthwise_conv_spreads_a_nan_over_its_block_as_documented() -> None:
+    torch.manual_seed(0)
+    model = vollo_torch.nn.PaddedConv1d(16, 16, 3, groups=16)
+    x = torch.randn(1, 16, 5)
+    x[0, 3, 1] = float("nan")
+    y = compiled(model, x, 2).to_vm().run_timesteps(x.numpy(), 2, 2)
+    with torch.no_grad():
+        want = model(x).numpy()
+    # PyTorch: channel 3 only, at the kernel_size outputs that read timestep 1.
+    assert np.argwhere(~np.isfinite(want)).tolist() == [[0, 3, 1], [0, 3, 2], [0, 3, 3]]
+    # The machine: every channel of that 8-channel block (diagonal tiles: 0 × NaN = NaN).
+    assert (~np.isfinite(y[0, :8, 1:4])).all() and np.isfinite(y[0, 8:]).all()
+    assert np.isfinite(y[0, :, [0, 4]]).all()
+    finite = np.isfinite(y)  # elsewhere, the values PyTorch gives (within bf16 error)
+    np.testing.assert_allclose(y[finite], want[finite], rtol=0.05, atol=0.05)
+
+
+def test_an_all_zero_weight_tile_stops_a_nan_as_documented() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(16, 16)
+    with torch.no_grad():
+        model.weight[:8, 8:] = 0  # one whole 8 × 8 tile of zeros
+    x = torch.randn(16)
+    x[10] = float("nan")
+    y = compiled(model, x).to_vm().run(x.numpy())
+    with torch.no_grad():
+        assert np.isnan(model(x).numpy()).all()  # PyTorch: 0 × NaN reaches every output
+    assert np.isfinite(y[:8]).all() and np.isnan(y[8:]).all()
