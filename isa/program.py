@@ -39,7 +39,7 @@ from isa.timing import OUT, TimingError, accesses, issue_cycles, last_effect, la
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "INDESC_ADDR_BITS", "INDESC_MASK_BITS", "ProgramFormatError",
-    "ProgramError", "TensorLayout", "CoreImage", "Program",
+    "ProgramError", "TensorLayout", "CoreImage", "Program", "check_meta",
 ]
 
 #: The machine's input descriptor word (one per input beat, from ``Program.input_dests``):
@@ -309,8 +309,16 @@ class Program:
     # -- serialisation -------------------------------------------------------------------
 
     def save_bytes(self) -> bytes:
-        """Return the program in the binary file format."""
+        """Return the program in the binary file format (what :meth:`load_bytes` reads).
+
+        Raises
+        ------
+        ProgramError
+            If :meth:`validate` or :func:`check_meta` fails: a file that could not be
+            loaded back is never written.
+        """
         self.validate()
+        check_meta(self)
         blobs: list[bytes] = []
         offset = 0
         cores = []
@@ -353,7 +361,12 @@ class Program:
             corrupted (checksum or trailing bytes), or inconsistent (content).
         """
         data = bytes(data)
-        if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        if not data:
+            raise ProgramFormatError("magic", "not a tidal program: the file is empty")
+        if len(data) < len(MAGIC):
+            raise ProgramFormatError("magic", f"not a tidal program: {len(data)} byte(s), "
+                                     f"shorter than the {len(MAGIC)}-byte magic number")
+        if data[: len(MAGIC)] != MAGIC:
             raise ProgramFormatError("magic", "not a tidal program: bad magic number")
         if len(data) < _HEAD.size:
             raise ProgramFormatError("truncated", f"truncated program: {len(data)} bytes, "
@@ -366,9 +379,17 @@ class Program:
             raise ProgramFormatError("checksum", "corrupted program: reserved header field "
                                      f"is {reserved:#x}, not 0")
         payload = data[_HEAD.size:]
+        if len(payload) != length and hashlib.sha256(payload).digest() == digest:
+            # The payload is intact: only the length field is wrong. The reason stays the
+            # one the sizes give (the format's rule); the message says which field is bad.
+            raise ProgramFormatError("truncated" if len(payload) < length else "checksum",
+                                     f"corrupted program: the header's payload length is "
+                                     f"{length:,} bytes, but the payload (whose checksum "
+                                     f"matches) is {len(payload):,}")
         if len(payload) < length:
-            raise ProgramFormatError("truncated", f"truncated program: payload is "
-                                     f"{len(payload)} of {length} bytes")
+            raise ProgramFormatError("truncated", f"truncated program: the header announces "
+                                     f"a payload of {length:,} bytes, the file holds "
+                                     f"{len(payload):,}")
         if len(payload) > length:
             raise ProgramFormatError("checksum", f"corrupted program: {len(payload) - length} "
                                      "trailing bytes after the payload")
@@ -416,10 +437,11 @@ class Program:
             outputs=[TensorLayout(tuple(int(s) for s in shape), b)
                      for shape in header["outputs"]],
             input_dests=array(header["input_dests"], "<u4", 2),
-            meta=dict(header["meta"]),
+            meta=header["meta"],  # a fresh dict from JSON, or refused by check_meta
         )
         try:
             program.validate()
+            check_meta(program)
         except ProgramError as exc:
             raise ValueError(str(exc)) from None
         return program
@@ -428,3 +450,77 @@ class Program:
     def load(cls, path: str | Path) -> Program:
         """Read a program file written by :meth:`save` (errors as :meth:`load_bytes`)."""
         return cls.load_bytes(Path(path).read_bytes())
+
+
+# -- metadata ------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_meta(program: Program) -> None:
+    """Check that ``program.meta`` has the types and ranges its readers rely on.
+
+    ``meta`` is free-form apart from these keys, each optional: ``name`` and
+    ``reference_source`` (str), ``streaming`` (bool), ``input_axis`` and ``output_axis``
+    (ints, both or neither: where the time axis is inserted into the input / output shape,
+    so 0 .. rank), ``reference_cycles`` (int >= 1) and ``layers`` (a list of dicts whose
+    ``name`` and ``op`` are str, ``tiles`` and ``macs`` ints >= 0, ``cores`` a list of core
+    indices, ``start`` and ``end`` cycles with ``0 <= start <= end``). :meth:`Program.load`
+    calls it, so that a loaded program is consistent in every field.
+
+    Raises
+    ------
+    ProgramError
+        Naming the first key (``meta["layers"][2]["end"]``) that is wrong and why.
+    """
+    meta = program.meta
+    if not isinstance(meta, dict):
+        raise ProgramError(f"meta must be a dict, not {type(meta).__name__}")
+
+    def bad(where: str, value: Any, want: str) -> ProgramError:
+        return ProgramError(f"meta{where} must be {want}, not {value!r}")
+
+    for key in ("name", "reference_source"):
+        if key in meta and not isinstance(meta[key], str):
+            raise bad(f"[{key!r}]", meta[key], "a string")
+    if "streaming" in meta and not isinstance(meta["streaming"], bool):
+        raise bad("['streaming']", meta["streaming"], "true or false")
+    axes = [key for key in ("input_axis", "output_axis") if meta.get(key) is not None]
+    if len(axes) == 1:
+        raise ProgramError(f"meta has {axes[0]!r} without its pair: a streaming program "
+                           "records both input_axis and output_axis")
+    for key, tensors in (("input_axis", program.inputs), ("output_axis", program.outputs)):
+        if key in axes:
+            rank = len(tensors[0].shape)
+            if not _is_int(meta[key]) or not 0 <= meta[key] <= rank:
+                raise bad(f"[{key!r}]", meta[key], f"an axis of the {rank}-d "
+                          f"{key.split('_')[0]} plus time, 0..{rank}")
+    if meta.get("reference_cycles") is not None and (
+            not _is_int(meta["reference_cycles"]) or meta["reference_cycles"] < 1):
+        raise bad("['reference_cycles']", meta["reference_cycles"], "an integer >= 1")
+    layers = meta.get("layers", [])
+    if not isinstance(layers, list):
+        raise bad("['layers']", layers, "a list")
+    cores = program.config.num_cores
+    for i, layer in enumerate(layers):
+        where = f"['layers'][{i}]"
+        if not isinstance(layer, dict):
+            raise bad(where, layer, "a dict")
+        for key in ("name", "op"):
+            if key in layer and not isinstance(layer[key], str):
+                raise bad(f"{where}[{key!r}]", layer[key], "a string")
+        for key in ("tiles", "macs"):
+            if key in layer and (not _is_int(layer[key]) or layer[key] < 0):
+                raise bad(f"{where}[{key!r}]", layer[key], "an integer >= 0")
+        used = layer.get("cores", [])
+        if not isinstance(used, list) or not all(_is_int(c) and 0 <= c < cores for c in used):
+            raise bad(f"{where}['cores']", used, f"a list of core indices 0..{cores - 1}")
+        start, end = layer.get("start"), layer.get("end")
+        for key, value in (("start", start), ("end", end)):
+            if value is not None and (not _is_int(value) or value < 0):
+                raise bad(f"{where}[{key!r}]", value, "a cycle (an integer >= 0)")
+        if (start is None) != (end is None) or (start is not None and start > end):
+            raise ProgramError(f"meta{where}: start {start!r} and end {end!r} must both be "
+                               "cycles, start <= end")

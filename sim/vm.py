@@ -146,8 +146,10 @@ class VM:
         ----------
         x, *more : array_like
             One array per program input, each of exactly that input's shape (the model's
-            input without the streaming axis) and of a floating dtype. Values are converted
-            to float32, then rounded to bf16 (to nearest, ties to even).
+            input without the streaming axis) and of a floating dtype: any numpy floating
+            dtype, or a torch tensor of any floating dtype (``torch.bfloat16`` included;
+            ``requires_grad`` is fine). Values are converted to float32, then rounded to
+            bf16 (to nearest, ties to even).
 
         Returns
         -------
@@ -279,7 +281,21 @@ class VM:
 
 
 def _float_array(value: Any, what: str) -> np.ndarray:
-    arr = np.asarray(value)
+    """Return ``value`` as a numpy array of a floating dtype, or raise ValueError.
+
+    A torch tensor of any floating dtype (bfloat16 included, which numpy lacks) is
+    detached and converted to float32, as :meth:`VM.run` converts a numpy array (exactly
+    for bfloat16 and float16). Recognised without importing torch, which sim does not need.
+    """
+    if type(value).__module__.startswith("torch") and hasattr(value, "is_floating_point"):
+        if not value.is_floating_point():
+            raise ValueError(f"{what} must have a floating dtype, not {value.dtype}")
+        value = value.detach().cpu().float().numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not an array of numbers: {exc}") from None
     if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"{what} must have a floating dtype (float16/32/64), not {arr.dtype}")
+        raise ValueError(f"{what} must have a floating dtype (float16, float32, float64 or "
+                         f"longdouble), not {arr.dtype}")
     return arr

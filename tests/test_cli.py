@@ -9,6 +9,8 @@ compare`` on Icarus.
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from conftest import need
 
+from tidal_cli.loader import load_factory
 from tidal_cli.main import main
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,6 +65,42 @@ MODELS = textwrap.dedent("""\
 
     def not_a_pair():
         return nn.Linear(8, 8)
+
+
+    def misfit():
+        return nn.Linear(8, 4), torch.randn(5)
+
+
+    def int_input():
+        return nn.Linear(8, 4), torch.arange(8)
+
+
+    def raises():
+        raise KeyError("weights.pt")
+
+
+    def needs_args(width, depth=2):
+        return nn.Linear(width, width), torch.randn(width)
+
+
+    def padded_conv1d():
+        return nn.Conv1d(4, 4, 3, padding=1), torch.randn(1, 4, 6)
+
+
+    def divide_by_zero():
+        return Fn(lambda x: x / 0.0), torch.randn(8)
+
+
+    class Fn(nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+
+    NOT_A_FUNCTION = 42
     """)
 
 
@@ -68,6 +109,11 @@ def tidal(*args: str | Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     status = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def _factory(work: Path, name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The model and example input of factory ``name`` in the test models file."""
+    return load_factory(f"{work / 'models.py'}:{name}")
 
 
 def assert_one_line_error(status: int, err: str, expected_status: int, *words: str) -> None:
@@ -110,13 +156,15 @@ def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_console_script(work: Path) -> None:
-    # The installed entry point, as a user runs it.
+    # The installed entry point, as a user runs it, on this checkout's code (the editable
+    # install may point at another working copy).
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([TIDAL, "report", work / "mlp.bin"], capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=60, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert "tidal latency report" in done.stdout
     done = subprocess.run([TIDAL, "report", work / "missing.bin"], capture_output=True,
-                          text=True, timeout=60, check=False)
+                          text=True, timeout=60, check=False, env=env)
     assert done.returncode == 2
     assert done.stderr.startswith("tidal: error:") and "Traceback" not in done.stderr
 
@@ -163,6 +211,8 @@ def test_compile_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ("models.py:absent", ["no function 'absent'"]),
     ("model.onnx", ["ONNX file", "does not exist"]),
     ("model.onnx:f", ["FILE.onnx", "without ':FUNCTION'"]),
+    ("models.py:NOT_A_FUNCTION", ["'NOT_A_FUNCTION' is a int, not a function"]),
+    ("models.py:needs_args", ["must take no arguments, but needs width"]),
 ])
 def test_compile_bad_model_spec(work: Path, spec: str, words: list[str],
                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -174,6 +224,10 @@ def test_compile_bad_model_spec(work: Path, spec: str, words: list[str],
     ("unsupported", ["unsupported model", "Sigmoid"]),
     ("huge", ["does not fit"]),
     ("not_a_pair", ["(model, example_input)"]),
+    ("misfit", ["the model fails on the example input: RuntimeError: mat1 and mat2"]),
+    ("int_input", ["example input 0 has dtype torch.int64", "floating-point"]),
+    ("raises", ["the factory raised KeyError: 'weights.pt'"]),
+    ("padded_conv1d", ["torch.nn.Conv1d", "padding=1 looks ahead 1 step(s)"]),
 ])
 def test_compile_failures(work: Path, factory: str, words: list[str],
                           capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,6 +235,45 @@ def test_compile_failures(work: Path, factory: str, words: list[str],
                            "-o", work / "x.bin", capsys=capsys)
     assert_one_line_error(status, err, 1, *words)
     assert not (work / "x.bin").exists()
+
+
+@pytest.mark.parametrize("source, words", [
+    ("def f(:\n", ["SyntaxError at line 1"]),
+    ("import no_such_module_xyz\n", ["fails to import", "ModuleNotFoundError",
+                                      "no_such_module_xyz"]),
+    ("raise SystemExit(3)\n", ["fails to import: SystemExit: 3"]),
+])
+def test_compile_broken_model_file(tmp_path: Path, source: str, words: list[str],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "broken.py").write_text(source)
+    status, _, err = tidal("-q", "compile", f"{tmp_path / 'broken.py'}:f",
+                           "-o", tmp_path / "x.bin", capsys=capsys)
+    assert_one_line_error(status, err, 1, "broken.py", *words)
+    assert err.count("\n") == 1
+
+
+def test_compile_output_checked_before_compiling(work: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    for out, words in ((tmp_path, ["error: -o '", "is a directory"]),
+                       (tmp_path / "no" / "x.bin", ["directory", "does not exist"])):
+        status, _, err = tidal("compile", f"{work / 'models.py'}:mlp", "--config", "c2b8",
+                               "-o", out, capsys=capsys)
+        assert_one_line_error(status, err, 2, *words)
+        assert "compiling" not in err  # refused before any work
+
+
+def test_compile_division_by_zero_runs_like_pytorch(work: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("-q", "compile", f"{work / 'models.py'}:divide_by_zero",
+                           "--config", "c2b8", "-o", work / "div.bin", capsys=capsys)
+    assert status == 0, err
+    np.save(work / "x8.npy", np.array([1, -2, 0, 3, -0.5, 0, 4, 1], np.float32))
+    status, _, err = tidal("-q", "run", work / "div.bin", "--input", work / "x8.npy",
+                           "-o", work / "y8.npy", capsys=capsys)
+    assert status == 0, err
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.load(work / "x8.npy") / np.float32(0.0)
+    np.testing.assert_array_equal(np.load(work / "y8.npy"), want)
 
 
 def test_compile_unstreamable(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,9 +289,17 @@ def test_run_one_inference(work: Path, capsys: pytest.CaptureFixture[str]) -> No
     status, out, err = tidal("run", work / "mlp.bin", "--input", work / "x16.npy",
                              "-o", work / "y.npy", capsys=capsys)
     assert status == 0, err
-    assert "cycles per inference" in out
-    y = np.load(work / "y.npy")
-    assert y.shape == (8,) and (y >= 0).all()  # ReLU output
+    from compiler import Program
+
+    program = Program.load(work / "mlp.bin")
+    vm = program.to_vm()
+    x = np.load(work / "x16.npy")
+    want = vm.run(x)
+    assert f"VM: {vm.cycle_count()} cycles per inference" in out
+    np.testing.assert_array_equal(np.load(work / "y.npy"), want)  # exactly the VM's
+    model, _ = _factory(work, "mlp")
+    torch_out = model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(want, torch_out, rtol=0.05, atol=0.05)  # and the model's
 
 
 def test_run_timesteps(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -208,13 +309,24 @@ def test_run_timesteps(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
                              "--timesteps", "-o", work / "yseq.npy", capsys=capsys)
     assert status == 0, err
     assert "5 timesteps" in out
-    assert np.load(work / "yseq.npy").shape == (1, 8, 5)
+    from compiler import Program
+
+    vm = Program.load(work / "conv.bin").to_vm()
+    steps = [vm.run(x[:, :, t]) for t in range(5)]  # one inference per timestep, in order
+    y = np.load(work / "yseq.npy")
+    np.testing.assert_array_equal(y, np.stack(steps, axis=2))
+    model, _ = _factory(work, "conv")
+    want = model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(y, want, rtol=0.05, atol=0.05)  # the model's sequence output
     # One timestep: the same model, input without the time axis; printed without -o.
     np.save(work / "step.npy", x[:, :, 0])
     status, out, err = tidal("run", work / "conv.bin", "--input", work / "step.npy",
                              capsys=capsys)
     assert status == 0, err
     assert "output (1, 8):" in out
+    printed = out[out.index("output (1, 8):"):].split(":", 1)[1]
+    values = [float(v) for v in re.findall(r"-?\d+\.?\d*(?:e[-+]?\d+)?", printed)]
+    np.testing.assert_allclose(values, steps[0].ravel(), rtol=1e-4, atol=1e-5)
 
 
 def test_run_wrong_shape(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,7 +349,7 @@ def test_run_missing_and_bad_input(work: Path, capsys: pytest.CaptureFixture[str
     (work / "text.npy").write_text("hello")
     status, _, err = tidal("run", work / "mlp.bin", "--input", work / "text.npy",
                            capsys=capsys)
-    assert_one_line_error(status, err, 1, "not a .npy array")
+    assert_one_line_error(status, err, 1, "is not a .npy file (no NumPy header)")
 
 
 def test_corrupted_program(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -297,6 +409,63 @@ def test_report_to_stdout_with_reference(work: Path,
     assert "84 cycles" in out and "ours / reference" in out
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "many"])
+def test_report_reference_cycles_must_be_positive(work: Path, value: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = tidal("report", work / "mlp.bin", "--reference-cycles", value,
+                           capsys=capsys)
+    assert_one_line_error(status, err, 2, "--reference-cycles", value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_compare_random_must_be_positive(work: Path, value: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # A usage error before any simulator is looked for, not "nothing compared".
+    status, _, err = tidal("compare", work / "mlp.bin", "--random", value, "--simulator",
+                           "icarus", capsys=capsys)
+    assert_one_line_error(status, err, 2, "--random", "at least 1")
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool", "complex64", "uint8"])
+def test_run_refuses_non_float_npy(work: Path, dtype: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(work / f"x_{dtype}.npy", np.ones(16, dtype))
+    status, _, err = tidal("run", work / "mlp.bin", "--input", work / f"x_{dtype}.npy",
+                           capsys=capsys)
+    assert_one_line_error(status, err, 1, f"holds {dtype} values", "floating-point",
+                          ".astype(np.float32)")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64", "longdouble"])
+def test_run_takes_every_float_npy(work: Path, dtype: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    x = np.load(work / "x16.npy").astype(dtype)
+    np.save(work / f"x_{dtype}.npy", x)
+    status, _, err = tidal("-q", "run", work / "mlp.bin", "--input", work / f"x_{dtype}.npy",
+                           "-o", work / f"y_{dtype}.npy", capsys=capsys)
+    assert status == 0, err
+    from compiler import Program
+
+    want = Program.load(work / "mlp.bin").to_vm().run(x)
+    np.testing.assert_array_equal(np.load(work / f"y_{dtype}.npy"), want)
+
+
+def test_inconsistent_meta_is_one_line(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Checksum valid, meta not: refused at load, never an AttributeError in a command.
+    from test_user_inputs import with_meta
+
+    data = (work / "conv.bin").read_bytes()
+    np.save(work / "seq5.npy", np.zeros((1, 8, 5), np.float32))
+    for name, meta in (("layers.bin", {"layers": ["conv"]}),
+                       ("end.bin", {"layers": [{"start": 0, "end": "late"}]}),
+                       ("axis.bin", {"streaming": True, "input_axis": 9, "output_axis": 2})):
+        (work / name).write_bytes(with_meta(data, meta))
+        for command in (["report", work / name],
+                        ["run", work / name, "--input", work / "seq5.npy", "--timesteps"]):
+            status, _, err = tidal(*command, capsys=capsys)
+            assert_one_line_error(status, err, 1, name, "corrupted program content: meta")
+
+
 # -- RTL ----------------------------------------------------------------------------------
 
 
@@ -324,6 +493,7 @@ def test_compare_mismatch_exits_1(work: Path, capsys: pytest.CaptureFixture[str]
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
 def test_sim_icarus(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    need("icarus")
     status, out, err = tidal("sim", work / "mlp.bin", "--input", work / "x16.npy",
                              "--simulator", "icarus", "-o", work / "y_rtl.npy", capsys=capsys)
     assert status == 0, err
@@ -337,7 +507,14 @@ def test_sim_icarus(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
 def test_compare_icarus(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    need("icarus")
     status, out, err = tidal("compare", work / "conv.bin", "--random", "3",
                              "--simulator", "icarus", capsys=capsys)
     assert status == 0, err + out
-    assert out.strip()
+    lines = out.splitlines()
+    assert lines[0].endswith("3 inference(s): OK"), out
+    # 3 inferences of one 8-lane output beat each, every comparison made and equal.
+    assert "outputs: 24 values, equal" in out
+    for part in ("state:", "cycles:", "trace:"):
+        line = next(line for line in lines if line.strip().startswith(part))
+        assert "equal" in line and "differ" not in line, line

@@ -4,7 +4,8 @@ The tests marked ``cosim`` launch simulators; the others check the harness itsel
 conversion, memory images, trace parsing, the lean Verilator runner, the comparison's
 bookkeeping) in plain Python. Builds are cached under ``build/cosim`` (keyed by the
 configuration and a hash of ``rtl/`` and ``isa/``), so a re-run only pays for simulation.
-With ``CI=true`` a missing simulator fails the test instead of skipping it.
+A missing simulator fails the test in CI and under ``make test`` (``need`` in
+``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import need
 from torch import nn
 
 import compiler.frontend as vollo_torch
@@ -39,13 +41,6 @@ from sim.cosim import (
 )
 
 SIMULATORS = ("icarus", "verilator")
-
-
-def need(simulator: str) -> None:
-    """Skip (fail in CI) unless ``simulator`` is installed."""
-    why = _toolchain.simulator_status(simulator)
-    if why is not None:
-        (pytest.fail if _toolchain.in_ci() else pytest.skip)(why)
 
 
 # -- programs ---------------------------------------------------------------------------------
@@ -240,6 +235,7 @@ def test_parse_rtl_trace_splits_inferences() -> None:
 
 def test_lean_verilator_build_command() -> None:
     """The runner hook the lean build overrides still exists and gets the flags through."""
+    need("verilator")
     runner = _toolchain.LeanVerilator()
     runner.build_dir = Path("/nonexistent")
     runner._set_sources([Path("tidal.vlt"), Path("top.v")])
@@ -247,10 +243,7 @@ def test_lean_verilator_build_command() -> None:
     runner._set_build_args(_toolchain.verilator_build_args(waves=True))
     runner.hdl_toplevel, runner.waves, runner.timescale = "tidal_top", True, None
     runner.defines, runner.includes, runner.parameters = {}, [], {}
-    try:
-        verilate, make = runner._build_command()
-    except SystemExit:
-        pytest.skip("verilator not installed")
+    verilate, make = runner._build_command()
     assert "--public-flat-rw" not in verilate and "--trace" not in verilate
     assert verilate[verilate.index("--public-depth") + 1] == "1"
     assert {"--trace-fst", "-fno-dfg", "-Wno-fatal"} <= set(verilate)

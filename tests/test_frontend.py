@@ -14,6 +14,7 @@ from torch import nn
 import compiler.frontend as vollo_torch
 from compiler.frontend.nn import PaddedConv1d
 from compiler.nnir import NNIR, Interpreter
+from isa.config import Config
 from isa.numerics import NumberFormat
 
 
@@ -237,22 +238,23 @@ def test_multiple_inputs_outputs_and_precisions() -> None:
 
     a, b = torch.randn(2, 3), torch.randn(2, 3)
     gm, expected = vollo_torch.fx.prepare_shape(Two(), a, b)
-    nnir = vollo_torch.fx.nnir.to_nnir(
-        gm,
-        inputs_precisions=[NumberFormat.FP32, NumberFormat.BF16],
-        outputs_precisions=[NumberFormat.BF16, NumberFormat.FP32, NumberFormat.FP32],
-    )
-    assert [nnir.node(i).precision for i in nnir.inputs] == [NumberFormat.FP32, NumberFormat.BF16]
-    assert [nnir.node(i).precision for i in nnir.outputs] == [
-        NumberFormat.BF16,
-        NumberFormat.FP32,
-        NumberFormat.FP32,
-    ]
+    bf16 = NumberFormat.BF16
+    nnir = vollo_torch.fx.nnir.to_nnir(gm, inputs_precisions=[bf16, bf16],
+                                       outputs_precisions=[bf16] * 3)
+    assert [nnir.node(i).precision for i in (*nnir.inputs, *nnir.outputs)] == [bf16] * 5
     outs = Interpreter(nnir).run(a.numpy(), b.numpy())
     for got, want in zip(outs, [expected[0], *expected[1]], strict=True):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="inputs_precisions must be a list of 2"):
         vollo_torch.fx.nnir.to_nnir(gm, inputs_precisions=[NumberFormat.BF16])
+
+
+@pytest.mark.parametrize("option", ["inputs_precisions", "outputs_precisions"])
+def test_fp32_model_inputs_and_outputs_are_refused(option: str) -> None:
+    # The machine's ports carry bf16 beats: an fp32 port would be silently bf16.
+    gm, _ = vollo_torch.fx.prepare_shape(nn.Linear(4, 2), torch.randn(4))
+    with pytest.raises(ValueError, match=rf"{option}\[0\] is NumberFormat.FP32: .* bf16 only"):
+        vollo_torch.fx.nnir.to_nnir(gm, **{option: [NumberFormat.FP32]})
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -317,9 +319,19 @@ def test_unsupported_function_names_public_path() -> None:
     assert "unsupported function torch.fft.fft at node 'fft_fft'" in message
 
 
-def test_plain_conv1d_is_rejected_with_advice() -> None:
-    message = to_nnir_error(Fn(lambda m, x: m.c(x), c=nn.Conv1d(2, 2, 3)), torch.randn(1, 2, 5))
-    assert "unsupported module torch.nn.Conv1d at 'c': a plain Conv1d shortens" in message
+@pytest.mark.parametrize("conv, reason", [
+    (nn.Conv1d(2, 2, 3), "padding=0 with kernel_size=3 shortens the sequence by 2 step(s)"),
+    (nn.Conv1d(2, 2, 3, padding=1), "padding=1 looks ahead 1 step(s)"),
+    (nn.Conv1d(2, 2, 5, padding="same"), "padding='same' looks ahead 2 step(s)"),
+    (nn.Conv1d(2, 2, 3, padding=2), "padding=2 with kernel_size=3 lengthens the sequence"),
+    (nn.Conv1d(2, 2, 3, padding=1, stride=2), "stride=2 (only 1 is supported)"),
+    (nn.Conv1d(2, 2, 3, padding=2, dilation=2), "dilation=2 (only 1 is supported)"),
+    (nn.Conv1d(2, 2, 3, padding=1, padding_mode="circular"), "padding_mode='circular'"),
+    (nn.Conv1d(2, 2, 1), "only PaddedConv1d is translated"),
+])
+def test_plain_conv1d_is_rejected_with_its_reason(conv: nn.Conv1d, reason: str) -> None:
+    message = to_nnir_error(Fn(lambda m, x: m.c(x), c=conv), torch.randn(1, 2, 6))
+    assert "unsupported module torch.nn.Conv1d at 'c': " in message and reason in message
     assert "use compiler.frontend.nn.PaddedConv1d" in message
 
 
@@ -350,6 +362,39 @@ def test_unsupported_uses_of_supported_ops(fn: Callable[..., torch.Tensor], mess
 def test_dropout_module_in_training_mode() -> None:
     message = to_nnir_error(Fn(lambda m, x: m.d(x), d=nn.Dropout(0.1)).train(), torch.randn(2))
     assert "module torch.nn.Dropout at 'd': dropout in training mode" in message
+
+
+@pytest.mark.parametrize("model, x, message", [
+    (nn.Linear(8, 4), torch.randn(5), "the model fails on the example input: RuntimeError: "
+                                      "mat1 and mat2 shapes cannot be multiplied"),
+    (nn.Linear(8, 4), torch.arange(8), "example input 0 has dtype torch.int64"),
+    (nn.Linear(8, 4), [1.0] * 8, "example input 0 must be a torch.Tensor, not list"),
+    (lambda x: x, torch.randn(8), "the model must be a torch.nn.Module, not function"),
+    (Fn(lambda m, x: x + 1 if x.sum() > 0 else x), torch.ones(4),
+     "torch.fx cannot trace the model"),
+])
+def test_prepare_shape_refuses_bad_examples_in_one_line(
+        model: nn.Module, x: torch.Tensor, message: str,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError) as info:
+        vollo_torch.fx.prepare_shape(model, x)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert "Traceback" not in capfd.readouterr().err  # ShapeProp prints one by default
+
+
+def test_division_by_zero_gives_infinities_as_in_pytorch() -> None:
+    model = Fn(lambda m, x: torch.cat([x / 0.0, x / -0.0, x / m.z], 1))
+    model.z = torch.zeros(1, 3)
+    x = torch.tensor([[1.0, -2.0, 0.0]])
+    nnir, expected = translate(model, x)
+    with np.errstate(invalid="ignore"):  # 0 * inf is NaN, as 0 / 0 in PyTorch
+        (got,) = Interpreter(nnir).run(x.numpy())
+    np.testing.assert_array_equal(got, expected.numpy())
+    assert np.isinf(got).sum() == 6 and np.isnan(got).sum() == 3
+    # On the machine too (one op: a concat would spread the NaN, see docs/numerics.md).
+    nnir, expected = translate(Fn(lambda m, x: x / 0.0), x)
+    vm = nnir.to_program(Config.preset("c2b8")).to_vm()
+    np.testing.assert_array_equal(vm.run(x.numpy()), expected.numpy())
 
 
 def test_to_nnir_needs_prepare_shape() -> None:

@@ -82,6 +82,13 @@ def test_reference(report: dict) -> None:
     assert rep.build_report(tiny_program())["reference"] is None
 
 
+@pytest.mark.parametrize("cycles", [0, -5, 1.5, True])
+def test_reference_must_be_a_positive_integer(cycles: object) -> None:
+    # Zero once divided by zero; a negative or fractional count is meaningless.
+    with pytest.raises(ValueError, match="reference_cycles must be an integer of at least 1"):
+        rep.build_report(tiny_program(), reference_cycles=cycles)  # type: ignore[arg-type]
+
+
 def test_per_core_breakdown(report: dict) -> None:
     for c, core in enumerate(report["cores"]):
         assert core["mac_cycles"] == 2

@@ -48,6 +48,7 @@ from isa.numerics import (
 from isa.program import CoreImage, Program, TensorLayout
 from isa.timing import issue_cycles, latencies
 from rtl.top import Top
+from sim.vm import VM, ScheduleError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -304,9 +305,8 @@ def compare_with_vm(prog: Program, inferences: Sequence[Sequence[int]], got: Out
                     tram_words: int) -> None:
     """Compare with the VM (the executable specification), which also checks that the
     hand-built program obeys the static-schedule rules."""
-    vm_module = pytest.importorskip("sim.vm")
     b = prog.config.block_size
-    vm = vm_module.VM(prog, trace=True)
+    vm = VM(prog, trace=True)
     for k, beats in enumerate(inferences):
         out = vm.run_beats(unpack_beats(beats, b).reshape(-1, b))
         want = [(w.cycle, pack_beats(np.asarray(w.data, np.uint16), b)[0])
@@ -416,7 +416,6 @@ def test_random_accumulator_traffic(seed):
     """Random MACs (set and accumulate) and VEC results into a few accumulators at random
     distances, kept only where the VM accepts the schedule: the bypass and the
     accumulator's write port under every legal interleaving the generator finds."""
-    vm_module = pytest.importorskip("sim.vm")
     rng = np.random.default_rng(RNG_SEED + 100 + seed)
     b = C1B4.block_size
     weights = [random_bf16(rng, (8, b, b))]
@@ -425,8 +424,8 @@ def test_random_accumulator_traffic(seed):
 
     def legal(instrs: list[Instruction]) -> bool:
         try:
-            vm_module.VM(program(C1B4, [instrs + tail], weights=weights, tram=tram))
-        except vm_module.ScheduleError:
+            VM(program(C1B4, [instrs + tail], weights=weights, tram=tram))
+        except ScheduleError:
             return False
         return True
 
@@ -685,10 +684,9 @@ def test_accs_mac_chain_split_across_cores():
     # One cycle earlier, core 1 would read its accumulator in the cycle of the ACCS write:
     # no bypass forwards an ACCS write, so the VM refuses that schedule.
     early = [Wait(resume - 1), *rest, Wait(mac_write + 3), vec(VecOp.PASS_A, acc=2), End()]
-    vm_module = pytest.importorskip("sim.vm")
-    with pytest.raises(vm_module.ScheduleError, match="in flight"):
-        vm_module.VM(program(C2B8, [core0, early], weights=[weights] * 2, tram=[acts] * 2,
-                             input_dests=[(0b11, 30)]))
+    with pytest.raises(ScheduleError, match="in flight"):
+        VM(program(C2B8, [core0, early], weights=[weights] * 2, tram=[acts] * 2,
+           input_dests=[(0b11, 30)]))
 
 
 def _collision(case: str, late: int) -> Program:
@@ -727,11 +725,10 @@ def test_accs_write_port_collisions_raise_error(case):
     """Two accumulator writes in one cycle on one core (MAC write-back, local VEC result,
     ACCS arriving from another core; two arrivals) are refused by the VM and raise the
     RTL's error; one cycle apart, the same program is legal and matches the VM."""
-    vm_module = pytest.importorskip("sim.vm")
     rng = np.random.default_rng(RNG_SEED + 14)
     bad = _collision(case, late=0)
-    with pytest.raises(vm_module.ScheduleError, match="a second write into the acc"):
-        vm_module.VM(bad)
+    with pytest.raises(ScheduleError, match="a second write into the acc"):
+        VM(bad)
     beats = [random_beats(rng, bad.config, 1)]
     assert run_rtl(bad, beats, tram_words=4).error
     check(_collision(case, late=1), beats, tram_words=4)

@@ -8,6 +8,7 @@ command line can print one line instead of a traceback.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 from collections.abc import Sequence
@@ -49,7 +50,8 @@ def one_line(exc: BaseException) -> str:
     Messages that list several problems, one per line (``"header:\\n  - a\\n  - b"``, as
     the front end's), become ``"header: a; b"``.
     """
-    parts = [p.strip().lstrip("-").strip() for p in str(exc).splitlines()]
+    # Only a list bullet ("- ") goes: an option's dashes ("-o", "--timesteps") stay.
+    parts = [p.strip().removeprefix("- ").strip() for p in str(exc).splitlines()]
     parts = [p for p in parts if p]
     if not parts:
         return type(exc).__name__
@@ -83,8 +85,9 @@ def load_factory(spec: str) -> tuple[Any, Any]:
     ------
     CliError
         If the spec is malformed or is an ONNX file with ``:FUNCTION`` (usage), the file
-        does not exist (usage), the name is not a callable in it (usage), or the factory does
-        not return a pair (failure). Exceptions raised by the user's own code propagate.
+        does not exist (usage), the name is not a callable in it or it needs arguments
+        (usage), or the file fails to import, the factory raises or does not return a pair
+        (failure; the message gives the user's exception type and message, on one line).
     """
     path, sep, name = spec.rpartition(":")
     if path.lower().endswith(".onnx"):
@@ -101,15 +104,47 @@ def load_factory(spec: str) -> tuple[Any, Any]:
     module = importlib.util.module_from_spec(module_spec)
     # Registered before executing so that dataclasses and pickling inside it can find it.
     sys.modules[module_name] = module
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise CliError(f"model file {path!r}: {type(exc).__name__} at line {exc.lineno}: "
+                       f"{exc.msg}") from None
+    except (Exception, SystemExit) as exc:  # the user's module-level code
+        raise CliError(f"model file {path!r} fails to import: {_raised(exc)}") from None
     factory = getattr(module, name, None)
-    if not callable(factory):
+    if factory is None:
         raise CliError(f"{path!r} has no function {name!r}", EXIT_USAGE)
-    result = factory()
+    if not callable(factory):
+        raise CliError(f"{path!r}: {name!r} is a {type(factory).__name__}, not a function",
+                       EXIT_USAGE)
+    needed = _required_parameters(factory)
+    if needed:
+        raise CliError(f"{spec}: the factory must take no arguments, but needs "
+                       f"{', '.join(needed)} (give them defaults, or wrap it)", EXIT_USAGE)
+    try:
+        result = factory()
+    except (Exception, SystemExit) as exc:
+        raise CliError(f"{spec}: the factory raised {_raised(exc)}") from None
     if not (isinstance(result, tuple) and len(result) == 2):
         raise CliError(f"{spec}: the factory must return (model, example_input), not "
                        f"{type(result).__name__}")
     return result
+
+
+def _raised(exc: BaseException) -> str:
+    """Return ``"Type: message"`` of an exception from the user's code, on one line."""
+    text = one_line(exc)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
+
+
+def _required_parameters(func: Any) -> list[str]:
+    """Return the names of ``func``'s parameters that have no default."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): just call it
+        return []
+    return [p.name for p in parameters if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def load_program(path: str | Path) -> Any:
@@ -130,21 +165,44 @@ def load_program(path: str | Path) -> Any:
         raise CliError(f"{str(file)!r}: {exc}") from None
 
 
+#: The first bytes of every ``.npy`` file (a ``.npz`` archive, a zip file, starts ``PK``).
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_array(path: str | Path) -> np.ndarray:
-    """Read a ``.npy`` file as a ``float32`` array.
+    """Read a ``.npy`` file of a floating dtype as a ``float32`` array.
+
+    The dtypes are those ``VM.run`` takes (any numpy floating dtype); integers, booleans,
+    complex numbers and pickled objects are refused rather than converted.
 
     Raises
     ------
     CliError
-        If the file does not exist (usage) or is not a numeric ``.npy`` array (failure).
+        If the file does not exist (usage) or is not a floating-point ``.npy`` array
+        (failure).
     """
     file = _existing_file(path, "input")
+    with file.open("rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+    if not head:
+        raise CliError(f"{str(file)!r} is empty: save the input with np.save")
+    if head.startswith(b"PK"):
+        raise CliError(f"{str(file)!r} is a .npz archive; save the input alone with np.save")
+    if head != _NPY_MAGIC:
+        raise CliError(f"{str(file)!r} is not a .npy file (no NumPy header): save the "
+                       "input with np.save")
     try:
         array = np.load(file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise CliError(f"{str(file)!r} is not a .npy array: {exc}") from None
-    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
-        raise CliError(f"{str(file)!r} does not hold a numeric array")
+        if "allow_pickle" in str(exc):
+            raise CliError(f"{str(file)!r} holds Python objects, not numbers: save a "
+                           "float array") from None
+        raise CliError(f"{str(file)!r} is not a readable .npy array: {one_line(exc)}") \
+            from None
+    if not np.issubdtype(array.dtype, np.floating):
+        raise CliError(f"{str(file)!r} holds {array.dtype} values; the VM takes floating-point "
+                       "inputs (float16, float32, float64, longdouble): convert with "
+                       ".astype(np.float32)")
     return array.astype(np.float32)
 
 

@@ -55,6 +55,30 @@ def _latency_line(config: isa.Config, spaced: int, contiguous: int) -> str:
             "compute only, no host I/O")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _check_output(path: str | Path | None, option: str) -> None:
+    """Refuse, before any work, an output path that is a directory or in a missing one."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"{option} {str(p)!r} is a directory; name the file to write",
+                       EXIT_USAGE)
+    if not p.parent.is_dir():
+        raise CliError(f"{option} {str(p)!r}: directory '{p.parent}' does not exist",
+                       EXIT_USAGE)
+
+
 def _config(name: str) -> isa.Config:
     """Return a preset by name, or a configuration saved as JSON (``Config.save``)."""
     if name.endswith(".json"):
@@ -156,8 +180,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from compiler.frontend import onnx as onnx_frontend
 
     config = _config(args.config)
-    if not args.output.parent.is_dir():
-        raise CliError(f"output directory '{args.output.parent}' does not exist", EXIT_USAGE)
+    _check_output(args.output, "-o")
     onnx_file = Path(args.model) if args.model.lower().endswith(".onnx") else None
     if onnx_file is not None:
         if not onnx_file.is_file():
@@ -168,11 +191,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
         name = args.name or args.model.rpartition(":")[2]
     started = time.perf_counter()
     with step(f"compiling {name} for {config.name}", quiet=args.quiet):
+        if onnx_file is None:
+            try:
+                graph_module, _ = fx.prepare_shape(model, example)
+            except ValueError as exc:
+                raise CliError(f"{args.model}: {one_line(exc)}") from None
         try:
             if onnx_file is not None:
                 nnir = onnx_frontend.to_nnir(onnx_file)
             else:
-                graph_module, _ = fx.prepare_shape(model, example)
                 nnir = fx.nnir.to_nnir(graph_module)
         except onnx_frontend.ModelFileError as exc:
             raise CliError(one_line(exc)) from None
@@ -203,6 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run a program on the VM."""
     from sim import ScheduleError, format_trace
 
+    _check_output(args.output, "-o")
+    _check_output(args.trace, "--trace")
     program = load_program(args.program)
     x = _load_input(program, args.input, args.timesteps, "run")
     try:
@@ -230,6 +259,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Run a program on the RTL (co-simulation)."""
     from sim import cosim
 
+    _check_output(args.output, "-o")
+    _check_output(args.waves, "--waves")
     program = load_program(args.program)
     x = _load_input(program, args.input, args.timesteps, "sim")
     items = _inferences(program, x, args.timesteps)
@@ -313,6 +344,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write the latency report of a program."""
     from tidal_cli import report as rep
 
+    _check_output(args.output, "-o")
+    _check_output(args.plot, "--plot")
     program = load_program(args.program)
     reference, source = args.reference_cycles, None
     if reference is None:
@@ -455,7 +488,7 @@ Icarus is for small configurations (c1b4, c2b8); use Verilator for a full C6B32.
     source = p.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="INPUT.npy",
                         help="run this input (one inference, or a sequence with --timesteps)")
-    source.add_argument("--random", type=int, default=4, metavar="N",
+    source.add_argument("--random", type=_positive_int, default=4, metavar="N",
                         help="run N inferences on random inputs (default 4)")
     p.add_argument("--timesteps", action="store_true",
                    help="INPUT holds a sequence; one inference per timestep")
@@ -475,7 +508,7 @@ examples:
     p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
     p.add_argument("--format", choices=("text", "md", "json", "html"), default="text")
     p.add_argument("--plot", metavar="TIMELINE.png", help="draw the Gantt chart of the cores")
-    p.add_argument("--reference-cycles", type=int, metavar="N",
+    p.add_argument("--reference-cycles", type=_positive_int, metavar="N",
                    help="the reference compiler's cycle count for this model shape")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     return parser

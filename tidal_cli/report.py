@@ -157,7 +157,17 @@ def build_report(program: Program, reference_cycles: int | None = None,
     -------
     dict
         The report; ``docs/report-schema.md`` documents every key.
+
+    Raises
+    ------
+    ValueError
+        If ``reference_cycles`` is not an integer of at least 1.
     """
+    if reference_cycles is not None and (isinstance(reference_cycles, bool) or
+                                         not isinstance(reference_cycles, int) or
+                                         reference_cycles < 1):
+        raise ValueError(f"reference_cycles must be an integer of at least 1, not "
+                         f"{reference_cycles!r}")
     cfg = program.config
     meta = program.meta
     metrics = program.metrics()

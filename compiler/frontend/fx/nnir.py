@@ -36,8 +36,9 @@ def to_nnir(
     graph_module : torch.fx.GraphModule
         A model traced and shape-annotated by :func:`compiler.frontend.fx.prepare_shape`.
     inputs_precisions, outputs_precisions : sequence of NumberFormat, optional
-        Precision of each model input / output, in order; default all ``NumberFormat.BF16``.
-        Every other node is BF16.
+        Precision of each model input / output, in order; default all ``NumberFormat.BF16``,
+        the only precision the machine's ports carry (fp32 is refused). Every other node is
+        BF16.
 
     Returns
     -------
@@ -51,7 +52,8 @@ def to_nnir(
     ValueError
         If any operation is unsupported: one error lists every such operation with where it
         came from (module path, or fx node name and source line). Also if the module has no
-        shape annotations or the precision lists have the wrong length.
+        shape annotations, the precision lists have the wrong length, or a precision is not
+        BF16.
     """
     if not isinstance(graph_module, fx.GraphModule):
         raise ValueError(
@@ -83,6 +85,12 @@ def _precisions(
     precisions = list(precisions)
     if len(precisions) != count or not all(isinstance(p, NumberFormat) for p in precisions):
         raise ValueError(f"{what} must be a list of {count} NumberFormat, not {precisions!r}")
+    for k, p in enumerate(precisions):
+        if p != NumberFormat.BF16:
+            # The machine's ports carry bf16 beats; fp32 there needs a machine change.
+            raise ValueError(f"{what}[{k}] is {p}: the machine's inputs and outputs are "
+                             "bf16 only; leave the option out (values are rounded to bf16 "
+                             "on the way in)")
     return precisions
 
 
@@ -237,6 +245,8 @@ class _Converter:
         if node.op == "call_module":
             module = self.gm.get_submodule(node.target)
             what = f"module {_class_name(type(module))}"
+            if isinstance(module, nn.Conv1d) and not isinstance(module, PaddedConv1d):
+                return what, _plain_conv1d(module)
             for cls, handler in self.modules:
                 if isinstance(module, cls):
                     if isinstance(handler, str):
@@ -280,7 +290,6 @@ class _Converter:
     def _modules(self) -> list[tuple[type, Callable[..., Any] | str]]:
         return [
             (PaddedConv1d, self._padded_conv1d),
-            (nn.Conv1d, _PLAIN_CONV1D),
             (nn.Linear, lambda m, x: self._linear(x, m.weight, m.bias)),
             (nn.ReLU, lambda m, x: self._unary("relu", x)),
             (nn.ReLU6, lambda m, x: self._clamp(x, 0.0, 6.0)),
@@ -517,11 +526,11 @@ class _Converter:
             return self._static(operator.truediv)(input, other)
         other = self._scalar_of(other)
         if isinstance(other, numbers.Real):
-            return self._binary("mul", input, 1.0 / float(other))
+            return self._binary("mul", input, float(_reciprocal(np.float64(other))))
         divisor = self._constant_value(self._tensor(other))
         if divisor is None:
             raise _Unsupported("division by a non-constant tensor")
-        return self._binary("mul", input, self.builder.constant(1.0 / divisor, self.name))
+        return self._binary("mul", input, self.builder.constant(_reciprocal(divisor), self.name))
 
     def _pointwise_max(self, op: str) -> Callable[..., Any]:
         def fn(input: Any, other: Any) -> Any:
@@ -646,10 +655,43 @@ class _Converter:
         return self.builder.add("concat", operands, {"axis": axis}, self.name)
 
 
-_PLAIN_CONV1D = (
-    "a plain Conv1d shortens the sequence and cannot be streamed; use "
-    "compiler.frontend.nn.PaddedConv1d (causal, length-preserving) instead"
-)
+def _reciprocal(divisor: np.ndarray | np.float64) -> Any:
+    """Return ``1 / divisor`` as IEEE arithmetic has it: ``1 / ±0`` is ±inf, as in PyTorch.
+
+    ``x * (1 / 0)`` is then ±inf for a nonzero ``x`` and NaN for ``x = 0``, which is
+    PyTorch's ``x / 0``.
+    """
+    with np.errstate(divide="ignore"):
+        return np.divide(1.0, divisor)
+
+
+def _plain_conv1d(module: nn.Conv1d) -> str:
+    """Return why a ``torch.nn.Conv1d`` is refused: which of its settings cannot stream."""
+    (k,), (stride,), (dilation,) = module.kernel_size, module.stride, module.dilation
+    padding = module.padding
+    span = (k - 1) * dilation
+    problems = []
+    if stride != 1:
+        problems.append(f"stride={stride} (only 1 is supported)")
+    if dilation != 1:
+        problems.append(f"dilation={dilation} (only 1 is supported)")
+    # Output step t reads input steps t - pad .. t - pad + span (PyTorch pads both ends).
+    pad = (span // 2 if padding == "same" else 0) if isinstance(padding, str) else padding[0]
+    shown = padding if isinstance(padding, str) else pad
+    if pad > 0 and span > pad:
+        problems.append(f"padding={shown!r} looks ahead {span - pad} step(s): a streamed "
+                        "output cannot wait for future inputs")
+    if padding != "same" and span != 2 * pad:
+        change = "shortens" if span > 2 * pad else "lengthens"
+        problems.append(f"padding={shown!r} with kernel_size={k} {change} the sequence by "
+                        f"{abs(span - 2 * pad)} step(s)")
+    if module.padding_mode != "zeros":
+        problems.append(f"padding_mode={module.padding_mode!r}")
+    head = "; ".join(problems) if problems else \
+        f"kernel_size={k}, padding=0 streams, but only PaddedConv1d is translated"
+    return (f"{head}; use compiler.frontend.nn.PaddedConv1d (causal: kernel_size - 1 zeros "
+            "on the left, length-preserving, stride and dilation 1) instead")
+
 
 _PYTHON_BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "add": operator.add,

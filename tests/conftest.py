@@ -1,0 +1,59 @@
+"""Shared test settings: Hypothesis profiles and :func:`need` for simulators.
+
+Hypothesis profiles:
+
+- ``ci`` (selected when ``CI`` is true, see :func:`sim._toolchain.in_ci`, or under
+  ``make test``): derandomised, so a run is reproducible from the commit alone, with no
+  deadline (shared CI machines have unsteady timing) and no example database.
+- ``dev`` (otherwise): random examples, no deadline, the local example database, so that a
+  failure found once is replayed first next time.
+
+``HYPOTHESIS_PROFILE=ci|dev`` overrides the choice. Tests that set ``max_examples`` keep it
+under both profiles.
+
+A test that needs a simulator calls ``need("icarus")`` or ``need("verilator")`` first
+(``from conftest import need``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from sim import _toolchain
+
+#: Set by ``scripts/test.sh`` (``make test``): every tier must really run.
+STRICT_ENV = "TIDAL_NEED_SIMULATORS"
+
+settings.register_profile("ci", derandomize=True, deadline=None, database=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None)
+
+
+def strict() -> bool:
+    """Return True in CI or under ``make test``, where nothing may be skipped."""
+    return _toolchain.in_ci() or os.environ.get(STRICT_ENV, "") == "1"
+
+
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if strict() else "dev"))
+
+
+def need(simulator: str) -> None:
+    """Stop the calling test unless ``simulator`` can run co-simulations.
+
+    A missing simulator fails the test in CI and under ``make test`` (:func:`strict`), and
+    only skips it when a developer runs pytest by hand; the message says how to install it.
+
+    Parameters
+    ----------
+    simulator : str
+        ``"icarus"`` or ``"verilator"``.
+    """
+    why = _toolchain.simulator_status(simulator)
+    if why is None:
+        return
+    if strict():
+        pytest.fail(f"{simulator} is required in CI and under make test: {why}", pytrace=False)
+    pytest.skip(why)
