@@ -6,7 +6,7 @@ PY=.venv/bin/python
 tiers=(
   "isa:tests/test_isa.py tests/test_numerics.py tests/test_dependencies.py"
   "front end:tests/test_frontend*.py tests/test_nnir*.py"
-  "compiler+VM:tests/test_vm.py tests/test_compiler.py tests/test_seed.py"
+  "compiler+VM:tests/test_vm.py tests/test_vm_fast.py tests/test_compiler.py tests/test_seed.py"
   "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py"
   "tools:tests/test_cli.py tests/test_report.py"
   "co-simulation:tests/test_cosim.py"
