@@ -46,7 +46,7 @@ from tidal_cli.report import build_report  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 
 #: The configuration every reference figure is for.
 CONFIG = "ia_420f_c6b32"
@@ -68,8 +68,17 @@ TARGETS = {
     "LSTM 1 layer hidden 128": 60,
 }
 SEED = "seed CNN 32-128-1 k3"
-#: Timesteps the VM runs for its speed figure, and inferences each RTL simulator runs.
-VM_TIMESTEPS = 2000
+#: Timesteps each VM executor runs for its speed figures (also PyTorch's: the numpy one's).
+VM_TIMESTEPS = {"compiled": 20000, "numpy": 2000}
+#: Inferences of the MLP speed figure, and the MLP.
+VM_MLP_INFERENCES = 100
+MLP = "MLP 3x(1024->1024 + ReLU)"
+#: Each speed figure is the best of this many runs.
+REPEATS = 3
+#: The VM speed targets (issue 12): seed CNN timesteps/s per step; compiled / PyTorch eager
+#: per step; compiled / numpy on the MLP.
+VM_TARGETS = {"per_step": 50_000, "vs_torch": 4.0, "mlp_vs_numpy": 3.0}
+#: Inferences each RTL simulator runs.
 RTL_INFERENCES = {"icarus": 8, "verilator": 256}
 
 
@@ -109,20 +118,78 @@ def compile_entry(name: str, factory: Callable[[], Any], config: Config
     return entry, program
 
 
-def vm_speed(program: Any) -> dict[str, Any]:
-    """Return the VM's speed running the streaming ``program`` over a long sequence."""
+def _rate(run: Callable[[], Any], steps: int) -> float:
+    """Return ``steps`` / the seconds ``run()`` takes: the best of :data:`REPEATS` runs."""
+    best = float("inf")
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return steps / best
+
+
+def vm_speed(program: Any, model: Any, example: Any, mlp: Any | None) -> dict[str, Any]:
+    """Return the VM's speed on the streaming ``program`` and its PyTorch ``model``.
+
+    Timesteps per second of both executors (``docs/vm.md``), one ``run`` per timestep and one
+    ``run_timesteps`` per sequence; of PyTorch eager on ``model``, one call per timestep on
+    the window of inputs of ``example``'s length ending at the timestep; and, if ``mlp`` (a
+    non-streaming program) is given, inferences per second of both executors on it. Each
+    figure is the best of :data:`REPEATS` runs.
+    """
+    import torch
+
+    from sim import _vm_fast
+
     axis, out_axis = program.meta["input_axis"], program.meta["output_axis"]
-    shape = list(program.inputs[0].shape)
-    shape.insert(axis, VM_TIMESTEPS)
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    vm = program.to_vm()
-    start = time.perf_counter()
-    vm.run_timesteps(x, axis, out_axis)
-    seconds = time.perf_counter() - start
-    return {"model": program.meta["name"], "config": program.config.name,
-            "timesteps": VM_TIMESTEPS, "seconds": seconds,
-            "timesteps_per_s": VM_TIMESTEPS / seconds,
-            "cycles_per_s": VM_TIMESTEPS * vm.cycle_count(spaced=False) / seconds}
+    vms = {ex: program.to_vm(executor=ex) for ex in ("compiled", "numpy")}
+    result: dict[str, Any] = {"model": program.meta["name"], "config": program.config.name,
+                              "kernel_load": _vm_fast.compile_info()}
+    for ex, vm in vms.items():
+        n = VM_TIMESTEPS[ex]
+        shape = list(program.inputs[0].shape)
+        shape.insert(axis, n)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        steps = list(np.moveaxis(x, axis, 0))
+        result[ex] = {
+            "timesteps": n,
+            "per_step": _rate(lambda vm=vm, steps=steps: [vm.run(s) for s in steps], n),
+            "per_sequence": _rate(lambda vm=vm, x=x: vm.run_timesteps(x, axis, out_axis), n),
+        }
+    result["interval_cycles"] = vms["compiled"].cycle_count(spaced=False)
+    # PyTorch: the model on the window of the example's length (the seed CNN's receptive
+    # field) ending at each timestep, without autograd: what a user without a streaming
+    # runtime does to get one output timestep.
+    n = VM_TIMESTEPS["numpy"]
+    window = example.shape[axis]
+    seq = torch.randn(*example.shape[:axis], n + window, *example.shape[axis + 1:])
+    windows = [seq.narrow(axis, t, window) for t in range(n)]
+    # One thread, like the VM: on a shared two-core machine torch's second thread only
+    # contends (measured 100× slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            result["torch"] = {"timesteps": n, "threads": 1, "window": window,
+                               "per_step": _rate(lambda: [model(w) for w in windows], n)}
+    finally:
+        torch.set_num_threads(threads)
+    if mlp is not None:
+        xs = np.random.default_rng(1).standard_normal(
+            (VM_MLP_INFERENCES, *mlp.inputs[0].shape)).astype(np.float32)
+        result["mlp"] = {"model": mlp.meta["name"], "inferences": len(xs)}
+        for ex in ("compiled", "numpy"):
+            vm = mlp.to_vm(executor=ex)
+            result["mlp"][ex] = _rate(lambda vm=vm: [vm.run(x) for x in xs], len(xs))
+    c, t = result["compiled"], result["torch"]
+    result["ratios"] = {
+        "compiled_vs_numpy_per_step": c["per_step"] / result["numpy"]["per_step"],
+        "compiled_per_step_vs_torch": c["per_step"] / t["per_step"],
+        "compiled_per_sequence_vs_torch": c["per_sequence"] / t["per_step"],
+        "mlp_compiled_vs_numpy": (result["mlp"]["compiled"] / result["mlp"]["numpy"]
+                                  if mlp is not None else None),
+    }
+    return result
 
 
 def rtl_speed(program: Any, simulator: str, build_dir: Path | None) -> dict[str, Any]:
@@ -193,10 +260,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "| tool | model | configuration | speed | notes |", "|---|---|---|---:|---|"]
     vm = results["vm"]
     if vm is not None:
-        lines.append(f"| VM | {vm['model']} | {vm['config']} | "
-                     f"{vm['timesteps_per_s']:,.0f} timesteps/s | "
-                     f"{vm['cycles_per_s']:,.0f} machine cycles/s over {vm['timesteps']} "
-                     "timesteps |")
+        lines += _vm_rows(vm)
     for r in results["rtl"]:
         build = ""
         if "build_cached" in r:
@@ -211,7 +275,58 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{r['inferences']} inferences; {build} |")
     if not results["rtl"]:
         lines.append("| RTL | – | – | – | skipped (`--no-rtl`) |")
+    if vm is not None:
+        lines += ["", vm_summary(vm)]
     return "\n".join(lines) + "\n"
+
+
+def _vm_rows(vm: dict[str, Any]) -> list[str]:
+    """Return the tool-table rows of the VM speed figures."""
+    name, cfg = vm["model"], vm["config"]
+    rows = []
+    for ex in ("compiled", "numpy"):
+        r = vm[ex]
+        rows += [f"| VM {ex}, per timestep | {name} | {cfg} | {r['per_step']:,.0f} timesteps/s "
+                 f"| `run` per timestep; {r['per_step'] * vm['interval_cycles']:,.0f} machine "
+                 f"cycles/s |",
+                 f"| VM {ex}, per sequence | {name} | {cfg} | {r['per_sequence']:,.0f} "
+                 f"timesteps/s | `run_timesteps` over {r['timesteps']:,} timesteps |"]
+    t = vm["torch"]
+    rows.append(f"| PyTorch eager | {name} | – | {t['per_step']:,.0f} timesteps/s | one call "
+                f"per timestep on a {t['window']}-timestep window, {t['threads']} thread(s) |")
+    mlp = vm.get("mlp")
+    if mlp is not None:
+        for ex in ("compiled", "numpy"):
+            rows.append(f"| VM {ex} | {mlp['model']} | {cfg} | {mlp[ex]:,.0f} inferences/s | "
+                        "`run` per inference |")
+    return rows
+
+
+def vm_summary(vm: dict[str, Any]) -> str:
+    """Return the VM speed ratios against their targets (:data:`VM_TARGETS`) as a sentence."""
+
+    def mark(ok: bool) -> str:
+        return "✓" if ok else "✗ missed"
+
+    r, per_step = vm["ratios"], vm["compiled"]["per_step"]
+    load = vm["kernel_load"]
+    vs_torch = r["compiled_per_step_vs_torch"]
+    text = (f"VM speed: the compiled executor runs the seed CNN at {per_step:,.0f} timesteps/s "
+            f"per `run` (target ≥ {VM_TARGETS['per_step']:,} "
+            f"{mark(per_step >= VM_TARGETS['per_step'])}) and "
+            f"{vm['compiled']['per_sequence']:,.0f} per `run_timesteps`: "
+            f"**{vs_torch:.1f}× PyTorch eager** per timestep "
+            f"({r['compiled_per_sequence_vs_torch']:.1f}× per sequence; target ≥ "
+            f"{VM_TARGETS['vs_torch']:g}× {mark(vs_torch >= VM_TARGETS['vs_torch'])}), "
+            f"{r['compiled_vs_numpy_per_step']:.1f}× the numpy executor")
+    if r["mlp_compiled_vs_numpy"] is not None:
+        ok = r["mlp_compiled_vs_numpy"] >= VM_TARGETS["mlp_vs_numpy"]
+        text += (f"; on the MLP 3×1024, {r['mlp_compiled_vs_numpy']:.1f}× the numpy executor "
+                 f"(target ≥ {VM_TARGETS['mlp_vs_numpy']:g}× {mark(ok)})")
+    if load:
+        how = "loaded from numba's disk cache" if load["from_disk_cache"] else "compiled"
+        text += f". Kernel {how} in {load['seconds']:.2f} s"
+    return text + "."
 
 
 def update_docs(table: str, path: Path = DOCS) -> None:
@@ -263,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     vm = None
     rtl: list[dict[str, Any]] = []
     if SEED in programs:
-        with step(f"VM: {VM_TIMESTEPS} timesteps of the seed CNN"):
-            vm = vm_speed(programs[SEED])
+        with step("VM: speed of both executors on the seed CNN, PyTorch eager, the MLP"):
+            model, example, _, _ = MODELS[SEED]()
+            vm = vm_speed(programs[SEED], model, example, programs.get(MLP))
         if not args.no_rtl:
             with tempfile.TemporaryDirectory(prefix="tidal-bench-") as tmp:
                 build_dir = None if args.cached_build else Path(tmp)

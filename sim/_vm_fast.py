@@ -307,11 +307,10 @@ class FastPlan:
         numpy.ndarray
             float32 [n_out, B], or [inferences, n_out, B].
         """
-        many = np.ascontiguousarray(beats, dtype=np.float32)
-        one = many.ndim == 2
-        if one:
-            many = many[np.newaxis]
+        many = beats[np.newaxis] if beats.ndim == 2 else beats
+        if many.dtype != np.float32 or not many.flags.c_contiguous:
+            many = np.ascontiguousarray(many, dtype=np.float32)
         out = np.empty((len(many), self.n_out, mem.tram.shape[1]), np.float32)
         self._kernel(self._ops, mem.tram, mem.acc, self._weights, self._clamps, many, out,
                      *self._layout, round_inputs)
-        return out[0] if one else out
+        return out[0] if beats.ndim == 2 else out

@@ -13,6 +13,7 @@ fallback) and, with tracing, the cycle-by-cycle model (:mod:`sim._vm_cycle`).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -207,12 +208,12 @@ class VM:
             arr = _float_array(value, f"input {k}")
             if arr.shape != layout.shape:
                 raise ValueError(f"input {k} must have shape {layout.shape}, not {arr.shape}")
-            blocks.append(layout.to_blocks(arr.astype(np.float32, copy=False)))
+            blocks.append(_to_blocks(layout, arr.astype(np.float32, copy=False)))
         out = self._execute(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
         results = []
         start = 0
         for layout in self.program.outputs:
-            results.append(layout.from_blocks(out[start:start + layout.beats]))
+            results.append(_from_blocks(layout, out[start:start + layout.beats]))
             start += layout.beats
         return results[0] if len(results) == 1 else tuple(results)
 
@@ -259,10 +260,10 @@ class VM:
         if self._fast is not None:
             # One compiled call for the whole sequence.
             layout, out_layout = self.program.inputs[0], self.program.outputs[0]
-            out = self._fast.run(self._mem, _to_blocks_many(
-                layout, steps.astype(np.float32, copy=False)))
+            out = self._fast.run(self._mem, _to_blocks(
+                layout, steps.astype(np.float32, copy=False), (len(steps),)))
             self.inferences += len(steps)
-            return np.moveaxis(_from_blocks_many(out_layout, out), 0, output_axis)
+            return np.moveaxis(_from_blocks(out_layout, out, (len(steps),)), 0, output_axis)
         outs = [self.run(step) for step in steps]
         if not outs:
             return np.moveaxis(np.empty((0, *out_shape), np.float32), 0, output_axis)
@@ -343,15 +344,31 @@ def _choose_executor(executor: str | None) -> str:
     return executor
 
 
-def _to_blocks_many(layout: TensorLayout, steps: np.ndarray) -> np.ndarray:
-    """Return :meth:`TensorLayout.to_blocks` of every ``steps[k]``, as [steps, beats, B]."""
-    rows = steps.reshape(len(steps), layout.rows, layout.channels)
-    out = np.zeros((len(steps), layout.rows, layout.blocks * layout.block_size), rows.dtype)
-    out[:, :, :layout.channels] = rows
-    return out.reshape(len(steps), layout.beats, layout.block_size)
+@functools.cache
+def _geometry(layout: TensorLayout) -> tuple[int, int, int, int, int]:
+    """Return ``(rows, channels, padded row width, beats, B)`` of ``layout`` (computed once:
+    the properties cost more than the reshapes on the per-inference path)."""
+    b = layout.block_size
+    return layout.rows, layout.channels, layout.blocks * b, layout.beats, b
 
 
-def _from_blocks_many(layout: TensorLayout, blocks: np.ndarray) -> np.ndarray:
-    """Return :meth:`TensorLayout.from_blocks` of every ``blocks[k]``, stacked."""
-    rows = blocks.reshape(len(blocks), layout.rows, layout.blocks * layout.block_size)
-    return rows[:, :, :layout.channels].reshape(len(blocks), *layout.shape)
+def _to_blocks(layout: TensorLayout, values: np.ndarray, lead: tuple[int, ...] = ()
+               ) -> np.ndarray:
+    """Return ``layout.to_blocks(values)`` (:class:`isa.TensorLayout`), for every index of
+    ``lead``, the leading axes of ``values``; a view when no lane is padding."""
+    rows, channels, width, beats, b = _geometry(layout)
+    if channels == width:
+        return values.reshape(*lead, beats, b)
+    out = np.zeros((*lead, rows, width), values.dtype)
+    out[..., :channels] = values.reshape(*lead, rows, channels)
+    return out.reshape(*lead, beats, b)
+
+
+def _from_blocks(layout: TensorLayout, blocks: np.ndarray, lead: tuple[int, ...] = ()
+                 ) -> np.ndarray:
+    """Return ``layout.from_blocks(blocks)`` (:class:`isa.TensorLayout`), for every index of
+    ``lead``, the leading axes of ``blocks``."""
+    rows, channels, width, _, _ = _geometry(layout)
+    if channels == width:
+        return blocks.reshape(*lead, *layout.shape)
+    return blocks.reshape(*lead, rows, width)[..., :channels].reshape(*lead, *layout.shape)

@@ -22,6 +22,7 @@ from isa import Config, CoreImage, Dest, End, Instruction, Mac, Program, TensorL
 from isa.instructions import decode, encode_program
 from isa.numerics import VecOp, f32_to_bf16_bits
 from sim import _vm_fast
+from sim import vm as vm_module
 from sim._vm_schedule import OUT, analyse
 from sim.vm import VM, ScheduleError
 
@@ -322,3 +323,19 @@ def test_executor_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         VM(prog, executor="jit")
     info = _vm_fast.compile_info()
     assert info["seconds"] > 0 and isinstance(info["from_disk_cache"], bool)
+
+
+@pytest.mark.parametrize("shape", [(4,), (8,), (3, 8), (2, 3, 5), (1, 1), (12,)])
+def test_block_layout_helpers_match_tensor_layout(shape: tuple[int, ...]) -> None:
+    # run and run_timesteps lay values out with sim.vm's helpers, not TensorLayout's methods.
+    layout = TensorLayout(shape, 4)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, *shape)).astype(np.float32)
+    many = vm_module._to_blocks(layout, x, (5,))
+    for k in range(5):
+        np.testing.assert_array_equal(vm_module._to_blocks(layout, x[k]), layout.to_blocks(x[k]))
+        np.testing.assert_array_equal(many[k], layout.to_blocks(x[k]))
+        blocks = rng.standard_normal((layout.beats, 4)).astype(np.float32)
+        np.testing.assert_array_equal(vm_module._from_blocks(layout, blocks),
+                                      layout.from_blocks(blocks))
+    np.testing.assert_array_equal(vm_module._from_blocks(layout, many, (5,)), x)
