@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -363,6 +364,13 @@ def _verilog_digest(rtl_dir: Path, manifest: dict[str, Any]) -> str:
     return h.hexdigest()[:16]
 
 
+def _cocotb_libs() -> str:
+    """Return the directory of cocotb's shared libraries (which Verilator models link)."""
+    spec = importlib.util.find_spec("cocotb")
+    assert spec is not None and spec.origin is not None, "cocotb is a dependency"
+    return str(Path(spec.origin).parent / "libs")
+
+
 def _config_dir(root: Path, config: Config, variant: str | None) -> Path:
     key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
     name = f"{config.name}-{key[:8]}" + (f"-broken-{variant}" if variant else "")
@@ -468,8 +476,11 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
         exe = sim_dir / ("sim.vvp" if simulator == "icarus" else manifest["top"])
         build_s = 0.0
         phases: dict[str, float] = {}
-        if stamp.exists() and exe.exists():
-            built = json.loads(stamp.read_text())
+        built = json.loads(stamp.read_text()) if stamp.exists() else None
+        # A Verilator model links cocotb's libraries from the environment that built it
+        # (another checkout's venv, perhaps): rebuild if they are gone.
+        if (built is not None and exe.exists()
+                and all(Path(p).exists() for p in built.get("needs", []))):
             phases, fresh_s = built.get("phases", {}), float(built.get("seconds", 0.0))
         else:
             shutil.rmtree(sim_dir, ignore_errors=True)
@@ -495,7 +506,8 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
             build_s = time.perf_counter() - start
             phases = dict(getattr(runner, "phase_seconds", {}))
             # Written last: a model without its stamp (an interrupted build) is rebuilt.
-            stamp.write_text(json.dumps({"seconds": build_s, "phases": phases}))
+            needs = [_cocotb_libs()] if simulator == "verilator" else []
+            stamp.write_text(json.dumps({"seconds": build_s, "phases": phases, "needs": needs}))
             fresh_s = build_s
         os.utime(sim_dir)                       # most recently used: kept by the pruning
         os.utime(rtl_dir)
