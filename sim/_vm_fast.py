@@ -127,29 +127,43 @@ def _kernel(ops, tram, acc, weights, clamps, beats, out,  # noqa: ANN001, ANN202
             else:
                 op, arow, trow, crow = ops[k, 1], ops[k, 2], ops[k, 3], ops[k, 4]
                 dest, addr, mask = ops[k, 5], ops[k, 6], ops[k, 7]
+                # One loop per operation, so that the common ones compile to vector code.
+                if op == _PASS_A:
+                    for i in range(b):
+                        r[i] = acc[arow, i]
+                elif op == _PASS_T:
+                    for i in range(b):
+                        r[i] = tram[trow, i]
+                elif op == _ADD:
+                    for i in range(b):
+                        r[i] = acc[arow, i] + tram[trow, i]
+                elif op == _SUB:
+                    for i in range(b):
+                        r[i] = acc[arow, i] - tram[trow, i]
+                elif op == _RSUB:
+                    for i in range(b):
+                        r[i] = tram[trow, i] - acc[arow, i]
+                elif op == _MUL:
+                    for i in range(b):
+                        r[i] = acc[arow, i] * tram[trow, i]
+                elif op == _MAX:
+                    for i in range(b):
+                        r[i] = _max(acc[arow, i], tram[trow, i])
+                else:
+                    for i in range(b):
+                        r[i] = _min(acc[arow, i], tram[trow, i])
+                # A bound of -inf (low) or +inf (high) leaves every value exactly unchanged,
+                # NaN and signed zeros included (vec_max, vec_min): such a side is skipped.
                 lo, hi = clamps[crow, 0], clamps[crow, 1]
+                if lo != -np.inf:
+                    for i in range(b):
+                        r[i] = _max(r[i], lo)
+                if hi != np.inf:
+                    for i in range(b):
+                        r[i] = _min(r[i], hi)
                 for i in range(b):
-                    a = acc[arow, i]
-                    t = tram[trow, i]
-                    if op == _PASS_A:
-                        v = a
-                    elif op == _PASS_T:
-                        v = t
-                    elif op == _ADD:
-                        v = a + t
-                    elif op == _SUB:
-                        v = a - t
-                    elif op == _RSUB:
-                        v = t - a
-                    elif op == _MUL:
-                        v = a * t
-                    elif op == _MAX:
-                        v = _max(a, t)
-                    else:
-                        v = _min(a, t)
-                    # A bound of -inf / +inf leaves every value unchanged (vec_max/vec_min).
-                    v = _min(_max(v, lo), hi)
-                    r[i] = nan if v != v else v
+                    if r[i] != r[i]:
+                        r[i] = nan
                 if dest == _D_ACC or dest == _D_ACCS:
                     for d in range(num_cores):
                         if (mask >> d) & 1:
