@@ -44,12 +44,17 @@ AVAILABLE = numba is not None
 
 # Operation kinds: the first column of the operation table (FastPlan builds the others).
 _IN, _MAC, _VEC = 0, 1, 2
-# isa's destinations and vector operations as plain ints, which numba folds into the code.
-_D_ACC, _D_TRAM, _D_OUT, _D_ACCS = int(Dest.ACC), int(Dest.TRAM), int(Dest.OUTPUT), int(Dest.ACCS)
-_PASS_A, _PASS_T, _ADD, _SUB = int(VecOp.PASS_A), int(VecOp.PASS_T), int(VecOp.ADD), int(VecOp.SUB)
-_RSUB, _MUL, _MAX = int(VecOp.RSUB), int(VecOp.MUL), int(VecOp.MAX)
-
-_NAN_BITS = CANONICAL_NAN_F32
+# isa's encodings the kernel uses, as literals: numba folds globals into the compiled code
+# and its disk cache is invalidated only by a change of this file, so a change in isa must
+# fail here (and be copied here) rather than leave a stale kernel in the cache.
+_D_ACC, _D_TRAM, _D_OUT, _D_ACCS = 0, 1, 2, 3
+_PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX = 0, 1, 2, 3, 4, 5, 6
+_NAN_BITS = 0x7FC00000
+if ((_D_ACC, _D_TRAM, _D_OUT, _D_ACCS) != tuple(Dest)
+        or (_PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX) != tuple(VecOp)[:7]
+        or _NAN_BITS != CANONICAL_NAN_F32):
+    raise ImportError("isa's Dest, VecOp or CANONICAL_NAN_F32 changed: update the literals "
+                      "of sim/_vm_fast.py (and its kernel)")
 
 
 def _max(a, b):  # noqa: ANN001, ANN202
