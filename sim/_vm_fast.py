@@ -48,10 +48,10 @@ _IN, _MAC, _VEC = 0, 1, 2
 # and its disk cache is invalidated only by a change of this file, so a change in isa must
 # fail here (and be copied here) rather than leave a stale kernel in the cache.
 _D_ACC, _D_TRAM, _D_OUT, _D_ACCS = 0, 1, 2, 3
-_PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX = 0, 1, 2, 3, 4, 5, 6
+_PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX, _MIN = 0, 1, 2, 3, 4, 5, 6, 7
 _NAN_BITS = 0x7FC00000
 if ((_D_ACC, _D_TRAM, _D_OUT, _D_ACCS) != tuple(Dest)
-        or (_PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX) != tuple(VecOp)[:7]
+        or (_PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX, _MIN) != tuple(VecOp)
         or _NAN_BITS != CANONICAL_NAN_F32):
     raise ImportError("isa's Dest, VecOp or CANONICAL_NAN_F32 changed: update the literals "
                       "of sim/_vm_fast.py (and its kernel)")
@@ -154,7 +154,7 @@ def _kernel(ops, tram, acc, weights, clamps, beats, out,  # noqa: ANN001, ANN202
                 elif op == _MAX:
                     for i in range(b):
                         r[i] = _max(acc[arow, i], tram[trow, i])
-                else:
+                else:  # _MIN, the last VecOp (checked at import)
                     for i in range(b):
                         r[i] = _min(acc[arow, i], tram[trow, i])
                 # A bound of -inf (low) or +inf (high) leaves every value exactly unchanged,
