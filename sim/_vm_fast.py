@@ -306,6 +306,7 @@ class FastPlan:
                              addr, mask))
         self._ops = np.array(rows, dtype=np.int64).reshape(-1, 8)
         self._layout = (mem.tram_depth, mem.acc_depth, mem.num_cores)
+        self._out_beats = (self.n_out, b)
 
     def run(self, mem: Memories, beats: np.ndarray, round_inputs: bool = True) -> np.ndarray:
         """Execute inferences on ``mem``; return their output beats.
@@ -326,10 +327,11 @@ class FastPlan:
         numpy.ndarray
             float32 [n_out, B], or [inferences, n_out, B].
         """
-        many = beats[np.newaxis] if beats.ndim == 2 else beats
+        one = beats.ndim == 2
+        many = beats[np.newaxis] if one else beats
         if many.dtype != np.float32 or not many.flags.c_contiguous:
             many = np.ascontiguousarray(many, dtype=np.float32)
-        out = np.empty((len(many), self.n_out, mem.tram.shape[1]), np.float32)
+        out = np.empty((len(many), *self._out_beats), np.float32)
         self._kernel(self._ops, mem.tram, mem.acc, self._weights, self._clamps, many, out,
                      *self._layout, round_inputs)
-        return out[0] if beats.ndim == 2 else out
+        return out[0] if one else out

@@ -213,8 +213,9 @@ class VM:
         results = []
         start = 0
         for layout in self.program.outputs:
-            results.append(_from_blocks(layout, out[start:start + layout.beats]))
-            start += layout.beats
+            beats = _geometry(layout)[3]
+            results.append(_from_blocks(layout, out[start:start + beats]))
+            start += beats
         return results[0] if len(results) == 1 else tuple(results)
 
     def run_timesteps(self, x: Any, input_axis: int, output_axis: int) -> np.ndarray:
