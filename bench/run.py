@@ -119,14 +119,19 @@ def compile_entry(name: str, factory: Callable[[], Any], config: Config
     return entry, program
 
 
-def _rate(run: Callable[[], Any], steps: int) -> float:
-    """Return ``steps`` / the seconds ``run()`` takes: the best of :data:`REPEATS` runs."""
-    best = float("inf")
+def _rates(runs: dict[str, tuple[Callable[[], Any], int]]) -> dict[str, float]:
+    """Return, by name, ``steps`` / the seconds ``run()`` takes: the best of :data:`REPEATS`.
+
+    The repeats of all the runs are interleaved, so that the figures compared with each
+    other see the same load on a shared machine.
+    """
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(REPEATS):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return steps / best
+        for name, (run, _steps) in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: steps / best[name] for name, (_run, steps) in runs.items()}
 
 
 def vm_speed(program: Any, model: Any, example: Any, mlp: Any | None) -> dict[str, Any]:
@@ -136,7 +141,7 @@ def vm_speed(program: Any, model: Any, example: Any, mlp: Any | None) -> dict[st
     ``run_timesteps`` per sequence; of PyTorch eager on ``model``, one call per timestep on
     the window of inputs of ``example``'s length ending at the timestep; and, if ``mlp`` (a
     non-streaming program) is given, inferences per second of both executors on it. Each
-    figure is the best of :data:`REPEATS` runs.
+    figure is the best of :data:`REPEATS` runs, interleaved (:func:`_rates`).
     """
     import torch
 
@@ -146,18 +151,15 @@ def vm_speed(program: Any, model: Any, example: Any, mlp: Any | None) -> dict[st
     vms = {ex: program.to_vm(executor=ex) for ex in ("compiled", "numpy")}
     result: dict[str, Any] = {"model": program.meta["name"], "config": program.config.name,
                               "kernel_load": _vm_fast.compile_info()}
+    runs: dict[str, tuple[Callable[[], Any], int]] = {}
     for ex, vm in vms.items():
         n = VM_TIMESTEPS[ex]
         shape = list(program.inputs[0].shape)
         shape.insert(axis, n)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         steps = list(np.moveaxis(x, axis, 0))
-        result[ex] = {
-            "timesteps": n,
-            "per_step": _rate(lambda vm=vm, steps=steps: [vm.run(s) for s in steps], n),
-            "per_sequence": _rate(lambda vm=vm, x=x: vm.run_timesteps(x, axis, out_axis), n),
-        }
-    result["interval_cycles"] = vms["compiled"].cycle_count(spaced=False)
+        runs[f"{ex} step"] = (lambda vm=vm, steps=steps: [vm.run(s) for s in steps], n)
+        runs[f"{ex} sequence"] = (lambda vm=vm, x=x: vm.run_timesteps(x, axis, out_axis), n)
     # PyTorch: the model on the window of the example's length (the seed CNN's receptive
     # field) ending at each timestep, without autograd: what a user without a streaming
     # runtime does to get one output timestep.
@@ -165,23 +167,28 @@ def vm_speed(program: Any, model: Any, example: Any, mlp: Any | None) -> dict[st
     window = example.shape[axis]
     seq = torch.randn(*example.shape[:axis], n + window, *example.shape[axis + 1:])
     windows = [seq.narrow(axis, t, window) for t in range(n)]
+    runs["torch"] = (lambda: [model(w) for w in windows], n)
     # One thread, like the VM: on a shared two-core machine torch's second thread only
     # contends (measured 100× slower).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with torch.inference_mode():
-            result["torch"] = {"timesteps": n, "threads": 1, "window": window,
-                               "per_step": _rate(lambda: [model(w) for w in windows], n)}
+            rates = _rates(runs)
     finally:
         torch.set_num_threads(threads)
+    for ex in vms:
+        result[ex] = {"timesteps": VM_TIMESTEPS[ex], "per_step": rates[f"{ex} step"],
+                      "per_sequence": rates[f"{ex} sequence"]}
+    result["interval_cycles"] = vms["compiled"].cycle_count(spaced=False)
+    result["torch"] = {"timesteps": n, "threads": 1, "window": window,
+                       "per_step": rates["torch"]}
     if mlp is not None:
         xs = np.random.default_rng(1).standard_normal(
             (VM_MLP_INFERENCES, *mlp.inputs[0].shape)).astype(np.float32)
-        result["mlp"] = {"model": mlp.meta["name"], "inferences": len(xs)}
-        for ex in ("compiled", "numpy"):
-            vm = mlp.to_vm(executor=ex)
-            result["mlp"][ex] = _rate(lambda vm=vm: [vm.run(x) for x in xs], len(xs))
+        mlp_vms = {ex: mlp.to_vm(executor=ex) for ex in ("compiled", "numpy")}
+        result["mlp"] = {"model": mlp.meta["name"], "inferences": len(xs), **_rates(
+            {ex: (lambda vm=vm: [vm.run(x) for x in xs], len(xs)) for ex, vm in mlp_vms.items()})}
     c, t = result["compiled"], result["torch"]
     result["ratios"] = {
         "compiled_vs_numpy_per_step": c["per_step"] / result["numpy"]["per_step"],
