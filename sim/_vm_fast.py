@@ -22,6 +22,7 @@ reports what the first call in this process cost.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import time
 
@@ -32,15 +33,11 @@ from isa.numerics import CANONICAL_NAN_F32
 from sim._vm_plan import Memories
 from sim._vm_schedule import OUT, Schedule
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba is pinned in requirements.txt
-    numba = None
-
 __all__ = ["AVAILABLE", "FastPlan", "compile_info"]
 
-#: Whether the compiled path can run (numba importable).
-AVAILABLE = numba is not None
+#: Whether the compiled path can run (numba installed; it is imported on first use, which
+#: keeps ``import sim`` light).
+AVAILABLE = importlib.util.find_spec("numba") is not None
 
 # Operation kinds: the first column of the operation table (FastPlan builds the others).
 _IN, _MAC, _VEC = 0, 1, 2
@@ -205,22 +202,20 @@ def _round_bf16(x):  # noqa: ANN001, ANN202
     return np.uint32(u).view(np.float32)
 
 
-if AVAILABLE:
-    # Compiled with the kernel that calls them.
-    _max = numba.njit(cache=True, nogil=True)(_max)
-    _min = numba.njit(cache=True, nogil=True)(_min)
-    _round_bf16 = numba.njit(cache=True, nogil=True)(_round_bf16)
-    _widen = numba.njit(cache=True, nogil=True)(_widen)
-
 _jitted = None
 _compile_info: dict[str, float | bool] = {}
 
 
 def _compiled():  # noqa: ANN202
     """Return the compiled kernel, compiling it (or loading numba's disk cache) once."""
-    global _jitted
+    global _jitted, _max, _min, _round_bf16, _widen
     if _jitted is None:
         start = time.perf_counter()
+        import numba
+
+        # The helpers first: the kernel calls the compiled versions.
+        jit = numba.njit(cache=True, nogil=True)
+        _max, _min, _round_bf16, _widen = jit(_max), jit(_min), jit(_round_bf16), jit(_widen)
         i64, f32, u16 = numba.int64, numba.float32, numba.uint16
         sig = numba.void(i64[:, ::1], f32[:, ::1], f32[:, ::1], u16[:, :, ::1], f32[:, ::1],
                          f32[:, :, ::1], f32[:, :, ::1], i64, i64, i64, numba.boolean)
