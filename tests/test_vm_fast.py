@@ -310,6 +310,7 @@ def test_random_programs_are_varied() -> None:
 
 def test_executor_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     prog = random_program(Config.preset("c1b4"), 0)
+    monkeypatch.delenv("TIDAL_VM_EXECUTOR", raising=False)
     assert VM(prog).executor == "compiled"
     assert VM(prog, trace=True).executor == "cycle"
     assert VM(prog, executor="numpy").executor == "numpy"
