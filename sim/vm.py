@@ -345,7 +345,7 @@ def _choose_executor(executor: str | None) -> str:
     return executor
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)
 def _geometry(layout: TensorLayout) -> tuple[int, int, int, int, int]:
     """Return ``(rows, channels, padded row width, beats, B)`` of ``layout`` (computed once:
     the properties cost more than the reshapes on the per-inference path)."""
