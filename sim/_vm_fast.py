@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from isa.instructions import Dest, Mac, Vec, VecOp
+from isa.instructions import Dest, End, Mac, Vec, VecOp, Wait
 from isa.numerics import CANONICAL_NAN_F32
 from sim._vm_plan import Memories
 from sim._vm_schedule import OUT, Schedule
@@ -299,6 +299,9 @@ class FastPlan:
                 rows.append((_VEC, instr.op, mem.acc_row(c, instr.acc),
                              mem.tram_row(c, instr.tram), c * depth + instr.clamp, instr.dest,
                              addr, mask))
+            elif not isinstance(instr, End | Wait):
+                raise NotImplementedError(f"sim/_vm_fast.py cannot execute {instr}: teach it "
+                                          "the new instruction, or use executor='numpy'")
         self._ops = np.array(rows, dtype=np.int64).reshape(-1, 8)
         self._layout = (mem.tram_depth, mem.acc_depth, mem.num_cores)
         self._out_beats = (self.n_out, b)
