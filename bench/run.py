@@ -1,15 +1,16 @@
 """The benchmark suite (``make bench``): compute cycles against the reference, and tool speed.
 
-Usage: ``.venv/bin/python bench/run.py [--no-rtl] [--cached-build] [--models SUBSTRING ...]``
+Usage: ``.venv/bin/python bench/run.py [--no-rtl] [--fresh-build] [--models SUBSTRING ...]``
 
 For every model of the registry (``bench/models.py``: the shapes of the architecture
 brief's §5 table and the seed CNN), compiled for the IA-420F C6B32: our spaced and
 contiguous cycles, the reference compiler's published cycles and the ratio, the ideal
 compute cycles and utilisation, and the compile time. Models the compiler cannot compile are
-listed with their error. Then the speed of the tools on the seed CNN: VM timesteps per
-second; RTL simulated cycles per second on Icarus (small configuration) and on Verilator
-(C6B32), and the Verilator build time (``--no-rtl`` skips the RTL). Everything is measured in
-one run.
+listed with their error. Then the speed of the tools: VM timesteps per second of both
+executors on the seed CNN against PyTorch eager, and on the MLP 3×1024; RTL simulated
+cycles per second on Icarus (small configuration) and on Verilator (C6B32), and whether the
+models came from the build cache or were built fresh, with the build time (``--no-rtl``
+skips the RTL; ``--fresh-build`` times fresh builds). Everything is measured in one run.
 
 Writes ``bench/results/latest.json`` and the table between the markers of
 ``docs/benchmarks.md``. All cycle figures are compute only (no host I/O); µs assume the
@@ -46,7 +47,7 @@ from tidal_cli.report import build_report  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 
 #: The configuration every reference figure is for.
 CONFIG = "ia_420f_c6b32"
@@ -68,8 +69,17 @@ TARGETS = {
     "LSTM 1 layer hidden 128": 60,
 }
 SEED = "seed CNN 32-128-1 k3"
-#: Timesteps the VM runs for its speed figure, and inferences each RTL simulator runs.
-VM_TIMESTEPS = 2000
+#: Timesteps each VM executor runs for its speed figures (also PyTorch's: the numpy one's).
+VM_TIMESTEPS = {"compiled": 20000, "numpy": 2000}
+#: Inferences of the MLP speed figure, and the MLP.
+VM_MLP_INFERENCES = 100
+MLP = "MLP 3x(1024->1024 + ReLU)"
+#: Each speed figure is the best of this many runs.
+REPEATS = 3
+#: The VM speed targets (issue 12): seed CNN timesteps/s per step; compiled / PyTorch eager
+#: per step; compiled / numpy on the MLP.
+VM_TARGETS = {"per_step": 50_000, "vs_torch": 4.0, "mlp_vs_numpy": 3.0}
+#: Inferences each RTL simulator runs.
 RTL_INFERENCES = {"icarus": 8, "verilator": 256}
 
 
@@ -109,20 +119,85 @@ def compile_entry(name: str, factory: Callable[[], Any], config: Config
     return entry, program
 
 
-def vm_speed(program: Any) -> dict[str, Any]:
-    """Return the VM's speed running the streaming ``program`` over a long sequence."""
+def _rates(runs: dict[str, tuple[Callable[[], Any], int]]) -> dict[str, float]:
+    """Return, by name, ``steps`` / the seconds ``run()`` takes: the best of :data:`REPEATS`.
+
+    The repeats of all the runs are interleaved, so that the figures compared with each
+    other see the same load on a shared machine.
+    """
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(REPEATS):
+        for name, (run, _steps) in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: steps / best[name] for name, (_run, steps) in runs.items()}
+
+
+def vm_speed(program: Any, model: Any, example: Any, mlp: Any | None) -> dict[str, Any]:
+    """Return the VM's speed on the streaming ``program`` and its PyTorch ``model``.
+
+    Timesteps per second of both executors (``docs/vm.md``), one ``run`` per timestep and one
+    ``run_timesteps`` per sequence; of PyTorch eager on ``model``, one call per timestep on
+    the window of inputs of ``example``'s length ending at the timestep; and, if ``mlp`` (a
+    non-streaming program) is given, inferences per second of both executors on it. Each
+    figure is the best of :data:`REPEATS` runs, interleaved (:func:`_rates`).
+    """
+    import torch
+
+    from sim import _vm_fast
+
     axis, out_axis = program.meta["input_axis"], program.meta["output_axis"]
-    shape = list(program.inputs[0].shape)
-    shape.insert(axis, VM_TIMESTEPS)
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    vm = program.to_vm()
-    start = time.perf_counter()
-    vm.run_timesteps(x, axis, out_axis)
-    seconds = time.perf_counter() - start
-    return {"model": program.meta["name"], "config": program.config.name,
-            "timesteps": VM_TIMESTEPS, "seconds": seconds,
-            "timesteps_per_s": VM_TIMESTEPS / seconds,
-            "cycles_per_s": VM_TIMESTEPS * vm.cycle_count(spaced=False) / seconds}
+    vms = {ex: program.to_vm(executor=ex) for ex in ("compiled", "numpy")}
+    result: dict[str, Any] = {"model": program.meta["name"], "config": program.config.name,
+                              "kernel_load": _vm_fast.compile_info()}
+    runs: dict[str, tuple[Callable[[], Any], int]] = {}
+    for ex, vm in vms.items():
+        n = VM_TIMESTEPS[ex]
+        shape = list(program.inputs[0].shape)
+        shape.insert(axis, n)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        steps = list(np.moveaxis(x, axis, 0))
+        runs[f"{ex} step"] = (lambda vm=vm, steps=steps: [vm.run(s) for s in steps], n)
+        runs[f"{ex} sequence"] = (lambda vm=vm, x=x: vm.run_timesteps(x, axis, out_axis), n)
+    # PyTorch: the model on the window of the example's length (the seed CNN's receptive
+    # field) ending at each timestep, without autograd: what a user without a streaming
+    # runtime does to get one output timestep.
+    n = VM_TIMESTEPS["numpy"]
+    window = example.shape[axis]
+    seq = torch.randn(*example.shape[:axis], n + window, *example.shape[axis + 1:])
+    windows = [seq.narrow(axis, t, window) for t in range(n)]
+    runs["torch"] = (lambda: [model(w) for w in windows], n)
+    # One thread, like the VM: on a shared two-core machine torch's second thread only
+    # contends (measured 100× slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            rates = _rates(runs)
+    finally:
+        torch.set_num_threads(threads)
+    for ex in vms:
+        result[ex] = {"timesteps": VM_TIMESTEPS[ex], "per_step": rates[f"{ex} step"],
+                      "per_sequence": rates[f"{ex} sequence"]}
+    result["interval_cycles"] = vms["compiled"].cycle_count(spaced=False)
+    result["torch"] = {"timesteps": n, "threads": 1, "window": window,
+                       "per_step": rates["torch"]}
+    if mlp is not None:
+        xs = np.random.default_rng(1).standard_normal(
+            (VM_MLP_INFERENCES, *mlp.inputs[0].shape)).astype(np.float32)
+        mlp_vms = {ex: mlp.to_vm(executor=ex) for ex in ("compiled", "numpy")}
+        result["mlp"] = {"model": mlp.meta["name"], "inferences": len(xs), **_rates(
+            {ex: (lambda vm=vm: [vm.run(x) for x in xs], len(xs)) for ex, vm in mlp_vms.items()})}
+    c, t = result["compiled"], result["torch"]
+    result["ratios"] = {
+        "compiled_vs_numpy_per_step": c["per_step"] / result["numpy"]["per_step"],
+        "compiled_per_step_vs_torch": c["per_step"] / t["per_step"],
+        "compiled_per_sequence_vs_torch": c["per_sequence"] / t["per_step"],
+        "mlp_compiled_vs_numpy": (result["mlp"]["compiled"] / result["mlp"]["numpy"]
+                                  if mlp is not None else None),
+    }
+    return result
 
 
 def rtl_speed(program: Any, simulator: str, build_dir: Path | None) -> dict[str, Any]:
@@ -136,6 +211,7 @@ def rtl_speed(program: Any, simulator: str, build_dir: Path | None) -> dict[str,
         build = cosim.build_rtl(program.config, simulator, build_dir=build_dir)
         entry["build_s"] = None if build.cached else build.gen_seconds + build.build_seconds
         entry["build_cached"] = build.cached
+        entry["fresh_build_s"] = build.fresh_build_seconds
         result = cosim.run_rtl(program, inputs, simulator=simulator, build_dir=build_dir,
                                trace=False)
     except RuntimeError as exc:  # RtlError, or the simulator is not installed
@@ -193,15 +269,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "| tool | model | configuration | speed | notes |", "|---|---|---|---:|---|"]
     vm = results["vm"]
     if vm is not None:
-        lines.append(f"| VM | {vm['model']} | {vm['config']} | "
-                     f"{vm['timesteps_per_s']:,.0f} timesteps/s | "
-                     f"{vm['cycles_per_s']:,.0f} machine cycles/s over {vm['timesteps']} "
-                     "timesteps |")
+        lines += _vm_rows(vm)
     for r in results["rtl"]:
         build = ""
         if "build_cached" in r:
-            build = ("model cached (build not timed)" if r["build_cached"]
-                     else f"build {r['build_s']:.1f} s")
+            build = (f"cached model (its fresh build took {r['fresh_build_s']:.1f} s)"
+                     if r["build_cached"] else f"fresh build {r['build_s']:.1f} s")
         if r.get("error"):
             lines.append(f"| RTL, {r['simulator']} | {r['model']} | {r['config']} | – | "
                          f"{build + '; ' if build else ''}failed: {r['error']} |")
@@ -211,7 +284,58 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{r['inferences']} inferences; {build} |")
     if not results["rtl"]:
         lines.append("| RTL | – | – | – | skipped (`--no-rtl`) |")
+    if vm is not None:
+        lines += ["", vm_summary(vm)]
     return "\n".join(lines) + "\n"
+
+
+def _vm_rows(vm: dict[str, Any]) -> list[str]:
+    """Return the tool-table rows of the VM speed figures."""
+    name, cfg = vm["model"], vm["config"]
+    rows = []
+    for ex in ("compiled", "numpy"):
+        r = vm[ex]
+        rows += [f"| VM {ex}, per timestep | {name} | {cfg} | {r['per_step']:,.0f} timesteps/s "
+                 f"| `run` per timestep; {r['per_step'] * vm['interval_cycles']:,.0f} machine "
+                 f"cycles/s |",
+                 f"| VM {ex}, per sequence | {name} | {cfg} | {r['per_sequence']:,.0f} "
+                 f"timesteps/s | `run_timesteps` over {r['timesteps']:,} timesteps |"]
+    t = vm["torch"]
+    rows.append(f"| PyTorch eager | {name} | – | {t['per_step']:,.0f} timesteps/s | one call "
+                f"per timestep on a {t['window']}-timestep window, {t['threads']} thread(s) |")
+    mlp = vm.get("mlp")
+    if mlp is not None:
+        for ex in ("compiled", "numpy"):
+            rows.append(f"| VM {ex} | {mlp['model']} | {cfg} | {mlp[ex]:,.0f} inferences/s | "
+                        "`run` per inference |")
+    return rows
+
+
+def vm_summary(vm: dict[str, Any]) -> str:
+    """Return the VM speed ratios against their targets (:data:`VM_TARGETS`) as a sentence."""
+
+    def mark(ok: bool) -> str:
+        return "✓" if ok else "✗ missed"
+
+    r, per_step = vm["ratios"], vm["compiled"]["per_step"]
+    load = vm["kernel_load"]
+    vs_torch = r["compiled_per_step_vs_torch"]
+    text = (f"VM speed: the compiled executor runs the seed CNN at {per_step:,.0f} timesteps/s "
+            f"per `run` (target ≥ {VM_TARGETS['per_step']:,} "
+            f"{mark(per_step >= VM_TARGETS['per_step'])}) and "
+            f"{vm['compiled']['per_sequence']:,.0f} per `run_timesteps`: "
+            f"**{vs_torch:.1f}× PyTorch eager** per timestep "
+            f"({r['compiled_per_sequence_vs_torch']:.1f}× per sequence; target ≥ "
+            f"{VM_TARGETS['vs_torch']:g}× {mark(vs_torch >= VM_TARGETS['vs_torch'])}), "
+            f"{r['compiled_vs_numpy_per_step']:.1f}× the numpy executor")
+    if r["mlp_compiled_vs_numpy"] is not None:
+        ok = r["mlp_compiled_vs_numpy"] >= VM_TARGETS["mlp_vs_numpy"]
+        text += (f"; on the MLP 3×1024, {r['mlp_compiled_vs_numpy']:.1f}× the numpy executor "
+                 f"(target ≥ {VM_TARGETS['mlp_vs_numpy']:g}× {mark(ok)})")
+    if load:
+        how = "loaded from numba's disk cache" if load["from_disk_cache"] else "compiled"
+        text += f". Kernel {how} in {load['seconds']:.2f} s"
+    return text + "."
 
 
 def update_docs(table: str, path: Path = DOCS) -> None:
@@ -239,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status (1 if a tool speed measurement failed)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-rtl", action="store_true", help="skip the RTL simulations")
-    parser.add_argument("--cached-build", action="store_true",
-                        help="reuse the co-simulation build cache (the Verilator build time "
-                             "is then not measured)")
+    parser.add_argument("--fresh-build", action="store_true",
+                        help="time fresh RTL builds in a temporary directory instead of "
+                             "using the build cache (sim/_cache.py)")
     parser.add_argument("--models", nargs="+", metavar="SUBSTRING",
                         help="only the registry models whose name contains one of these "
                              "(the results are then not written)")
@@ -263,11 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     vm = None
     rtl: list[dict[str, Any]] = []
     if SEED in programs:
-        with step(f"VM: {VM_TIMESTEPS} timesteps of the seed CNN"):
-            vm = vm_speed(programs[SEED])
+        with step("VM: speed of both executors on the seed CNN, PyTorch eager, the MLP"):
+            model, example, _, _ = MODELS[SEED]()
+            vm = vm_speed(programs[SEED], model, example, programs.get(MLP))
         if not args.no_rtl:
             with tempfile.TemporaryDirectory(prefix="tidal-bench-") as tmp:
-                build_dir = None if args.cached_build else Path(tmp)
+                build_dir = Path(tmp) if args.fresh_build else None
                 _, small = compile_entry(SEED, MODELS[SEED], Config.preset(ICARUS_CONFIG))
                 for simulator, program in (("icarus", small), ("verilator", programs[SEED])):
                     with step(f"RTL: {simulator} on {program.config.name}"):

@@ -9,9 +9,12 @@ cycle for cycle, and where they first diverge.
 How a run works (``.notes/rtl_contract.md`` is the contract with ``rtl/``):
 
 1. **Verilog** — ``python -m rtl.gen`` for the program's configuration (and variant),
-   cached in ``build/cosim/<config>-<hash>/rtl-<hash of rtl/ and isa/>``.
+   cached in ``<cache>/cosim/<config>-<hash>/rtl-<hash of rtl/ and isa/>``, where
+   ``<cache>`` is the build cache outside the clone (:mod:`sim._cache`: ``~/.cache/tidal``
+   or ``$TIDAL_CACHE_DIR``), shared by every checkout on the machine.
 2. **Simulator build** — one model per simulator and waves setting, in
-   ``build/cosim/<config>-<hash>/<simulator>[-waves]-<hash of the Verilog and flags>``,
+   ``<cache>/cosim/<config>-<hash>/<simulator>[-waves]-<hash of the Verilog, flags and
+   tool versions>``,
    built once through ``cocotb_tools.runner`` (Verilator with the lean flags of
    :mod:`sim._toolchain`); an ``rtl/`` edit that leaves the Verilog unchanged does not
    rebuild it. One model runs any program of its configuration: programs are data.
@@ -34,16 +37,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,7 @@ from isa.config import Config
 from isa.instructions import EncodingError, decode
 from isa.numerics import f32_to_bf16_bits
 from isa.program import Program
-from sim import _toolchain
+from sim import _cache, _toolchain
 from sim.vm import VM, TraceRecord, WriteRecord
 
 __all__ = [
@@ -62,16 +65,16 @@ __all__ = [
     "watchdog_cycles",
 ]
 
-#: The repository root (``rtl.gen`` runs here; build products go under ``build/``).
+#: The repository root (``rtl.gen`` runs here).
 REPO = Path(__file__).resolve().parents[1]
-#: Where builds and runs are cached unless ``build_dir`` says otherwise.
-DEFAULT_BUILD_DIR = REPO / "build" / "cosim"
 #: Clock period of the simulation (any value works; the machine counts cycles).
 PERIOD_NS = 10
 #: Time scale of the simulation (Amaranth's Verilog has none).
 TIMESCALE = ("1ns", "1ps")
-#: Verilog and model directories kept per configuration and kind (least recently used go).
+#: Verilog and model directories kept per configuration and kind (least recently used go,
+#: once unused for :data:`PRUNE_AGE` seconds: another checkout may be using them).
 KEEP_BUILDS = 2
+PRUNE_AGE = 3600.0
 #: Run directories kept per configuration (plus any younger than ten minutes).
 KEEP_RUNS = 6
 #: The cocotb test module (inside the simulator).
@@ -115,6 +118,8 @@ class BuildInfo:
     gen_seconds, build_seconds : float
         Time spent generating Verilog and building the simulator *in this call* (0 when
         cached).
+    fresh_build_seconds : float
+        How long the model's build took when it was built (also for a cached model).
     phases : dict of str to float
         Seconds of each step of the model's build by program (``verilator`` and ``make``,
         or ``iverilog``), from when it was built (also for a cached model).
@@ -130,11 +135,20 @@ class BuildInfo:
     gen_seconds: float = 0.0
     build_seconds: float = 0.0
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    fresh_build_seconds: float = 0.0
 
     @property
     def cached(self) -> bool:
-        """Return True if nothing had to be generated or built."""
-        return self.gen_seconds == 0 and self.build_seconds == 0
+        """Return True if the model was not built in this call (the Verilog may have been
+        regenerated, identical, after an edit of ``rtl/`` that does not change it)."""
+        return self.build_seconds == 0
+
+    def describe(self) -> str:
+        """Return ``"cached (<dir>)"`` or ``"fresh: generated in 2.1 s, built in 30.5 s"``."""
+        if self.cached:
+            return f"cached ({self.sim_dir})"
+        return (f"fresh: generated in {self.gen_seconds:.1f} s, built in "
+                f"{self.build_seconds:.1f} s")
 
 
 @dataclasses.dataclass
@@ -345,25 +359,22 @@ def _verilog_digest(rtl_dir: Path, manifest: dict[str, Any]) -> str:
     iverilog = shutil.which("iverilog")
     if iverilog:
         h.update(f"iverilog={os.stat(iverilog).st_mtime_ns}".encode())
+    h.update(f"c++={_cache.compiler_version()}\0MAKEFLAGS={os.environ.get('MAKEFLAGS', '')}"
+             .encode())
     return h.hexdigest()[:16]
+
+
+def _cocotb_libs() -> str:
+    """Return the directory of cocotb's shared libraries (which Verilator models link)."""
+    spec = importlib.util.find_spec("cocotb")
+    assert spec is not None and spec.origin is not None, "cocotb is a dependency"
+    return str(Path(spec.origin).parent / "libs")
 
 
 def _config_dir(root: Path, config: Config, variant: str | None) -> Path:
     key = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
     name = f"{config.name}-{key[:8]}" + (f"-broken-{variant}" if variant else "")
     return root / name
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (one build at a time across processes)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -422,12 +433,15 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
               build_dir: str | Path | None = None, rtl_variant: str | None = None) -> BuildInfo:
     """Generate the Verilog of ``config`` and build the simulation model, unless cached.
 
-    Two cache levels under ``<build_dir>/<config name>-<config hash>[-broken-<variant>]/``:
+    Two cache levels under ``<build_dir>/<config name>-<config hash>[-broken-<variant>]/``
+    (by default in the build cache outside the clone, :mod:`sim._cache`):
     ``rtl-<hash of rtl/ and isa/>`` holds the Verilog, and ``<simulator>[-waves]-<hash of
     that Verilog, the build flags and tool versions>`` the model, so that an edit of
-    ``rtl/`` that leaves the Verilog unchanged costs a regeneration but no rebuild. The two
-    most recently used of each are kept. Builds of one configuration are serialised across
-    processes by a file lock.
+    ``rtl/`` that leaves the Verilog unchanged costs a regeneration but no rebuild. No key
+    depends on the checkout's path, so another checkout of the same sources reuses both.
+    The two most recently used of each are kept, and any used in the last hour. Builds of
+    one configuration are serialised across processes by a file lock, so concurrent
+    builders of one model build it once.
 
     Parameters
     ----------
@@ -436,7 +450,7 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
     waves : bool
         Build with FST tracing (a separate build directory).
     build_dir : str or Path, optional
-        Root of the cache (default ``build/cosim`` in the repository).
+        Root of the cache (default ``<cache>/cosim``, :func:`sim._cache.root`).
     rtl_variant : str, optional
         A deliberately broken variant of ``rtl.gen --broken`` (test-only), e.g.
         ``"rounding"``.
@@ -449,12 +463,12 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
         If generation or the build fails (with the tail of the log).
     """
     _check_variant(rtl_variant)
-    root = (Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR).resolve()
+    root = (Path(build_dir) if build_dir is not None else _cache.root() / "cosim").resolve()
     runner = _toolchain.make_runner(simulator, runtime_cache=root / "verilator-runtime")
     cfg_dir = _config_dir(root, config, rtl_variant)
     rtl_dir = cfg_dir / f"rtl-{_sources_digest()}"
     kind = simulator + ("-waves" if waves else "")
-    with _locked(cfg_dir):
+    with _cache.locked(cfg_dir):
         gen_s = _generate(config, rtl_variant, rtl_dir)
         manifest = json.loads((rtl_dir / "manifest.json").read_text())
         sim_dir = cfg_dir / f"{kind}-{_verilog_digest(rtl_dir, manifest)}"
@@ -462,8 +476,12 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
         exe = sim_dir / ("sim.vvp" if simulator == "icarus" else manifest["top"])
         build_s = 0.0
         phases: dict[str, float] = {}
-        if stamp.exists() and exe.exists():
-            phases = json.loads(stamp.read_text()).get("phases", {})
+        built = json.loads(stamp.read_text()) if stamp.exists() else None
+        # A Verilator model links cocotb's libraries from the environment that built it
+        # (another checkout's venv, perhaps): rebuild if they are gone.
+        if (built is not None and exe.exists()
+                and all(Path(p).exists() for p in built.get("needs", []))):
+            phases, fresh_s = built.get("phases", {}), float(built.get("seconds", 0.0))
         else:
             shutil.rmtree(sim_dir, ignore_errors=True)
             sim_dir.mkdir(parents=True)
@@ -487,13 +505,16 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
                                f"{log}:\n{_tail(log)}") from None
             build_s = time.perf_counter() - start
             phases = dict(getattr(runner, "phase_seconds", {}))
-            stamp.write_text(json.dumps({"seconds": build_s, "phases": phases}))
+            # Written last: a model without its stamp (an interrupted build) is rebuilt.
+            needs = [_cocotb_libs()] if simulator == "verilator" else []
+            stamp.write_text(json.dumps({"seconds": build_s, "phases": phases, "needs": needs}))
+            fresh_s = build_s
         os.utime(sim_dir)                       # most recently used: kept by the pruning
         os.utime(rtl_dir)
-        _prune(cfg_dir, KEEP_BUILDS, "rtl-*")
-        _prune(cfg_dir, KEEP_BUILDS, f"{kind}-" + "[0-9a-f]" * 16)
+        _prune(cfg_dir, KEEP_BUILDS, "rtl-*", min_age=PRUNE_AGE)
+        _prune(cfg_dir, KEEP_BUILDS, f"{kind}-" + "[0-9a-f]" * 16, min_age=PRUNE_AGE)
     return BuildInfo(config, simulator, rtl_variant, waves, rtl_dir, sim_dir, manifest,
-                     gen_s, build_s, phases)
+                     gen_s, build_s, phases, fresh_s)
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -782,9 +803,7 @@ class CompareReport:
                      + ("equal" if self.trace_equal else "DIFFER"))
         if self.rtl is not None:
             r = self.rtl
-            built = ("cached" if r.build.cached else
-                     f"generated in {r.build.gen_seconds:.1f} s, built in "
-                     f"{r.build.build_seconds:.1f} s")
+            built = r.build.describe()
             lines.append(f"  RTL:     {r.simulated_cycles:,} cycles in {r.run_seconds:.2f} s "
                          f"({r.cycles_per_second:,.0f} cycles/s), state read back in "
                          f"{r.readback_seconds:.1f} s, launch {r.wall_seconds:.1f} s; model "

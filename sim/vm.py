@@ -5,23 +5,36 @@ their issue cycles with :mod:`isa.timing`, checks the static-schedule rules of
 ``docs/architecture.md`` §5 once (raising :class:`ScheduleError`), and compiles an execution
 plan. ``vm.run(x)`` then executes one inference (one timestep of a streaming program) with
 the numerics of :mod:`isa.numerics`; tensor RAM and accumulators persist between inferences.
+Three executors run the plan, bit for bit alike: the compiled one (:mod:`sim._vm_fast`,
+the default), the numpy one (:mod:`sim._vm_plan`, the readable specification and the
+fallback) and, with tracing, the cycle-by-cycle model (:mod:`sim._vm_cycle`).
 ``docs/vm.md`` is the user's guide.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 import numpy as np
 
 from isa.numerics import bf16_bits_to_f32, f32_to_bf16_bits, round_to_bf16
-from isa.program import Program
+from isa.program import Program, TensorLayout
+from sim import _vm_fast
 from sim._vm_cycle import CycleModel
 from sim._vm_plan import Memories, Plan
 from sim._vm_schedule import ScheduleError, analyse
 from sim._vm_trace import TraceRecord, WriteRecord, format_trace, parse_trace
 
-__all__ = ["VM", "ScheduleError", "TraceRecord", "WriteRecord", "format_trace", "parse_trace"]
+__all__ = ["VM", "ScheduleError", "TraceRecord", "WriteRecord", "format_trace", "parse_trace",
+           "EXECUTORS", "EXECUTOR_ENV"]
+
+#: The executors a VM can run untraced inferences with (``auto``: compiled if numba is
+#: installed, else numpy).
+EXECUTORS = ("auto", "compiled", "numpy")
+#: Environment variable giving the default executor (one of :data:`EXECUTORS`).
+EXECUTOR_ENV = "TIDAL_VM_EXECUTOR"
 
 
 class VM:
@@ -35,12 +48,20 @@ class VM:
         Record, for every inference, the issue of every instruction (:attr:`trace`) and every
         memory write and output beat (:attr:`write_trace`). Runs are then executed cycle by
         cycle, which is much slower.
+    executor : str, optional
+        How untraced inferences run, one of :data:`EXECUTORS`: ``"compiled"`` (numba; the
+        first VM of a process loads the kernel from numba's disk cache, or compiles it in
+        a few seconds the very first time), ``"numpy"`` (the numpy executor) or ``"auto"``
+        (compiled if numba is installed). Default: the ``TIDAL_VM_EXECUTOR`` environment
+        variable, else ``"auto"``. All give bit-identical results and cycle counts.
 
     Attributes
     ----------
     program : isa.Program
     tracing : bool
         Whether runs are traced (the ``trace`` parameter).
+    executor : str
+        What runs inferences: ``"compiled"``, ``"numpy"`` or, when tracing, ``"cycle"``.
     inferences : int
         Inferences run since load (or :meth:`reset`).
     trace : list of TraceRecord
@@ -56,11 +77,16 @@ class VM:
         If the program breaks a static-schedule rule or an address is outside its memory.
     ProgramError
         If the program is otherwise inconsistent with its configuration.
+    ValueError
+        If ``executor`` (or ``TIDAL_VM_EXECUTOR``) is not one of :data:`EXECUTORS`, or is
+        ``"compiled"`` without numba installed.
     """
 
-    def __init__(self, program: Program, trace: bool = False) -> None:
+    def __init__(self, program: Program, trace: bool = False,
+                 executor: str | None = None) -> None:
         if not isinstance(program, Program):
             raise TypeError(f"'program' must be an isa.Program, not {program!r}")
+        executor = _choose_executor(executor)
         self.program = program
         self.tracing = bool(trace)
         schedule = analyse(program)
@@ -87,6 +113,10 @@ class VM:
             acc_depth=cfg.accum_store_depth,
         )
         self._plan = Plan(schedule, self._mem, program.input_dests)
+        self._fast = (_vm_fast.FastPlan(schedule, self._mem, program.input_dests)
+                      if executor == "compiled" and not self.tracing else None)
+        self.executor = ("cycle" if self.tracing
+                         else "compiled" if self._fast is not None else "numpy")
         self._cycle_model = (CycleModel(cfg, schedule, program.input_dests) if self.tracing
                              else None)
         self._issue_trace = [
@@ -99,15 +129,23 @@ class VM:
 
     # -- running -------------------------------------------------------------------------
 
-    def _execute(self, beats: np.ndarray) -> np.ndarray:
-        """Run one inference on bf16-valued float32 beats; return the output beats."""
-        if self._cycle_model is None:
-            out = self._plan.run(self._mem, beats)
+    def _execute(self, beats: np.ndarray, exact: bool = False) -> np.ndarray:
+        """Run one inference on float32 beats; return the output beats.
+
+        The beats are rounded to bf16 first, unless ``exact`` (they are bf16 values already,
+        whose NaN payloads the machine must see unchanged).
+        """
+        if self._fast is not None:
+            out = self._fast.run(self._mem, beats, round_inputs=not exact)
         else:
-            writes: list[WriteRecord] = []
-            out = self._cycle_model.run(self._mem, beats, writes)
-            self.trace = list(self._issue_trace)
-            self.write_trace = sorted(writes, key=lambda w: (w.cycle, w.core, w.memory))
+            beats = beats if exact else round_to_bf16(beats)
+            if self._cycle_model is None:
+                out = self._plan.run(self._mem, beats)
+            else:
+                writes: list[WriteRecord] = []
+                out = self._cycle_model.run(self._mem, beats, writes)
+                self.trace = list(self._issue_trace)
+                self.write_trace = sorted(writes, key=lambda w: (w.cycle, w.core, w.memory))
         self.inferences += 1
         return out
 
@@ -137,7 +175,7 @@ class VM:
         if in_beats.shape != (self._n_in, b):
             raise ValueError(f"input beats must have shape {(self._n_in, b)}, not "
                              f"{in_beats.shape}")
-        return f32_to_bf16_bits(self._execute(bf16_bits_to_f32(in_beats)))
+        return f32_to_bf16_bits(self._execute(bf16_bits_to_f32(in_beats), exact=True))
 
     def run(self, x: Any, *more: Any) -> Any:
         """Run one inference (one timestep of a streaming program).
@@ -172,14 +210,14 @@ class VM:
             arr = _float_array(value, f"input {k}")
             if arr.shape != layout.shape:
                 raise ValueError(f"input {k} must have shape {layout.shape}, not {arr.shape}")
-            blocks.append(layout.to_blocks(arr.astype(np.float32, copy=False)))
-        beats = round_to_bf16(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
-        out = self._execute(beats)
+            blocks.append(_to_blocks(layout, arr.astype(np.float32, copy=False)))
+        out = self._execute(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
         results = []
         start = 0
         for layout in self.program.outputs:
-            results.append(layout.from_blocks(out[start:start + layout.beats]))
-            start += layout.beats
+            beats = _geometry(layout)[3]
+            results.append(_from_blocks(layout, out[start:start + beats]))
+            start += beats
         return results[0] if len(results) == 1 else tuple(results)
 
     def run_timesteps(self, x: Any, input_axis: int, output_axis: int) -> np.ndarray:
@@ -222,6 +260,13 @@ class VM:
         if not -len(out_shape) - 1 <= output_axis <= len(out_shape):
             raise ValueError(f"output_axis {output_axis} is out of range for outputs of "
                              f"shape {out_shape} plus a streaming axis")
+        if self._fast is not None:
+            # One compiled call for the whole sequence.
+            layout, out_layout = self.program.inputs[0], self.program.outputs[0]
+            out = self._fast.run(self._mem, _to_blocks(
+                layout, steps.astype(np.float32, copy=False), (len(steps),)))
+            self.inferences += len(steps)
+            return np.moveaxis(_from_blocks(out_layout, out, (len(steps),)), 0, output_axis)
         outs = [self.run(step) for step in steps]
         if not outs:
             return np.moveaxis(np.empty((0, *out_shape), np.float32), 0, output_axis)
@@ -299,3 +344,48 @@ def _float_array(value: Any, what: str) -> np.ndarray:
         raise ValueError(f"{what} must have a floating dtype (float16, float32, float64 or "
                          f"longdouble), not {arr.dtype}")
     return arr
+
+
+def _choose_executor(executor: str | None) -> str:
+    """Return ``"compiled"`` or ``"numpy"`` for the ``executor`` argument."""
+    source = "executor"
+    if executor is None:
+        executor, source = os.environ.get(EXECUTOR_ENV, "auto") or "auto", EXECUTOR_ENV
+    if executor not in EXECUTORS:
+        raise ValueError(f"{source} must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    if executor == "auto":
+        return "compiled" if _vm_fast.AVAILABLE else "numpy"
+    if executor == "compiled" and not _vm_fast.AVAILABLE:
+        raise ValueError(f"{source} 'compiled' needs numba: .venv/bin/pip install -r "
+                         "requirements.txt")
+    return executor
+
+
+@functools.lru_cache(maxsize=1024)
+def _geometry(layout: TensorLayout) -> tuple[int, int, int, int, int]:
+    """Return ``(rows, channels, padded row width, beats, B)`` of ``layout`` (computed once:
+    the properties cost more than the reshapes on the per-inference path)."""
+    b = layout.block_size
+    return layout.rows, layout.channels, layout.blocks * b, layout.beats, b
+
+
+def _to_blocks(layout: TensorLayout, values: np.ndarray, lead: tuple[int, ...] = ()
+               ) -> np.ndarray:
+    """Return ``layout.to_blocks(values)`` (:class:`isa.TensorLayout`), for every index of
+    ``lead``, the leading axes of ``values``; a view when no lane is padding."""
+    rows, channels, width, beats, b = _geometry(layout)
+    if channels == width:
+        return values.reshape(*lead, beats, b)
+    out = np.zeros((*lead, rows, width), values.dtype)
+    out[..., :channels] = values.reshape(*lead, rows, channels)
+    return out.reshape(*lead, beats, b)
+
+
+def _from_blocks(layout: TensorLayout, blocks: np.ndarray, lead: tuple[int, ...] = ()
+                 ) -> np.ndarray:
+    """Return ``layout.from_blocks(blocks)`` (:class:`isa.TensorLayout`), for every index of
+    ``lead``, the leading axes of ``blocks``."""
+    rows, channels, width, _, _ = _geometry(layout)
+    if channels == width:
+        return blocks.reshape(*lead, *layout.shape)
+    return blocks.reshape(*lead, rows, width)[..., :channels].reshape(*lead, *layout.shape)

@@ -1,4 +1,5 @@
-"""Shared test settings: Hypothesis profiles and :func:`need` for simulators.
+"""Shared test settings: Hypothesis profiles, :func:`need` for simulators, and the VM and
+model tests run once per VM executor.
 
 Hypothesis profiles:
 
@@ -13,16 +14,23 @@ under both profiles.
 
 A test that needs a simulator calls ``need("icarus")`` or ``need("verilator")`` first
 (``from conftest import need``).
+
+Every test of the modules in :data:`BOTH_EXECUTORS` is parametrised over the untraced
+executors of ``sim.vm`` (``compiled`` and ``numpy``) through the ``TIDAL_VM_EXECUTOR``
+environment variable, which every ``VM`` built without an explicit ``executor`` (including
+``Program.to_vm()`` and subprocesses) follows. Tracing VMs always use the cycle model.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from sim import _toolchain
+from sim.vm import EXECUTOR_ENV
 
 #: Set by ``scripts/test.sh`` (``make test``): every tier must really run.
 STRICT_ENV = "TIDAL_NEED_SIMULATORS"
@@ -57,3 +65,23 @@ def need(simulator: str) -> None:
     if strict():
         pytest.fail(f"{simulator} is required in CI and under make test: {why}", pytrace=False)
     pytest.skip(why)
+
+
+#: Test modules run through both executors.
+BOTH_EXECUTORS = {"test_vm", "test_compiler", "test_seed"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise the tests of :data:`BOTH_EXECUTORS` over the executors."""
+    if metafunc.module.__name__.rpartition(".")[2] in BOTH_EXECUTORS:
+        metafunc.parametrize("vm_executor", ["compiled", "numpy"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def vm_executor(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+                ) -> Iterator[str | None]:
+    """Set ``TIDAL_VM_EXECUTOR`` to this test's executor (unset: the default)."""
+    executor = getattr(request, "param", None)
+    if executor is not None:
+        monkeypatch.setenv(EXECUTOR_ENV, executor)
+    yield executor

@@ -2,10 +2,10 @@
 
 The tests marked ``cosim`` launch simulators; the others check the harness itself (input
 conversion, memory images, trace parsing, the lean Verilator runner, the comparison's
-bookkeeping) in plain Python. Builds are cached under ``build/cosim`` (keyed by the
-configuration and a hash of ``rtl/`` and ``isa/``), so a re-run only pays for simulation.
-A missing simulator fails the test in CI and under ``make test`` (``need`` in
-``tests/conftest.py``).
+bookkeeping) in plain Python. Builds are kept in the build cache outside the clone
+(``sim/_cache.py``, keyed by the configuration and the content of ``rtl/`` and ``isa/``), so
+a re-run only pays for simulation. A missing simulator fails the test in CI and under
+``make test`` (``need`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations

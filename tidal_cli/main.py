@@ -1,4 +1,4 @@
-"""The ``tidal`` command line: compile, run, sim, compare, report.
+"""The ``tidal`` command line: compile, run, sim, compare, report, cache.
 
 Every user mistake (a missing file, an unknown configuration, a model the compiler does not
 support or that does not fit, a corrupted program, an input of the wrong shape) ends the
@@ -315,6 +315,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Show or clean the build cache outside the clone (``sim/_cache.py``)."""
+    from sim import _cache
+
+    root = _cache.root()
+    if args.action == "clean":
+        removed, busy = _cache.clean(root, args.older_than)
+        freed = sum(e.size for e in removed) / 1e6
+        print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+              f"({freed:,.1f} MB) from {root}")
+        if busy:
+            print(f"kept {', '.join(busy)}: a build is running there")
+        return 0
+    if args.older_than is not None:
+        raise CliError("option --older-than goes with 'clean', not 'show'", EXIT_USAGE)
+    items = _cache.entries(root)
+    print(f"build cache {root} (set {_cache.CACHE_ENV} to move it): {len(items)} "
+          f"entr{'y' if len(items) == 1 else 'ies'}, "
+          f"{sum(e.size for e in items) / 1e6:,.1f} MB")
+    for e in items:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        print(f"  {e.size / 1e6:9,.1f} MB  {used}  {e.group}/{e.name}")
+    return 0
+
+
 #: The configuration the benchmark registry's reference cycles are for.
 _REFERENCE_CONFIG = "ia_420f_c6b32"
 
@@ -385,6 +410,7 @@ examples:
   tidal sim seed_cnn.bin --input x0.npy --simulator verilator
   tidal compare seed_cnn.bin --random 16 --simulator verilator
   tidal report seed_cnn.bin --format md --plot timeline.png -o report.md
+  tidal cache clean --older-than 30
 
 Figures are compute only (no host I/O); µs assume the design runs at the configuration's
 clock. Exit status: 0 success, 1 the command failed, 2 the command line is wrong.
@@ -511,6 +537,22 @@ examples:
     p.add_argument("--reference-cycles", type=_positive_int, metavar="N",
                    help="the reference compiler's cycle count for this model shape")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+
+    p = command("cache", cmd_cache, "show or clean the build cache of Verilog and RTL models",
+                """\
+Generated Verilog and built simulator models are cached outside the clone,
+in ~/.cache/tidal (or $TIDAL_CACHE_DIR), shared by every checkout on the
+machine and keyed by everything that decides them (the Verilog, build flags,
+tool versions): a fresh clone does not rebuild them.
+
+examples:
+  tidal cache                       # where it is, what it holds, last use
+  tidal cache clean --older-than 30
+  tidal cache clean""")
+    p.add_argument("action", nargs="?", choices=("show", "clean"), default="show",
+                   help="show (default) or clean")
+    p.add_argument("--older-than", type=float, metavar="DAYS",
+                   help="clean only entries unused for DAYS days")
     return parser
 
 
