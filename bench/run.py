@@ -56,7 +56,7 @@ CONFIG = "ia_420f_c6b32"
 #: The small configuration Icarus simulates (Icarus is ~100× slower than Verilator).
 ICARUS_CONFIG = "c2b8"
 REFERENCE_SOURCE = ("reference compiler's published compute cycles, IA-420F C6B32 "
-                    "(vollo-model-zoo, SDK 29.0.0; research/vollo.md §6.5)")
+                    "(vollo-model-zoo, SDK 29.0.0)")
 #: The cycle targets at the realistic depths (issue 9): every ratio to the reference below
 #: 1, their geometric mean at most this, and at least this utilisation on this model.
 GEOMEAN_TARGET = 0.6

@@ -204,10 +204,17 @@ def _weight_slots(ops: OpGraph, nnir: NNIR, config: Config) -> list[dict[int, in
             slots[op.core].setdefault(op.tile, len(slots[op.core]))
     worst = max(range(config.num_cores), key=lambda c: len(slots[c]))
     if len(slots[worst]) > config.weight_store_depth:
+        b = config.block_size
+        tiles = len({op.tile for op in ops.ops if op.is_mac})
+        fill = _parameters(nnir) / (tiles * b * b)
+        sparse = (f"; its {_parameters(nnir):,} parameters fill only {100 * fill:.0f} % of "
+                  "them (a depthwise or sparse layer takes a whole tile per diagonal block)"
+                  if fill < 0.5 else "")
         raise AllocationError(
             f"weight store of core {worst}: needs {len(slots[worst])} tiles, has "
-            f"{config.weight_store_depth} (model has {_parameters(nnir):,} parameters; the "
-            f"machine holds {config.max_parameters:,})")
+            f"{config.weight_store_depth} (the model needs {tiles:,} distinct {b}×{b} weight "
+            f"tiles in all, the machine holds {config.num_cores * config.weight_store_depth:,}"
+            f"{sparse})")
     return slots
 
 

@@ -459,8 +459,19 @@ def test_split_reduction_is_bit_identical() -> None:
 def test_weight_store_overflow() -> None:
     model = nn.Linear(2048, 2048)
     with pytest.raises(AllocationError, match=r"weight store of core \d: needs \d+ tiles, has "
-                       r"512 \(model has 4,196,352 parameters; the machine holds 3,145,728\)"):
+                       r"512 \(the model needs 4,096 distinct 32×32 weight tiles in all, the "
+                       r"machine holds 3,072\)$"):
         compile_model(model, torch.randn(1, 2048), CONFIGS["c6b32"])
+
+
+def test_depthwise_weight_store_overflow_says_why() -> None:
+    # 64 diagonal tiles per tap hold 2,048 weights of 65,536: the message must not read as
+    # if the parameters fit.
+    conv = vollo_torch.nn.PaddedConv1d(2048, 2048, 60, groups=2048)
+    with pytest.raises(AllocationError, match=r"needs [\d,]+ distinct 32×32 weight tiles in "
+                       r"all, the machine holds 3,072; its [\d,]+ parameters fill only 3 % of "
+                       r"them \(a depthwise or sparse layer"):
+        compile_model(conv, torch.randn(1, 2048, 4), CONFIGS["c6b32"], axis=2)
 
 
 @pytest.mark.parametrize(("config", "shape", "match"), [
