@@ -35,7 +35,7 @@ from isa.config import Config
 from isa.instructions import Dest, Vec
 from isa.numerics import VecOp
 from isa.timing import VEC_LOCAL_WRITE, VEC_OUTPUT, VEC_REMOTE_WRITE
-from rtl.arith import fp32_add, fp32_clamp, fp32_max, fp32_min, fp32_mul_bf16, round_bf16
+from rtl.arith import clamp_round, fp32_add, fp32_max, fp32_min, fp32_mul_bf16
 from rtl.interconnect import bf16_block
 
 __all__ = ["VectorUnit"]
@@ -165,8 +165,7 @@ class VectorUnit(wiring.Component):
             # The multiplier's significand product is registered here; its normalise and
             # round is the t+2 stage.
             products.append(fp32_mul_bf16(
-                m, a, t16, name=f"mul_{i}",
-                pipe=lambda v, i=i: stage(v, f"mul_mid_{i}")))
+                m, a, t16, name=f"mul_{i}", mul_stages=1, round_stages=1, reg=stage))
             # Built outside the Switch: a builder's comb assignments must not be conditional.
             vmax = fp32_max(m, a, t, name=f"max_{i}")
             vmin = fp32_min(m, a, t, name=f"min_{i}")
@@ -196,11 +195,8 @@ class VectorUnit(wiring.Component):
         to_acc = (dest[3] == Dest.ACC) | (dest[3] == Dest.ACCS)
         r4 = []
         for i in range(b):
-            c = fp32_clamp(m, r3[i], lo, hi, name=f"clamp_{i}")
-            if self.broken_rounding:
-                rounded = c[16:32]
-            else:
-                rounded = round_bf16(m, c, name=f"round_{i}")
+            c, rounded = clamp_round(m, r3[i], lo, hi, name=f"clamp_{i}",
+                                     broken_rounding=self.broken_rounding)
             r4.append(stage(Mux(to_acc, c, Cat(Const(0, 16), rounded)), f"r4_{i}"))
 
         # t+4: local writes and the outbound link register.
