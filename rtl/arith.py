@@ -187,20 +187,22 @@ def _mul_round(m: Module, st: _Stages, sign: Value, p: Value, e_sum: Value, nan:
     round bit, so the result rounds to zero, as the true value (smaller still) does.
     """
     wp, we = len(p), len(e_sum)
-    # Step: leading-zero count and shift amount.
+    # Step: leading-zero count and shift amount. The exponent terms that do not need the
+    # count are formed beside it, so that one subtraction follows the count.
     e_sum = _wire(m, e_sum, f"{name}_esum")
     lz = Signal(range(wp + 1), name=f"{name}_lz")
-    normal = Signal(name=f"{name}_normal")
+    m.d.comb += lz.eq(_leading_zeros(m, p, name))
+    # The normalised biased exponent minus one; the result is normal iff it is ≥ 0.
+    biased = _wire(m, e_sum - 127, f"{name}_biased")
+    e_normal = _wire(m, biased - lz, f"{name}_enormal")
+    normal = e_normal >= 0
+    sub_shift = _wire(m, Mux(e_sum >= 102, e_sum - 102, 0), f"{name}_subshift")
     shift = Signal(range(wp + 26), name=f"{name}_shift")
-    m.d.comb += [
-        lz.eq(_leading_zeros(m, p, name)),
-        normal.eq(e_sum >= 127 + lz),
-        shift.eq(Mux(normal, lz + 25, Mux(e_sum >= 102, e_sum - 102, 0))),
-    ]
+    m.d.comb += shift.eq(Mux(normal, lz + 25, sub_shift))
     # Biased exponent minus one, so that the significand's hidden bit adds the last one; a
     # subnormal has no hidden bit and exponent field 0, and a rounding carry out of the
     # significand increments the exponent (up to inf), exactly as IEEE requires.
-    e_minus_1 = Mux(normal, (e_sum - 127 - lz)[:we], 0)
+    e_minus_1 = Mux(normal, e_normal[:we], 0)
     sign, p, shift, e_minus_1, nan, inf, zero = st.cut(
         sign=sign, p=p, shift=shift, e_minus_1=e_minus_1, nan=nan, inf=inf, zero=zero)
 
@@ -222,13 +224,19 @@ def _mul_round(m: Module, st: _Stages, sign: Value, p: Value, e_sum: Value, nan:
     out = Signal(32, name=f"{name}_out")
     with m.If(nan):
         m.d.comb += out.eq(CANONICAL_NAN_F32)
-    with m.Elif(inf | (mag >= _F32_INF)):
+    with m.Elif(inf | _overflow(mag)):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), sign))
     with m.Elif(zero):
         m.d.comb += out.eq(Cat(Const(0, 31), sign))
     with m.Else():
         m.d.comb += out.eq(Cat(mag[:31], sign))
     return out
+
+
+def _overflow(mag: Value) -> Value:
+    """Whether a rounded magnitude (biased exponent from bit 23 up) is at least inf's,
+    written as bit tests: a comparison with a constant would become a carry chain."""
+    return mag[31:].any() | mag[23:31].all()
 
 
 def _classify(m: Module, x: Value, name: str) -> tuple[Value, Value]:
@@ -386,55 +394,63 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
     ma, ea = _significand(m, a, f"{name}_a")
     mb, eb = _significand(m, b, f"{name}_b")
     swap = _wire(m, b[:31] > a[:31], f"{name}_swap")
-    diff = Mux(swap, (eb - ea)[:8], (ea - eb)[:8])
     # Three extra bits below the significand (guard, round, sticky) are enough for a correct
     # round-to-nearest-even: bits are only lost when the exponents differ by 2 or more, and
-    # then the sum needs at most a 1-bit normalising left shift.
+    # then the sum needs at most a 1-bit normalising left shift. So the alignment distance
+    # is the exponent difference clamped at 27; the selected difference is never negative.
+    def distance(big: Value, small: Value, tag: str) -> Value:
+        diff = _wire(m, (big - small)[:8], f"{name}_diff{tag}")
+        return Mux(diff > 27, 27, diff)
+
     dist = Signal(range(28), name=f"{name}_dist")
-    m.d.comb += dist.eq(Mux(diff > 27, 27, diff))
-    sx, sy, mx, my, ex, dist, nan, inf, inf_sign = st.cut(
+    m.d.comb += dist.eq(Mux(swap, distance(eb, ea, "ba"), distance(ea, eb, "ab")))
+    ex = _wire(m, Mux(swap, eb, ea), f"{name}_ex")
+    sx, sy, mx, my, ex, em1, dist, nan, inf, inf_sign = st.cut(
         sx=Mux(swap, b[31], a[31]), sy=Mux(swap, a[31], b[31]), mx=Mux(swap, mb, ma),
-        my=Mux(swap, ma, mb), ex=Mux(swap, eb, ea), dist=dist, nan=nan, inf=inf,
-        inf_sign=inf_sign)
+        my=Mux(swap, ma, mb), ex=ex, em1=Mux(swap, eb - 1, ea - 1)[:8], dist=dist, nan=nan,
+        inf=inf, inf_sign=inf_sign)
 
     # Step: alignment shift and sticky bit.
     shifted = Signal(54, name=f"{name}_shifted")
     m.d.comb += shifted.eq(Cat(Const(0, 30), my) >> dist)
     y_al = Cat(shifted[27] | shifted[:27].any(), shifted[28:])
-    sx, sy, mx, y_al, ex, nan, inf, inf_sign = st.cut(
-        sx=sx, sy=sy, mx=mx, y_al=y_al, ex=ex, nan=nan, inf=inf, inf_sign=inf_sign)
+    sx, sy, mx, y_al, ex, em1, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, mx=mx, y_al=y_al, ex=ex, em1=em1, nan=nan, inf=inf, inf_sign=inf_sign)
 
     # Step: one adder for both: x − y = x + ~y + 1 in 28 bits (no borrow out since x ≥ y).
     sub = _wire(m, sx ^ sy, f"{name}_sub")
     total = Signal(28, name=f"{name}_sum")
     m.d.comb += total.eq(Cat(Const(0, 3), mx) + (Cat(y_al, 0) ^ sub.replicate(28)) + sub)
-    sx, sy, total, ex, nan, inf, inf_sign = st.cut(
-        sx=sx, sy=sy, total=total, ex=ex, nan=nan, inf=inf, inf_sign=inf_sign)
+    sx, sy, total, ex, em1, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, total=total, ex=ex, em1=em1, nan=nan, inf=inf, inf_sign=inf_sign)
 
     # Step: normalising left shift by the leading-zero count, but never below exponent 1
-    # (a subnormal result, exact).
+    # (a subnormal result, exact): min(lz, ex − 1).
     lz = Signal(range(28), name=f"{name}_lz")
     m.d.comb += lz.eq(_leading_zeros(m, total[:27], name))
-    left = Mux(lz < ex, lz, ex - 1)[:5]
+    left = Mux(lz <= em1, lz, em1)[:5]
     zero = total == 0
-    sx, sy, total, left, ex, zero, nan, inf, inf_sign = st.cut(
-        sx=sx, sy=sy, total=total, left=left, ex=ex, zero=zero, nan=nan, inf=inf,
+    sx, sy, total, left, ex, em1, zero, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, total=total, left=left, ex=ex, em1=em1, zero=zero, nan=nan, inf=inf,
         inf_sign=inf_sign)
 
-    # Step: normalise; a carry shifts right by one instead (keeping the sticky bit).
+    # Step: normalise; a carry shifts right by one instead (keeping the sticky bit). The
+    # result's biased exponent minus one (see _mul_round) is ex after a carry, else
+    # ex − 1 − left.
     norm = Signal(27, name=f"{name}_norm")
-    exp = Signal(9, name=f"{name}_exp")
+    exp_m1 = Signal(9, name=f"{name}_expm1")
     with m.If(total[27]):
-        m.d.comb += [norm.eq(Cat(total[0] | total[1], total[2:])), exp.eq(ex + 1)]
+        m.d.comb += [norm.eq(Cat(total[0] | total[1], total[2:])), exp_m1.eq(ex)]
     with m.Else():
-        m.d.comb += [norm.eq(total[:27] << left), exp.eq(ex - left)]
-    sx, sy, norm, exp, zero, nan, inf, inf_sign = st.cut(
-        sx=sx, sy=sy, norm=norm, exp=exp, zero=zero, nan=nan, inf=inf, inf_sign=inf_sign)
+        m.d.comb += [norm.eq(total[:27] << left), exp_m1.eq(em1 - left)]
+    sx, sy, norm, exp_m1, zero, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, norm=norm, exp_m1=exp_m1, zero=zero, nan=nan, inf=inf,
+        inf_sign=inf_sign)
 
-    # Step: rounding add. Exponent minus one plus the hidden bit: see _mul_round.
+    # Step: rounding add.
     round_up = norm[2] & (norm[1] | norm[0] | norm[3])
     mag = Signal(33, name=f"{name}_mag")
-    m.d.comb += mag.eq(((exp - 1)[:9] << 23) + norm[3:] + round_up)
+    m.d.comb += mag.eq((exp_m1 << 23) + norm[3:] + round_up)
     sx, sy, mag, zero, nan, inf, inf_sign = st.cut(
         sx=sx, sy=sy, mag=mag, zero=zero, nan=nan, inf=inf, inf_sign=inf_sign)
 
@@ -444,7 +460,7 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
         m.d.comb += out.eq(CANONICAL_NAN_F32)
     with m.Elif(inf):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), inf_sign))
-    with m.Elif(mag >= _F32_INF):
+    with m.Elif(_overflow(mag)):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), sx))
     with m.Elif(zero):
         # Exact zero: −0 only if both operands are −0 (round-to-nearest-even rule).

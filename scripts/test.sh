@@ -8,6 +8,7 @@ tiers=(
   "front end:tests/test_frontend*.py tests/test_nnir*.py"
   "compiler+VM:tests/test_vm.py tests/test_compiler.py tests/test_seed.py"
   "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py"
+  "timing:tests/test_timing.py"
   "tools:tests/test_cli.py tests/test_report.py"
   "co-simulation:tests/test_cosim.py"
 )
