@@ -34,7 +34,7 @@ from typing import Any
 
 from amaranth.back import rtlil
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ from rtl.accum import Accumulator  # noqa: E402
 from rtl.arith import Bf16Mul, ClampRound, Fp32Add, Fp32Max, Fp32Min, Fp32MulBf16  # noqa: E402
 from rtl.core import Core  # noqa: E402
 from rtl.lane import Lane  # noqa: E402
+from rtl.memory import add_memory  # noqa: E402
 from rtl.vector import VectorUnit  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "timing.json"
@@ -95,8 +96,8 @@ class Reference(wiring.Component):
 
 
 class MemoryRead(wiring.Component):
-    """A 32-bit × 4,096-word RAM (``amaranth.lib.memory``) with one write and one
-    synchronous read port, as the cores' memories are built.
+    """A 32-bit × 4,096-word memory built by :func:`rtl.memory.add_memory` (one write and
+    one synchronous, non-transparent read port), as the cores' memories are.
 
     Parameters
     ----------
@@ -123,11 +124,10 @@ class MemoryRead(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.ram = ram = memory.Memory(shape=32, depth=4096, init=[])
-        wr, rd = ram.write_port(), ram.read_port()
-        m.d.comb += [wr.addr.eq(self.waddr), wr.data.eq(self.wdata), wr.en.eq(self.we),
-                     rd.addr.eq(self.raddr)]
-        data = rd.data
+        port = add_memory(m, "ram", width=32, depth=4096, flavour="native")
+        m.d.comb += [port.waddr.eq(self.waddr), port.wdata.eq(self.wdata),
+                     port.we.eq(self.we), port.raddr.eq(self.raddr)]
+        data = port.rdata
         for k in range(1, self.stages):
             reg = Signal(32, name=f"rdata{k}", reset_less=True)
             m.d.sync += reg.eq(data)

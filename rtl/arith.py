@@ -53,20 +53,20 @@ Reg = Callable[[Value, str], Value]
 
 _F32_INF = 0x7F800000
 
-# Estimated delay of each builder's steps (arbitrary units, about a LUT level plus its
-# routing each), in order; the cut points lie between consecutive steps. They only choose
+# Estimated delay of each builder's steps (ns on the ECP5 of bench/timing.py, from its
+# measurements), in order; the cut points lie between consecutive steps. They only choose
 # where the registers go; `make timing` measures the result.
 _WEIGHTS: dict[str, tuple[float, ...]] = {
     # significand multiply and exponent add | leading-zero count and shift amount |
     # normalise shift and round bit | rounding add | overflow and special cases
-    "bf16_mul": (8, 5, 4, 3, 3),
+    "bf16_mul": (8, 4, 5, 3, 3),
     # two 24 × 4-bit partial products | their sum
     "mul_bf16_mul": (7, 3),
     # as bf16_mul without its multiply
-    "mul_bf16_round": (5, 4, 3, 3),
+    "mul_bf16_round": (4, 5, 3, 3),
     # classify, order by magnitude, exponent difference | alignment shift and sticky |
     # 28-bit add | leading-zero count | normalise shift | rounding add | special cases
-    "fp32_add": (5, 4, 3, 4, 4, 3, 3),
+    "fp32_add": (8, 7, 4, 4.5, 7, 5, 4),
     # order keys and compare, NaN detection | select
     "compare": (4, 1),
     # the three compares | select the clamped value | round to bf16
@@ -168,55 +168,65 @@ def _leading_zeros(m: Module, x: Value, name: str) -> Value:
     return node(padded, "")[0]
 
 
-def _mul_round(m: Module, st: _Stages, sign: Value, p: Value, e_sum: Value, nan: Value,
-               inf: Value, zero: Value, name: str) -> Value:
+def _product_exponent(m: Module, e_sum: Value, wp: int, name: str) -> tuple[Value, Value]:
+    """Return (``biased``, ``sentinel``) of a product's exponent for :func:`_mul_round`:
+    ``biased = e_sum − 127`` (signed) and a ``wp``-bit word with one bit set at position
+    ``wp − 1 − biased`` when ``0 ≤ biased < wp`` (else zero). Both depend only on the
+    exponents, so the caller forms them beside the significand multiply."""
+    biased = _wire(m, e_sum - 127, f"{name}_biased")
+    sentinel = Signal(wp, name=f"{name}_sentinel")
+    m.d.comb += sentinel.eq(Cat(biased == wp - 1 - j for j in range(wp)))
+    return biased, sentinel
+
+
+def _mul_round(m: Module, st: _Stages, sign: Value, p: Value, biased: Value,
+               sentinel: Value, nan: Value, inf: Value, zero: Value, name: str) -> Value:
     """Normalise and round the product of two significands to an fp32 bit pattern, in four
     steps with three cut points of ``st``.
 
-    The product's value is ``p × 2^(e_sum − 254 − (len(p) − 2))``: ``p`` is the product of
-    two significands with their hidden bits (1 for normal, 0 for subnormal operands, whose
-    exponents enter ``e_sum`` as 1), each with one integer bit. ``nan``, ``inf`` and
-    ``zero`` (a zero operand: a signed zero result) are the special-operand flags.
+    The product's value is ``p × 2^(biased − 127 − (len(p) − 2))``: ``p`` is the product
+    of two significands with their hidden bits (1 for normal, 0 for subnormal operands,
+    whose exponents count as 1), each with one integer bit, and ``biased, sentinel`` come
+    from :func:`_product_exponent`. ``nan``, ``inf`` and ``zero`` (a zero operand: a
+    signed zero result) are the special-operand flags.
 
     Derivation: with ``lz`` leading zeros in ``p``, the normalised result has biased
-    exponent ``e = e_sum − 126 − lz``. If ``e ≥ 1`` the significand is ``p << (lz + 24 −
-    len(p))``; otherwise the result is subnormal and its field is ``p × 2^(e_sum − 103 −
+    exponent ``e = biased + 1 − lz``. If ``e ≥ 1`` the significand is ``p << (lz + 24 −
+    len(p))``; otherwise the result is subnormal and its field is ``p × 2^(biased + 24 −
     len(p))``. Both cases are one left shift of ``p`` into a fixed-point word with
-    ``len(p) + 1`` fraction bits (for the round and sticky bits): by ``lz + 25`` or by
-    ``e_sum − 102``, clamped at 0. A clamped shift leaves ``p < 2^len(p)`` entirely below the
-    round bit, so the result rounds to zero, as the true value (smaller still) does.
+    ``len(p) + 1`` fraction bits (for the round and sticky bits): by ``min(lz, biased) +
+    25`` when ``biased ≥ 0``, else by ``biased + 25`` clamped at 0. A clamped shift leaves
+    ``p < 2^len(p)`` entirely below the round bit, so the result rounds to zero, as the
+    true value (smaller still) does. The sentinel bit makes one leading-zero count give
+    ``min(lz, biased)`` directly; the field below the hidden bit's exponent is then
+    ``biased − min(lz, biased)`` (0 for a subnormal).
     """
-    wp, we = len(p), len(e_sum)
-    # Step: leading-zero count and shift amount. The exponent terms that do not need the
-    # count are formed beside it, so that one subtraction follows the count.
-    e_sum = _wire(m, e_sum, f"{name}_esum")
-    lz = Signal(range(wp + 1), name=f"{name}_lz")
-    m.d.comb += lz.eq(_leading_zeros(m, p, name))
-    # The normalised biased exponent minus one; the result is normal iff it is ≥ 0.
-    biased = _wire(m, e_sum - 127, f"{name}_biased")
-    e_normal = _wire(m, biased - lz, f"{name}_enormal")
-    normal = e_normal >= 0
-    sub_shift = _wire(m, Mux(e_sum >= 102, e_sum - 102, 0), f"{name}_subshift")
+    wp = len(p)
+    # Step: leading-zero count (saturated at biased) and shift amount.
+    lzs = Signal(range(wp + 1), name=f"{name}_lzs")
+    m.d.comb += lzs.eq(_leading_zeros(m, p | sentinel, name))
+    underflow = biased < 0
     shift = Signal(range(wp + 26), name=f"{name}_shift")
-    m.d.comb += shift.eq(Mux(normal, lz + 25, sub_shift))
-    # Biased exponent minus one, so that the significand's hidden bit adds the last one; a
-    # subnormal has no hidden bit and exponent field 0, and a rounding carry out of the
-    # significand increments the exponent (up to inf), exactly as IEEE requires.
-    e_minus_1 = Mux(normal, e_normal[:we], 0)
-    sign, p, shift, e_minus_1, nan, inf, zero = st.cut(
-        sign=sign, p=p, shift=shift, e_minus_1=e_minus_1, nan=nan, inf=inf, zero=zero)
+    m.d.comb += shift.eq(Mux(underflow, Mux(biased >= -25, biased + 25, 0), lzs + 25))
+    sign, p, shift, biased, lzs, underflow, nan, inf, zero = st.cut(
+        sign=sign, p=p, shift=shift, biased=biased, lzs=lzs, underflow=underflow, nan=nan,
+        inf=inf, zero=zero)
 
-    # Step: normalise shift, round bit.
+    # Step: normalise shift, round bit. The biased exponent minus one, so that the
+    # significand's hidden bit adds the last one; a subnormal has no hidden bit and
+    # exponent field 0, and a rounding carry out of the significand increments the
+    # exponent (up to inf), exactly as IEEE requires.
     y = Signal(wp + 25, name=f"{name}_aligned")
     m.d.comb += y.eq(p << shift)
     sig = y[wp + 1:]                           # 24-bit significand (or subnormal field)
     round_up = y[wp] & (y[:wp].any() | sig[0])
+    e_minus_1 = Mux(underflow, 0, (biased - lzs)[:9])
     sign, sig, round_up, e_minus_1, nan, inf, zero = st.cut(
         sign=sign, sig=sig, round_up=round_up, e_minus_1=e_minus_1, nan=nan, inf=inf,
         zero=zero)
 
     # Step: rounding add.
-    mag = Signal(we + 24, name=f"{name}_mag")
+    mag = Signal(33, name=f"{name}_mag")
     m.d.comb += mag.eq((e_minus_1 << 23) + sig + round_up)
     sign, mag, nan, inf, zero = st.cut(sign=sign, mag=mag, nan=nan, inf=inf, zero=zero)
 
@@ -302,9 +312,12 @@ def bf16_mul(m: Module, a: Value, b: Value, name: str = "bf16_mul", *, stages: i
     ma, ea, mb, eb, nan, inf, zero = _product_flags(m, a, b, name)
     p = Signal(16, name=f"{name}_p")
     m.d.comb += p.eq(ma * mb)
-    sign, p, e_sum, nan, inf, zero = st.cut(
-        sign=a[15] ^ b[15], p=p, e_sum=ea + eb, nan=nan, inf=inf, zero=zero)
-    return st.finish(out=_mul_round(m, st, sign, p, e_sum, nan, inf, zero, name))[0]
+    biased, sentinel = _product_exponent(m, ea + eb, len(p), name)
+    sign, p, biased, sentinel, nan, inf, zero = st.cut(
+        sign=a[15] ^ b[15], p=p, biased=biased, sentinel=sentinel, nan=nan, inf=inf,
+        zero=zero)
+    out = _mul_round(m, st, sign, p, biased, sentinel, nan, inf, zero, name)
+    return st.finish(out=out)[0]
 
 
 def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
@@ -348,11 +361,14 @@ def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
         zero=zero)
     p = Signal(32, name=f"{name}_p")
     m.d.comb += p.eq(lo + (hi << 4))
-    values = mul.finish(sign=sign, p=p, e_sum=e_sum, nan=nan, inf=inf, zero=zero)
-    sign, p, e_sum, nan, inf, zero = (reg(v, f"{name}_mid_{k}") for k, v in
-                                      zip(("sign", "p", "e_sum", "nan", "inf", "zero"),
-                                          values, strict=True))
-    return rnd.finish(out=_mul_round(m, rnd, sign, p, e_sum, nan, inf, zero, name))[0]
+    biased, sentinel = _product_exponent(m, e_sum, len(p), name)
+    values = mul.finish(sign=sign, p=p, biased=biased, sentinel=sentinel, nan=nan, inf=inf,
+                        zero=zero)
+    names = ("sign", "p", "biased", "sentinel", "nan", "inf", "zero")
+    sign, p, biased, sentinel, nan, inf, zero = (
+        reg(v, f"{name}_mid_{k}") for k, v in zip(names, values, strict=True))
+    out = _mul_round(m, rnd, sign, p, biased, sentinel, nan, inf, zero, name)
+    return rnd.finish(out=out)[0]
 
 
 def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: int = 1,
@@ -410,25 +426,31 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
         my=Mux(swap, ma, mb), ex=ex, em1=Mux(swap, eb - 1, ea - 1)[:8], dist=dist, nan=nan,
         inf=inf, inf_sign=inf_sign)
 
-    # Step: alignment shift and sticky bit.
-    shifted = Signal(54, name=f"{name}_shifted")
-    m.d.comb += shifted.eq(Cat(Const(0, 30), my) >> dist)
-    y_al = Cat(shifted[27] | shifted[:27].any(), shifted[28:])
+    # Step: alignment shift and sticky bit. The shifted significand has two guard bits
+    # below it; the sticky bit is the OR of the bits of my shifted out below them, those
+    # below bit dist − 2, found with a mask beside the shift rather than after it.
+    shifted = Signal(26, name=f"{name}_shifted")
+    m.d.comb += shifted.eq(Cat(Const(0, 2), my) >> dist)
+    sticky = Cat(my[i] & (dist > i + 2) for i in range(24)).any()
+    y_al = Cat(sticky, shifted)
     sx, sy, mx, y_al, ex, em1, nan, inf, inf_sign = st.cut(
         sx=sx, sy=sy, mx=mx, y_al=y_al, ex=ex, em1=em1, nan=nan, inf=inf, inf_sign=inf_sign)
 
     # Step: one adder for both: x − y = x + ~y + 1 in 28 bits (no borrow out since x ≥ y).
+    # Beside it, a sentinel bit at position 26 − (ex − 1) (see the next step).
     sub = _wire(m, sx ^ sy, f"{name}_sub")
     total = Signal(28, name=f"{name}_sum")
     m.d.comb += total.eq(Cat(Const(0, 3), mx) + (Cat(y_al, 0) ^ sub.replicate(28)) + sub)
-    sx, sy, total, ex, em1, nan, inf, inf_sign = st.cut(
-        sx=sx, sy=sy, total=total, ex=ex, em1=em1, nan=nan, inf=inf, inf_sign=inf_sign)
+    sentinel = Cat(em1 == 26 - j for j in range(27))
+    sx, sy, total, sentinel, ex, em1, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, total=total, sentinel=sentinel, ex=ex, em1=em1, nan=nan, inf=inf,
+        inf_sign=inf_sign)
 
-    # Step: normalising left shift by the leading-zero count, but never below exponent 1
-    # (a subnormal result, exact): min(lz, ex − 1).
-    lz = Signal(range(28), name=f"{name}_lz")
-    m.d.comb += lz.eq(_leading_zeros(m, total[:27], name))
-    left = Mux(lz <= em1, lz, em1)[:5]
+    # Step: the normalising left shift is the leading-zero count, but never below exponent
+    # 1 (a subnormal result, exact): min(lz, ex − 1), which the sentinel bit makes one
+    # leading-zero count.
+    left = Signal(range(28), name=f"{name}_left")
+    m.d.comb += left.eq(_leading_zeros(m, total[:27] | sentinel, name))
     zero = total == 0
     sx, sy, total, left, ex, em1, zero, nan, inf, inf_sign = st.cut(
         sx=sx, sy=sy, total=total, left=left, ex=ex, em1=em1, zero=zero, nan=nan, inf=inf,
