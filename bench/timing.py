@@ -23,6 +23,7 @@ and exits with status 1 when a checked stage fails. ``--quick`` measures a few s
 # No ``from __future__ import annotations``: wiring.Component reads its annotations.
 import argparse
 import functools
+import itertools
 import json
 import subprocess
 import sys
@@ -227,10 +228,11 @@ def _core() -> wiring.Component:
 #: Every measured unit, one line per unit (add whole units here).
 UNITS: list[Unit] = [
     Unit("reference", "1", Reference, quick=True),
-    *_builder_rows("bf16_mul", Bf16Mul, range(1, 6), quick=(2,)),
+    *_builder_rows("bf16_mul", Bf16Mul, range(1, 6), quick=(4,)),
     *_builder_rows("fp32_add", Fp32Add, range(1, 8)),
+    # mul_stages + round_stages, in order of total depth.
     *[Unit("fp32_mul_bf16", f"{m}+{r}", functools.partial(Fp32MulBf16, m, r))
-      for m in (1, 2) for r in (1, 2, 3, 4)],
+      for m, r in sorted(itertools.product((1, 2), (1, 2, 3, 4)), key=lambda d: (sum(d), d))],
     *_builder_rows("fp32_max", Fp32Max, range(1, 3), quick=(1,)),
     *_builder_rows("fp32_min", Fp32Min, range(1, 3)),
     *_builder_rows("clamp_round", ClampRound, range(1, 4), quick=(2,)),

@@ -469,12 +469,19 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
         sx=sx, sy=sy, norm=norm, exp_m1=exp_m1, zero=zero, nan=nan, inf=inf,
         inf_sign=inf_sign)
 
-    # Step: rounding add.
-    round_up = norm[2] & (norm[1] | norm[0] | norm[3])
+    # Step: rounding add. Beside it, whether the result overflows: the rounded significand
+    # adds 0, 1 or 2 to exp_m1 (its hidden bit, and a carry out of an all-ones fraction),
+    # and the result is inf when that reaches 255.
+    sig = norm[3:]
+    round_up = norm[2] & (norm[1] | norm[0] | sig[0])
     mag = Signal(33, name=f"{name}_mag")
-    m.d.comb += mag.eq((exp_m1 << 23) + norm[3:] + round_up)
-    sx, sy, mag, zero, nan, inf, inf_sign = st.cut(
-        sx=sx, sy=sy, mag=mag, zero=zero, nan=nan, inf=inf, inf_sign=inf_sign)
+    m.d.comb += mag.eq((exp_m1 << 23) + sig + round_up)
+    carry = sig[:23].all() & round_up
+    overflow = ((exp_m1 >= 255) | ((exp_m1 == 254) & (sig[23] | carry))
+                | ((exp_m1 == 253) & sig[23] & carry))
+    sx, sy, mag, overflow, zero, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, mag=mag, overflow=overflow, zero=zero, nan=nan, inf=inf,
+        inf_sign=inf_sign)
 
     # Step: overflow and special cases.
     out = Signal(32, name=f"{name}_out")
@@ -482,7 +489,7 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
         m.d.comb += out.eq(CANONICAL_NAN_F32)
     with m.Elif(inf):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), inf_sign))
-    with m.Elif(_overflow(mag)):
+    with m.Elif(overflow):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), sx))
     with m.Elif(zero):
         # Exact zero: −0 only if both operands are −0 (round-to-nearest-even rule).

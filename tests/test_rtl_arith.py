@@ -147,12 +147,24 @@ def check_unit(dut: wiring.Component, inputs: dict[str, np.ndarray], latency: in
     assert_bits_equal(simulate(dut, inputs, latency, out), model(*inputs.values()), inputs)
 
 
+# Sums at the top of the range: below, at and above half an ulp of the largest finite
+# value (a tie rounds to even, which is inf), and largest plus largest.
+OVERFLOW_PAIRS = np.array([
+    (0x7F7FFFFF, 0x73000000), (0x7F7FFFFF, 0x737FFFFF), (0x7F7FFFFF, 0x73800000),
+    (0x7F7FFFFF, 0x73800001), (0x7F7FFFFE, 0x73800000), (0x7F7FFFFF, 0x7F7FFFFF),
+    (0xFF7FFFFF, 0xF3800000), (0x7F7FFFFF, 0xF3800000), (0x7F000000, 0x7F000000),
+    (0x7EFFFFFF, 0x7EFFFFFF), (0x7EFFFFFF, 0x7F000000),
+], dtype=np.uint32)
+
+
 def binary_f32_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     ea, eb = pairs(F32_EDGES)
     a = random_f32(rng, N_RANDOM)
     b = np.where(rng.random(N_RANDOM) < 0.5, near(rng, a), random_f32(rng, N_RANDOM))
-    return np.concatenate([ea, a]), np.concatenate([eb, b]).astype(np.uint32)
+    oa, ob = OVERFLOW_PAIRS.T
+    return (np.concatenate([ea, oa, ob, a]),
+            np.concatenate([eb, ob, oa, b]).astype(np.uint32))
 
 
 def model_bf16_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
