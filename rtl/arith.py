@@ -41,7 +41,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from isa.numerics import CANONICAL_NAN_F32
+from isa.numerics import CANONICAL_NAN_BF16, CANONICAL_NAN_F32
 
 __all__ = [
     "Reg", "bf16_mul", "fp32_add", "fp32_mul_bf16", "fp32_max", "fp32_min", "clamp_round",
@@ -69,8 +69,8 @@ _WEIGHTS: dict[str, tuple[float, ...]] = {
     "fp32_add": (8, 7, 4, 4.5, 7, 5, 4),
     # order keys and compare, NaN detection | select
     "compare": (4, 1),
-    # the three compares | select the clamped value | round to bf16
-    "clamp_round": (4, 2, 3),
+    # the three compares and the candidates rounded to bf16 | select
+    "clamp_round": (7, 2),
 }
 
 
@@ -241,6 +241,15 @@ def _mul_round(m: Module, st: _Stages, sign: Value, p: Value, biased: Value,
     with m.Else():
         m.d.comb += out.eq(Cat(mag[:31], sign))
     return out
+
+
+def _shift_left_msb_first(x: Value, amount: Value) -> Value:
+    """Return ``x << amount`` truncated to ``len(x)`` bits, as a barrel shifter whose first
+    level uses the amount's most significant bit: a leading-zero count delivers its upper
+    bits first, so the shift overlaps the count."""
+    for k in reversed(range(len(amount))):
+        x = Mux(amount[k], x << (1 << k), x)[:len(x)]
+    return x
 
 
 def _overflow(mag: Value) -> Value:
@@ -464,7 +473,8 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
     with m.If(total[27]):
         m.d.comb += [norm.eq(Cat(total[0] | total[1], total[2:])), exp_m1.eq(ex)]
     with m.Else():
-        m.d.comb += [norm.eq(total[:27] << left), exp_m1.eq(em1 - left)]
+        m.d.comb += [norm.eq(_shift_left_msb_first(total[:27], left)),
+                     exp_m1.eq(em1 - left)]
     sx, sy, norm, exp_m1, zero, nan, inf, inf_sign = st.cut(
         sx=sx, sy=sy, norm=norm, exp_m1=exp_m1, zero=zero, nan=nan, inf=inf,
         inf_sign=inf_sign)
@@ -544,7 +554,8 @@ def clamp_round(m: Module, x: Value, lo: Value, hi: Value, *, name: str = "clamp
     ``lo > hi`` gives ``hi``, NaN anywhere gives the canonical NaN), computed as three
     compares side by side and one selection. The rounding is to nearest, ties to even
     (``f32_to_bf16_bits``): subnormals kept, overflow to ±inf, the canonical NaN to
-    ``0x7FC0``. Steps: compare; select; round.
+    ``0x7FC0``; the three candidates are rounded beside the compares, and the same
+    selection picks the rounded value. Steps: compare and round; select.
 
     Parameters
     ----------
@@ -569,25 +580,30 @@ def clamp_round(m: Module, x: Value, lo: Value, hi: Value, *, name: str = "clamp
         both at the same latency.
     """
     st = _Stages(name, stages, reg, _WEIGHTS["clamp_round"])
-    kx, klo, khi = _order_key(x), _order_key(lo), _order_key(hi)
-    x, lo, hi, x_ge_lo, x_le_hi, lo_le_hi, nan = st.cut(
-        x=x, lo=lo, hi=hi, x_ge_lo=kx >= klo, x_le_hi=kx <= khi, lo_le_hi=klo <= khi,
-        nan=_is_nan(x) | _is_nan(lo) | _is_nan(hi))
 
-    # max(x, lo) is x if x ≥ lo, else lo; the minimum of that and hi follows from the
-    # matching compare.
-    clamped = Signal(32, name=f"{name}_clamped")
-    m.d.comb += clamped.eq(Mux(nan, CANONICAL_NAN_F32,
-                               Mux(x_ge_lo, Mux(x_le_hi, x, hi), Mux(lo_le_hi, lo, hi))))
-    (clamped,) = st.cut(clamped=clamped)
-
-    if broken_rounding:
-        rounded = clamped[16:32]
-    else:
+    def to_bf16(v: Value) -> Value:
+        if broken_rounding:
+            return v[16:32]
         # Rounding the magnitude: a carry out of the fraction correctly bumps the exponent
-        # (to inf at most), never the sign; the canonical NaN rounds to the canonical bf16
-        # NaN, and no other NaN reaches here.
-        rounded = Cat((clamped[:31] + 0x7FFF + clamped[16])[16:31], clamped[31])
+        # (to inf at most), never the sign; a NaN is replaced after the selection.
+        return Cat((v[:31] + 0x7FFF + v[16])[16:31], v[31])
+
+    # Step: the three compares, and each candidate rounded beside them.
+    kx, klo, khi = _order_key(x), _order_key(lo), _order_key(hi)
+    x, lo, hi, rx, rlo, rhi, x_ge_lo, x_le_hi, lo_le_hi, nan = st.cut(
+        x=x, lo=lo, hi=hi, rx=to_bf16(x), rlo=to_bf16(lo), rhi=to_bf16(hi), x_ge_lo=kx >= klo,
+        x_le_hi=kx <= khi, lo_le_hi=klo <= khi, nan=_is_nan(x) | _is_nan(lo) | _is_nan(hi))
+
+    # Step: select. max(x, lo) is x if x ≥ lo, else lo; the minimum of that and hi follows
+    # from the matching compare.
+    take_x = x_ge_lo & x_le_hi
+    take_lo = ~x_ge_lo & lo_le_hi
+    clamped = Signal(32, name=f"{name}_clamped")
+    rounded = Signal(16, name=f"{name}_rounded")
+    m.d.comb += [
+        clamped.eq(Mux(nan, CANONICAL_NAN_F32, Mux(take_x, x, Mux(take_lo, lo, hi)))),
+        rounded.eq(Mux(nan, CANONICAL_NAN_BF16, Mux(take_x, rx, Mux(take_lo, rlo, rhi)))),
+    ]
     return st.finish(clamped=clamped, rounded=rounded)
 
 
