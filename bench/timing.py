@@ -374,6 +374,26 @@ def depths(rows: list[dict[str, Any]]) -> dict[str, str]:
     return found
 
 
+#: The pipeline-depth fields of the configuration each measured unit gives (a
+#: ``fp32_mul_bf16`` depth ``m+r`` gives the multiply and the normalise-and-round).
+CONFIG_FIELDS = {"memory read": ("mem_read",), "bf16_mul": ("bf16_mul",),
+                 "fp32_add": ("fp32_add",), "fp32_mul_bf16": ("vec_mul", "norm_round"),
+                 "clamp_round": ("clamp_round",), "fan-out 32 × 512": ("link",)}
+
+
+def config_depths(chosen: dict[str, str]) -> dict[str, int | None]:
+    """The configuration's depth fields from the recommended depths (None where no
+    measured depth passed)."""
+    fields: dict[str, int | None] = {}
+    for unit, names in CONFIG_FIELDS.items():
+        if unit in chosen:
+            passed = chosen[unit] != "none"
+            parts = chosen[unit].split("+") if passed else [None] * len(names)
+            fields.update((f, None if p is None else int(p))
+                          for f, p in zip(names, parts, strict=True))
+    return fields
+
+
 def table(rows: list[dict[str, Any]], reference_ns: float) -> str:
     """The Markdown table of ``docs/timing.md``."""
     lines = [f"Reference stage: {reference_ns:.2f} ns; limit {LIMIT} × reference = "
@@ -390,7 +410,12 @@ def table(rows: list[dict[str, Any]], reference_ns: float) -> str:
             f"{c.get('TRELLIS_FF', 0)} | `{row['start']}` → `{row['end']}` |")
     lines += ["", "Fewest passing stages per unit (the preset depths):", "",
               "| unit | stages |", "|---|---|"]
-    lines += [f"| {unit} | {d} |" for unit, d in depths(rows).items()]
+    chosen = depths(rows)
+    lines += [f"| {unit} | {d} |" for unit, d in chosen.items()]
+    fields = config_depths(chosen)
+    if fields:
+        lines += ["", "As `isa/config.py` depth fields:", "", "| field | stages |", "|---|---|"]
+        lines += [f"| `{f}` | {'none passes' if d is None else d} |" for f, d in fields.items()]
     return "\n".join(lines)
 
 
@@ -420,7 +445,8 @@ def run(units: list[Unit], log: Callable[[str], None] = print) -> dict[str, Any]
     ok = all(d != "none" for d in chosen.values())
     return {"limit": LIMIT, "device": f"ECP5-{DEVICE.upper()}", "package": PACKAGE,
             "seed": SEED, "target_mhz": TARGET_MHZ, "tools": tool_versions(),
-            "reference_ns": reference["ns"], "rows": rows, "depths": chosen, "pass": ok}
+            "reference_ns": reference["ns"], "rows": rows, "depths": chosen,
+            "config_depths": config_depths(chosen), "pass": ok}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,8 @@ def test_depths_are_the_fewest_passing_stages() -> None:
     rows = [row("reference", "1", True), row("add", "1", False), row("add", "2", True),
             row("add", "3", True), row("cmp", "1", False), row("core", "-", False, False)]
     assert timing.depths(rows) == {"add": "2", "cmp": "none"}
+    assert timing.config_depths({"fp32_mul_bf16": "2+3", "fp32_add": "none", "x": "1"}) == {
+        "vec_mul": 2, "norm_round": 3, "fp32_add": None}
 
 
 def test_harness_feeds_every_input_from_one_pin() -> None:
