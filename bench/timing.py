@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from amaranth.back import rtlil
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from isa.config import Config  # noqa: E402
+from isa.program import CoreImage  # noqa: E402
 from rtl.accum import Accumulator  # noqa: E402
 from rtl.arith import Bf16Mul, ClampRound, Fp32Add, Fp32Max, Fp32Min, Fp32MulBf16  # noqa: E402
 from rtl.core import Core  # noqa: E402
@@ -221,8 +223,24 @@ def _builder_rows(group: str, make: Callable[[int], wiring.Component], depths: r
     return [Unit(group, str(s), functools.partial(make, s), quick=s in quick) for s in depths]
 
 
-def _core() -> wiring.Component:
-    return Core(Config.ip_core(1, 2))
+#: The small configuration the whole units are built for.
+SMALL = Config.ip_core(1, 2)
+
+
+def _random_image(config: Config) -> CoreImage:
+    """Random contents for a core's read-only memories: without them its instruction and
+    weight memories would be constant and synthesis would remove the logic they feed."""
+    rng = np.random.default_rng(0)
+    b = config.block_size
+    return CoreImage(instructions=rng.integers(0, 1 << 63, size=64, dtype=np.uint64),
+                     weights=rng.integers(0, 1 << 16, size=(16, b, b), dtype=np.uint16),
+                     tram_init=rng.integers(0, 1 << 16, size=(16, b), dtype=np.uint16),
+                     clamps=rng.standard_normal((8, 2)).astype(np.float32))
+
+
+def _lane() -> wiring.Component:
+    rng = np.random.default_rng(0)
+    return Lane(SMALL, weights=[int(w) for w in rng.integers(0, 1 << 32, size=16)])
 
 
 #: Every measured unit, one line per unit (add whole units here).
@@ -239,14 +257,17 @@ UNITS: list[Unit] = [
     # The read data leaves the unit unregistered: the harness registers it.
     *[Unit("memory read", str(s), functools.partial(MemoryRead, s), registered=False)
       for s in (1, 2)],
-    *_builder_rows("fan-out 32 × 512", FanOut, range(1, 3)),
-    Unit("rtl.lane.Lane (ip_core(1, 2))", "-", lambda: Lane(Config.ip_core(1, 2)),
+    # A 128-bit slice of the 512-bit bus: the fan-out of each net is the same, and the
+    # whole bus (16,384 lane registers) takes nextpnr over ten minutes per depth.
+    *[Unit("fan-out 32 × 128", str(s), functools.partial(FanOut, s, 128)) for s in (1, 2)],
+    # Whole units of ip_core(1, 2), with random memory contents; not yet pipelined.
+    Unit("rtl.lane.Lane (ip_core(1, 2))", "-", _lane, checked=False, registered=False),
+    Unit("rtl.accum.Accumulator (ip_core(1, 2))", "-", lambda: Accumulator(SMALL),
          checked=False, registered=False),
-    Unit("rtl.accum.Accumulator (ip_core(1, 2))", "-",
-         lambda: Accumulator(Config.ip_core(1, 2)), checked=False, registered=False),
-    Unit("rtl.vector.VectorUnit (ip_core(1, 2))", "-",
-         lambda: VectorUnit(Config.ip_core(1, 2)), checked=False, registered=False),
-    Unit("rtl.core.Core (ip_core(1, 2))", "-", _core, checked=False, registered=False),
+    Unit("rtl.vector.VectorUnit (ip_core(1, 2))", "-", lambda: VectorUnit(SMALL),
+         checked=False, registered=False),
+    Unit("rtl.core.Core (ip_core(1, 2))", "-",
+         lambda: Core(SMALL, image=_random_image(SMALL)), checked=False, registered=False),
 ]
 
 
@@ -378,7 +399,7 @@ def depths(rows: list[dict[str, Any]]) -> dict[str, str]:
 #: ``fp32_mul_bf16`` depth ``m+r`` gives the multiply and the normalise-and-round).
 CONFIG_FIELDS = {"memory read": ("mem_read",), "bf16_mul": ("bf16_mul",),
                  "fp32_add": ("fp32_add",), "fp32_mul_bf16": ("vec_mul", "norm_round"),
-                 "clamp_round": ("clamp_round",), "fan-out 32 × 512": ("link",)}
+                 "clamp_round": ("clamp_round",), "fan-out 32 × 128": ("link",)}
 
 
 def config_depths(chosen: dict[str, str]) -> dict[str, int | None]:
