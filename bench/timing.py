@@ -14,8 +14,9 @@ recommended depth. Rows marked informational (whole units, not yet pipelined) ar
 but not checked.
 
 Writes ``bench/results/timing.json`` and the table between the markers of
-``docs/timing.md`` (``--quick`` writes neither unless ``--docs``/``--json`` name a place),
-and exits with status 1 when a checked stage fails. ``--quick`` measures a few small units
+``docs/timing.md`` (``--quick``, ``--units`` and ``--seed`` write neither unless
+``--docs``/``--json`` name a place), and exits with status 1 when a checked unit has no
+measured depth within the limit, 2 when a tool fails. ``--quick`` measures a few small units
 (the CI tier of ``tests/test_timing.py``). The method and its limits are in
 ``docs/timing.md``.
 """
