@@ -1,7 +1,7 @@
 """The measured stage check (``make timing``): every pipeline stage against one multiply.
 
 Usage: ``.venv/bin/python bench/timing.py [--quick] [--units SUBSTRING ...] [--docs PATH]
-[--json PATH]``
+[--json PATH] [--seed N]``
 
 Each unit of :data:`UNITS` (one line per unit) is wrapped so that every operand comes from
 a register and every result goes to a register, synthesised for a Lattice ECP5 with Yosys
@@ -14,8 +14,9 @@ recommended depth. Rows marked informational (whole units, not yet pipelined) ar
 but not checked.
 
 Writes ``bench/results/timing.json`` and the table between the markers of
-``docs/timing.md`` (``--quick`` writes neither unless ``--docs``/``--json`` name a place),
-and exits with status 1 when a checked stage fails. ``--quick`` measures a few small units
+``docs/timing.md`` (``--quick``, ``--units`` and ``--seed`` write neither unless
+``--docs``/``--json`` name a place), and exits with status 1 when a checked unit has no
+measured depth within the limit, 2 when a tool fails. ``--quick`` measures a few small units
 (the CI tier of ``tests/test_timing.py``). The method and its limits are in
 ``docs/timing.md``.
 """
@@ -347,11 +348,11 @@ def synthesise(top: wiring.Component, work: Path) -> dict[str, int]:
     return cells
 
 
-def place_and_route(work: Path) -> dict[str, Any]:
-    """Place and route ``work/top.json``; return the worst register-to-register path:
-    ``ns``, ``fmax_mhz`` and its ``start`` and ``end`` cells."""
+def place_and_route(work: Path, seed: int = SEED) -> dict[str, Any]:
+    """Place and route ``work/top.json`` with placer seed ``seed``; return the worst
+    register-to-register path: ``ns``, ``fmax_mhz`` and its ``start`` and ``end`` cells."""
     _run([str(NEXTPNR), f"--{DEVICE}", "--package", PACKAGE, "--json", "top.json",
-          "--report", "report.json", "--timing-allow-fail", "--seed", str(SEED),
+          "--report", "report.json", "--timing-allow-fail", "--seed", str(seed),
           "--freq", str(TARGET_MHZ), "-q"], work)
     report = json.loads((work / "report.json").read_text())
     paths = [p for p in report["critical_paths"]
@@ -364,12 +365,12 @@ def place_and_route(work: Path) -> dict[str, Any]:
             "start": worst["path"][0]["from"]["cell"], "end": worst["path"][-1]["to"]["cell"]}
 
 
-def measure(unit: Unit) -> dict[str, Any]:
+def measure(unit: Unit, seed: int = SEED) -> dict[str, Any]:
     """Synthesise, place and route one unit; return its row (without the ratio)."""
     with tempfile.TemporaryDirectory(prefix="tidal-timing-") as tmp:
         work = Path(tmp)
         cells = synthesise(Harness(unit.make(), unit.registered), work)
-        path = place_and_route(work)
+        path = place_and_route(work, seed)
     return {"unit": unit.group, "stages": unit.stages, "checked": unit.checked,
             **path, "cells": cells}
 
@@ -415,10 +416,10 @@ def config_depths(chosen: dict[str, str]) -> dict[str, int | None]:
     return fields
 
 
-def table(rows: list[dict[str, Any]], reference_ns: float) -> str:
+def table(rows: list[dict[str, Any]], reference_ns: float, seed: int = SEED) -> str:
     """The Markdown table of ``docs/timing.md``."""
     lines = [f"Reference stage: {reference_ns:.2f} ns; limit {LIMIT} × reference = "
-             f"{LIMIT * reference_ns:.2f} ns. ECP5-{DEVICE.upper()}, seed {SEED}.", "",
+             f"{LIMIT * reference_ns:.2f} ns. ECP5-{DEVICE.upper()}, seed {seed}.", "",
              "| unit | stages | critical path (ns) | ratio | check | Fmax (MHz) | "
              "LUT4 / CCU2C / FF | path start → end |",
              "|---|---|---:|---:|---|---:|---|---|"]
@@ -448,14 +449,15 @@ def write_docs(path: Path, text: str) -> None:
     path.write_text(head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1])
 
 
-def run(units: list[Unit], log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(units: list[Unit], seed: int = SEED, log: Callable[[str], None] = print
+        ) -> dict[str, Any]:
     """Measure ``units`` (the reference first) and return the results: rows with their
     ratio and pass flag, the recommended depths and whether every checked row passed."""
-    reference = measure(next(u for u in UNITS if u.group == "reference"))
+    reference = measure(next(u for u in UNITS if u.group == "reference"), seed)
     log(f"reference: {reference['ns']:.2f} ns")
     rows = []
     for unit in units:
-        row = reference if unit.group == "reference" else measure(unit)
+        row = reference if unit.group == "reference" else measure(unit, seed)
         row["ratio"] = round(row["ns"] / reference["ns"], 3)
         row["pass"] = row["ratio"] <= LIMIT
         rows.append(row)
@@ -465,7 +467,7 @@ def run(units: list[Unit], log: Callable[[str], None] = print) -> dict[str, Any]
     # The check: every checked unit passes at its chosen depth.
     ok = all(d != "none" for d in chosen.values())
     return {"limit": LIMIT, "device": f"ECP5-{DEVICE.upper()}", "package": PACKAGE,
-            "seed": SEED, "target_mhz": TARGET_MHZ, "tools": tool_versions(),
+            "seed": seed, "target_mhz": TARGET_MHZ, "tools": tool_versions(),
             "reference_ns": reference["ns"], "rows": rows, "depths": chosen,
             "config_depths": config_depths(chosen), "pass": ok}
 
@@ -477,26 +479,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the units whose name contains one of these")
     parser.add_argument("--docs", type=Path, help=f"table into this page (default {DOCS})")
     parser.add_argument("--json", type=Path, help=f"results file (default {RESULTS})")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help=f"placer seed (default {SEED}; another seed writes no files "
+                             "unless --docs/--json name them)")
     args = parser.parse_args(argv)
     units = [u for u in UNITS if (u.quick or not args.quick)
              and (not args.units or any(s in u.group for s in args.units))]
     if not units:
         print(f"error: no unit matches {args.units}", file=sys.stderr)
         return 2
-    full = not (args.quick or args.units)
+    full = not (args.quick or args.units) and args.seed == SEED
     try:
-        results = run(units)
+        results = run(units, args.seed)
         json_path = args.json or (RESULTS if full else None)
         docs_path = args.docs or (DOCS if full else None)
         if json_path:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(results, indent=1) + "\n")
         if docs_path:
-            write_docs(docs_path, table(results["rows"], results["reference_ns"]))
+            write_docs(docs_path, table(results["rows"], results["reference_ns"], args.seed))
     except FlowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table(results["rows"], results["reference_ns"]))
+    print(table(results["rows"], results["reference_ns"], args.seed))
     if not results["pass"]:
         failed = [u for u, d in results["depths"].items() if d == "none"]
         print(f"timing check FAILED: no measured depth of {', '.join(failed)} is within "

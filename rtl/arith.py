@@ -17,7 +17,8 @@ the result, so the total latency is ``s`` cycles. ``fp32_mul_bf16`` inserts
 ``mul_stages + round_stages − 1`` levels, one of which is the cut between the significand
 multiply and the normalise-and-round; its latency is ``mul_stages + round_stages``.
 ``stages=1`` adds no register (purely combinational logic, no ``reg`` needed); more stages
-need ``reg``, and a stage count below 1 or a missing ``reg`` raises :class:`ValueError`.
+need ``reg`` (``fp32_mul_bf16`` always does, for its cut), and a stage count below 1 or a
+missing ``reg`` raises :class:`ValueError`.
 Every value a later stage needs (special-case flags, signs, exponents, bounds) passes
 through the same registers, so results stay bit-exact at every depth.
 
