@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The repository root (the testbench imports ``sim`` and ``isa`` from it).
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: The simulators the co-simulation supports.
 SIMULATORS = ("icarus", "verilator")

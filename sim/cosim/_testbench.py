@@ -2,7 +2,7 @@
 
 :func:`sim.cosim.run_rtl` launches the simulator with this module as the cocotb test
 module and the environment variable ``TIDAL_COSIM_SPEC`` naming a JSON run specification
-(written by :func:`sim.cosim._write_spec`). The one test, :func:`run_program`:
+(written by :func:`sim.cosim.run_rtl`). The one test, :func:`run_program`:
 
 1. starts the clock, holds ``rst`` for a few cycles, drives ``n_in_beats`` and holds
    ``out_ready`` high;
