@@ -333,7 +333,8 @@ def test_compiled_split_reduction_matches_vm(simulator: str) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 64), nn.ReLU())
     gm, _ = vollo_torch.fx.prepare_shape(model, torch.randn(1, 64))
-    program = vollo_torch.fx.nnir.to_nnir(gm).to_program(Config.preset("c2b8"))
+    # At realistic depths a split no longer pays for this shape; at ideal ones it does.
+    program = vollo_torch.fx.nnir.to_nnir(gm).to_program(Config.preset("c2b8-ideal"))
     dests = {i.dest for core in program.cores for i in decode_program(core.instructions)
              if isinstance(i, Vec)}
     assert Dest.ACCS in dests, "the compiler no longer splits this MLP: pick another shape"
