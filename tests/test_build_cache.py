@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_vm_fast import random_program
 
 from isa import Config
 from sim.cosim import build_rtl, compare
 from sim.cosim import cache as _cache
 from sim.cosim import toolchain as _toolchain
+from sim.cosim.random_programs import random_program
 from tidal_cli.main import main as tidal
 
 pytestmark = [pytest.mark.cosim, pytest.mark.timeout(900)]
