@@ -16,7 +16,7 @@ The package does one job per module, behind this API:
 - :mod:`sim.cosim._traces` — the RTL's issue-trace and write-trace files;
 - :mod:`sim.cosim._compare` — the VM reference run, the comparison and its report;
 - :mod:`sim.cosim.toolchain` — finding the simulators and the lean Verilator runner;
-- :mod:`sim.cosim.random` — the constrained-random program generator.
+- :mod:`sim.cosim.random_programs` — the constrained-random program generator.
 
 Usage::
 

@@ -1,8 +1,8 @@
 """The cocotb testbench of the co-simulation (runs inside the simulator; see :mod:`sim.cosim`).
 
 :func:`sim.cosim.run_rtl` launches the simulator with this module as the cocotb test
-module and the environment variable ``TIDAL_COSIM_SPEC`` naming a JSON run specification
-(written by :func:`sim.cosim.run_rtl`). The one test, :func:`run_program`:
+module and the environment variable ``TIDAL_COSIM_SPEC`` naming the JSON run specification
+it wrote. The one test, :func:`run_program`:
 
 1. starts the clock, holds ``rst`` for a few cycles, drives ``n_in_beats`` and holds
    ``out_ready`` high;
