@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= ia_420f_c6b32
 STAMP := .venv/.tidal-setup
 
-.PHONY: help setup demo test test-fast rtl bench timing lint clean
+.PHONY: help setup demo test test-fast cosim-random mutate rtl bench timing lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -20,6 +20,12 @@ test: setup  ## the whole test suite, fastest tier first (what CI runs)
 
 test-fast: setup  ## everything except co-simulation
 	$(PY) -m pytest -q -m "not cosim"
+
+cosim-random: setup  ## COUNT (default 50) random programs per configuration and simulator vs the VM (SEED=first seed)
+	$(PY) -m sim.cosim.random_programs --count $(or $(COUNT),50) --seed $(or $(SEED),0)
+
+mutate: setup  ## mutation testing of rtl/: COUNT (default 40) mutants vs the co-simulation suite, build/mutate/report.md
+	$(PY) scripts/mutate.py --count $(or $(COUNT),40) --seed $(or $(SEED),1)
 
 rtl: setup  ## write the Verilog of CONFIG (default ia_420f_c6b32) into build/rtl/CONFIG/
 	$(PY) -m rtl.gen --config $(CONFIG) --out build/rtl/$(CONFIG)

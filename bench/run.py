@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-rtl", action="store_true", help="skip the RTL simulations")
     parser.add_argument("--fresh-build", action="store_true",
                         help="time fresh RTL builds in a temporary directory instead of "
-                             "using the build cache (sim/_cache.py)")
+                             "using the build cache (sim/cosim/cache.py)")
     parser.add_argument("--models", nargs="+", metavar="SUBSTRING",
                         help="only the registry models whose name contains one of these "
                              "(the results are then not written)")

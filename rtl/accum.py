@@ -165,6 +165,7 @@ class Accumulator(wiring.Component):
             self.wb_we.eq(wb_we),
             self.wb_addr.eq(wb_addr),
             self.wb_data.eq(wb_data),
-            self.pending.eq(Cat(*valid).any()),
+            # Not valid[s + add]: a MAC writing in this cycle has nothing in a later one.
+            self.pending.eq(Cat(*valid[:s + add]).any()),
         ]
         return m

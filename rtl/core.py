@@ -37,7 +37,7 @@ flavour.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -128,6 +128,10 @@ class Core(wiring.Component):
         Native flavour: initial memory contents (zero without).
     broken_rounding : bool
         Test-only, passed to :class:`~rtl.vector.VectorUnit`.
+    write_trace : bool
+        Instance flavour, simulation only: add a ``tidal_wtrace`` instance that reports
+        every tensor-RAM and accumulator write (``rtl/verilog/tidal_wtrace.v``). Without
+        it the core has no trace logic at all.
 
     Members
     -------
@@ -160,12 +164,16 @@ class Core(wiring.Component):
     """
 
     def __init__(self, config: Config, *, flavour: str = "native",
-                 image: CoreImage | None = None, broken_rounding: bool = False) -> None:
+                 image: CoreImage | None = None, broken_rounding: bool = False,
+                 write_trace: bool = False) -> None:
         self.config = config
         self.flavour = check_flavour(flavour)
         if image is not None and flavour != "native":
             raise ValueError("only the native flavour takes memory images; the instance "
                              "flavour loads them from files at time 0")
+        if write_trace and flavour != "instance":
+            raise ValueError("the write trace is a Verilog instance: instance flavour only")
+        self.write_trace = bool(write_trace)
         self.images = core_images(image, config) if image is not None else {}
         self.broken_rounding = bool(broken_rounding)
         #: Native flavour, once elaborated: the core's memories by name (for testbenches).
@@ -284,6 +292,15 @@ class Core(wiring.Component):
              *tram_links], len(tram.waddr), 16 * b)
         m.d.comb += [tram.we.eq(we), tram.waddr.eq(waddr), tram.wdata.eq(wdata),
                      tram_collision.eq(collision)]
+        if self.write_trace:
+            # Simulation only: every write of both ports to +TIDAL_WTRACE=<dir>.
+            m.submodules.wtrace = Instance(
+                "tidal_wtrace", p_TRAM_AW=len(tram.waddr), p_TRAM_W=16 * b,
+                p_ACC_AW=len(acc_waddr), p_ACC_W=32 * b, p_ID_W=len(self.core_id),
+                i_clk=ClockSignal(), i_rst=ResetSignal(), i_start=self.start,
+                i_core_id=self.core_id, i_quiet=self.quiet, i_tram_we=we, i_tram_addr=waddr,
+                i_tram_data=wdata, i_acc_we=acc_we, i_acc_addr=acc_waddr,
+                i_acc_data=acc_wdata)
 
         m.d.comb += [
             self.quiet.eq(~seq.more & ~accum.pending & ~vu.pending),

@@ -11,6 +11,10 @@ Writes (the contract with ``sim/``, described in ``docs/rtl.md``):
   ``verilator_config`` (``.vlt`` files, to list before the sources), ``config``, ``broken``
   and ``memories`` (every ``tidal_mem`` that holds program data or is read back).
 
+``--write-trace`` adds a ``tidal_wtrace`` instance to every core (``tidal_wtrace.v``,
+simulation only), which reports every memory write to ``+TIDAL_WTRACE=<dir>``; the
+co-simulation builds with it (``docs/cosim.md``).
+
 ``--broken rounding`` builds the test-only variant whose vector unit truncates instead of
 rounding to bf16 (give it its own ``--out``).
 
@@ -47,6 +51,8 @@ BROKEN = ("rounding",)
 #: The hand-written Verilog copied into every output directory.
 VERILOG_DIR = Path(__file__).resolve().parent / "verilog"
 _HAND_WRITTEN = ("tidal_mem.v", "tidal_trace.v")
+#: The hand-written Verilog of the write trace, copied only with ``write_trace``.
+_WRITE_TRACE = "tidal_wtrace.v"
 _VLT = ("tidal.vlt",)
 
 
@@ -141,7 +147,8 @@ def _check_instance_names(texts: dict[str, str], config: Config) -> None:
                                    f"in {module}")
 
 
-def generate(config: Config, out: str | Path, *, broken: str | None = None) -> dict[str, Any]:
+def generate(config: Config, out: str | Path, *, broken: str | None = None,
+             write_trace: bool = False) -> dict[str, Any]:
     """Write the Verilog of ``config`` and its manifest into ``out``; return the manifest.
 
     Parameters
@@ -151,6 +158,8 @@ def generate(config: Config, out: str | Path, *, broken: str | None = None) -> d
         Output directory (created).
     broken : str, optional
         A member of :data:`BROKEN`: build that deliberately broken variant (test-only).
+    write_trace : bool
+        Give every core the write-trace instance (simulation only; see the module doc).
 
     Raises
     ------
@@ -165,11 +174,12 @@ def generate(config: Config, out: str | Path, *, broken: str | None = None) -> d
     modules = {
         "tidal_lane": Lane(config, **flags),
         "tidal_matrix": Matrix(config, **flags),
-        "tidal_core": Core(config, **flags, broken_rounding=broken == "rounding"),
+        "tidal_core": Core(config, **flags, broken_rounding=broken == "rounding",
+                           write_trace=write_trace),
         "tidal_top": Top(config, **flags, broken_rounding=broken == "rounding"),
     }
     sources = []
-    for name in _HAND_WRITTEN:
+    for name in _HAND_WRITTEN + (_WRITE_TRACE,) * write_trace:
         shutil.copyfile(VERILOG_DIR / name, out / name)
         sources.append(name)
     texts = {name: _convert(component, name) for name, component in modules.items()}
@@ -185,6 +195,7 @@ def generate(config: Config, out: str | Path, *, broken: str | None = None) -> d
         "verilator_config": list(_VLT),
         "config": config.to_dict(),
         "broken": broken,
+        "write_trace": write_trace,
         "memories": manifest_memories(config),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--broken", choices=BROKEN,
                         help="test-only: build a deliberately broken variant")
+    parser.add_argument("--write-trace", action="store_true",
+                        help="simulation only: report every memory write (+TIDAL_WTRACE)")
     args = parser.parse_args(argv)
     try:
         path = Path(args.config)
@@ -206,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         parser.error(str(exc))
     start = time.perf_counter()
-    manifest = generate(config, args.out, broken=args.broken)
+    manifest = generate(config, args.out, broken=args.broken, write_trace=args.write_trace)
     print(f"rtl.gen: {config.name} -> {args.out} ({len(manifest['sources'])} sources, "
           f"{time.perf_counter() - start:.1f} s)")
     return 0

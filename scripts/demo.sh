@@ -18,7 +18,7 @@ tidal compile examples/models.py:seed_cnn --config ia_420f_c6b32 --streaming-axi
 echo
 echo "== 3. VM vs RTL (Verilator, full C6B32), 16 timesteps"
 echo "   (the C6B32 model is built once per machine, in minutes, and kept in the build cache"
-echo "   $(.venv/bin/python -c 'from sim._cache import root; print(root())'); the line 'model cached'"
+echo "   $(.venv/bin/python -c 'from sim.cosim.cache import root; print(root())'); the line 'model cached'"
 echo "   or 'model fresh: ...' below says which; 'tidal cache' shows the cache)"
 tidal compare "$out/seed_cnn.bin" --random 16 --simulator verilator
 

@@ -3,7 +3,7 @@ model tests run once per VM executor.
 
 Hypothesis profiles:
 
-- ``ci`` (selected when ``CI`` is true, see :func:`sim._toolchain.in_ci`, or under
+- ``ci`` (selected when ``CI`` is true, see :func:`sim.cosim.toolchain.in_ci`, or under
   ``make test``): derandomised, so a run is reproducible from the commit alone, with no
   deadline (shared CI machines have unsteady timing) and no example database.
 - ``dev`` (otherwise): random examples, no deadline, the local example database, so that a
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from sim import _toolchain
+from sim.cosim import toolchain
 from sim.vm import EXECUTOR_ENV
 
 #: Set by ``scripts/test.sh`` (``make test``): every tier must really run.
@@ -42,7 +42,7 @@ settings.register_profile("dev", deadline=None)
 
 def strict() -> bool:
     """Return True in CI or under ``make test``, where nothing may be skipped."""
-    return _toolchain.in_ci() or os.environ.get(STRICT_ENV, "") == "1"
+    return toolchain.in_ci() or os.environ.get(STRICT_ENV, "") == "1"
 
 
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if strict() else "dev"))
@@ -59,7 +59,7 @@ def need(simulator: str) -> None:
     simulator : str
         ``"icarus"`` or ``"verilator"``.
     """
-    why = _toolchain.simulator_status(simulator)
+    why = toolchain.simulator_status(simulator)
     if why is None:
         return
     if strict():

@@ -1,4 +1,4 @@
-"""The build cache outside the clone (``sim/_cache.py``) as the co-simulation uses it.
+"""The build cache outside the clone (``sim/cosim/cache.py``) as the co-simulation uses it.
 
 On c1b4, with the cache in a temporary ``TIDAL_CACHE_DIR``: a build from another checkout
 directory (a copy of ``isa/``, ``rtl/`` and ``sim/``) is a cache hit on Icarus and on
@@ -17,11 +17,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_vm_fast import random_program
 
 from isa import Config
-from sim import _cache, _toolchain
 from sim.cosim import build_rtl, compare
+from sim.cosim import cache as _cache
+from sim.cosim import toolchain as _toolchain
+from sim.cosim.random_programs import random_program
 from tidal_cli.main import main as tidal
 
 pytestmark = [pytest.mark.cosim, pytest.mark.timeout(900)]
@@ -29,11 +30,12 @@ pytestmark = [pytest.mark.cosim, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "c1b4"
 #: Builds the model of argv[1] on argv[2] from the checkout in the working directory and
-#: prints what happened as JSON.
-BUILD = ("import json, sys; import sim.cosim as c; from isa import Config; "
+#: prints what happened as JSON (``repo``: where the Verilog generator was imported from).
+BUILD = ("import json, pathlib, sys; import rtl, sim.cosim as c; from isa import Config; "
          "b = c.build_rtl(Config.preset(sys.argv[1]), sys.argv[2]); "
          "print(json.dumps({'cached': b.cached, 'generated': b.gen_seconds > 0, "
-         "'sim_dir': str(b.sim_dir), 'repo': str(c.REPO)}))")
+         "'sim_dir': str(b.sim_dir), "
+         "'repo': str(pathlib.Path(rtl.__file__).resolve().parents[1])}))")
 
 
 def checkout(tmp: Path) -> Path:

@@ -316,12 +316,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    """Show or clean the build cache outside the clone (``sim/_cache.py``)."""
-    from sim import _cache
+    """Show or clean the build cache outside the clone (``sim/cosim/cache.py``)."""
+    from sim.cosim import cache
 
-    root = _cache.root()
+    root = cache.root()
     if args.action == "clean":
-        removed, busy = _cache.clean(root, args.older_than)
+        removed, busy = cache.clean(root, args.older_than)
         freed = sum(e.size for e in removed) / 1e6
         print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
               f"({freed:,.1f} MB) from {root}")
@@ -330,8 +330,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 0
     if args.older_than is not None:
         raise CliError("option --older-than goes with 'clean', not 'show'", EXIT_USAGE)
-    items = _cache.entries(root)
-    print(f"build cache {root} (set {_cache.CACHE_ENV} to move it): {len(items)} "
+    items = cache.entries(root)
+    print(f"build cache {root} (set {cache.CACHE_ENV} to move it): {len(items)} "
           f"entr{'y' if len(items) == 1 else 'ies'}, "
           f"{sum(e.size for e in items) / 1e6:,.1f} MB")
     for e in items:

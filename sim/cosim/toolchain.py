@@ -7,7 +7,7 @@ Three things live here so that :mod:`sim.cosim` and the tests share one definiti
 - :func:`simulator_status` / :func:`require_simulator` find Icarus and Verilator; with
   ``CI=true`` a missing simulator is an error, never a skip (:func:`in_ci`);
 - :class:`LeanVerilator`, the cocotb runner for Verilator with the flags measured in
-  ``../shared/brief/rtl-scaling.md``: ``--public-depth 1`` instead of ``--public-flat-rw``
+  measured on this design (``docs/cosim.md``): ``--public-depth 1`` instead of ``--public-flat-rw``
   (only the top-level ports and what ``tidal.vlt`` makes public are visible, 2–3× faster),
   ``-fno-dfg-scoped`` and ``OPT_FAST=-O2`` on the make line.
 """
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The repository root (the testbench imports ``sim`` and ``isa`` from it).
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: The simulators the co-simulation supports.
 SIMULATORS = ("icarus", "verilator")

@@ -1,8 +1,8 @@
 """The cocotb testbench of the co-simulation (runs inside the simulator; see :mod:`sim.cosim`).
 
 :func:`sim.cosim.run_rtl` launches the simulator with this module as the cocotb test
-module and the environment variable ``TIDAL_COSIM_SPEC`` naming a JSON run specification
-(written by :func:`sim.cosim._write_spec`). The one test, :func:`run_program`:
+module and the environment variable ``TIDAL_COSIM_SPEC`` naming the JSON run specification
+it wrote. The one test, :func:`run_program`:
 
 1. starts the clock, holds ``rst`` for a few cycles, drives ``n_in_beats`` and holds
    ``out_ready`` high;
@@ -16,7 +16,7 @@ module and the environment variable ``TIDAL_COSIM_SPEC`` naming a JSON run speci
 
 Python does not wake on every clock: between input beats and output bursts the monitor
 waits for the first of ``RisingEdge(out_valid)``, ``RisingEdge(done)`` and a watchdog
-``Timer`` at the inference's cycle limit (``../shared/brief/rtl-scaling.md`` §5). A missed
+``Timer`` at the inference's cycle limit (a timer, not a per-cycle wake-up: ``docs/cosim.md``). A missed
 limit, an ``error``, a ``cycle`` port that disagrees, or a machine not ready for input ends
 the run with a message naming the inference and the cycle; whatever was collected up to
 then is still written, so the caller can report the first divergence of a partial run.
