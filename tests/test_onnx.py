@@ -18,7 +18,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 from _models import Fn
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +29,7 @@ import compiler.frontend as vollo_torch
 from compiler.frontend import onnx as onnx_frontend
 from compiler.frontend.nn import PaddedConv1d
 from compiler.nnir import NNIR, Interpreter
+from examples.models import seed_cnn
 from isa import Config
 from isa.numerics import NumberFormat
 from tidal_cli.loader import load_factory
@@ -96,24 +96,9 @@ def ops(nnir: NNIR) -> list[str]:
 # -- equivalence with the PyTorch front end --------------------------------------------------
 
 
-class CNN(nn.Module):
-    """The seed's CNN."""
-
-    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int,
-                 kernel_size: int = 3) -> None:
-        super().__init__()
-        self.conv1 = vollo_torch.nn.PaddedConv1d(in_channels, hidden_channels, kernel_size)
-        self.conv2 = vollo_torch.nn.PaddedConv1d(hidden_channels, out_channels, kernel_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        return x
-
-
 def seed() -> tuple[nn.Module, torch.Tensor]:
-    torch.manual_seed(0)
-    return CNN(32, 1, 128), torch.randn(1, 32, 5)
+    """The seed example's CNN and input (``examples/models.py``)."""
+    return seed_cnn()
 
 
 def test_seed_cnn_dynamo_export_gives_the_same_nnir_and_program(tmp_path: Path) -> None:
