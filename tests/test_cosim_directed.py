@@ -207,9 +207,10 @@ def routing_program(cfg: Config) -> Program:
 
     Beats: 0 → the last tensor-RAM word of core 0 only; 1 → the middle of the last core
     only; 2 → word 5 of every core; 3 → no core; the rest → every core (or none, where
-    they would collide with a copy), still arriving after the last output beat. Core 0 copies beat 0 to the top half of every core's
-    tensor RAM and to the last accumulator of every core (``ACCS``); every core sends its
-    copies out; the last core adds what it received to beat 1.
+    they would collide with a copy), still arriving after the last output beat. Core 0
+    copies beat 0 to the top half of every core's tensor RAM and to the last accumulator of
+    every core (``ACCS``); every core sends its copies out; the last core adds what it
+    received to beat 1.
     """
     lat = latencies(cfg)
     n = cfg.num_cores
