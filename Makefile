@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= ia_420f_c6b32
 STAMP := .venv/.tidal-setup
 
-.PHONY: help setup demo test test-fast cosim-random mutate rtl bench lint clean
+.PHONY: help setup demo test test-fast cosim-random mutate rtl bench timing lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -32,6 +32,9 @@ rtl: setup  ## write the Verilog of CONFIG (default ia_420f_c6b32) into build/rt
 
 bench: setup  ## run the benchmark suite: bench/results/latest.json and docs/benchmarks.md
 	$(PY) bench/run.py
+
+timing: setup  ## measured stage check: place and route every unit, docs/timing.md (fails if a stage is too slow)
+	nice $(PY) bench/timing.py
 
 lint: setup  ## ruff
 	.venv/bin/ruff check isa compiler sim rtl tidal_cli bench tests examples

@@ -322,13 +322,41 @@ class _Builder:
     def _tile(self, values: np.ndarray) -> int | None:
         """Return the id of a weight tile (float [B, B]), or None if it is all zeros."""
         bits = f32_to_bf16_bits(values)
-        if not (bits & 0x7FFF).any():
-            return None
+        return self._tile_bits(bits) if (bits & 0x7FFF).any() else None
+
+    def _tile_bits(self, bits: np.ndarray) -> int:
+        """Return the id of a weight tile given as bf16 bit patterns [B, B]."""
         key = bits.tobytes()
         if key not in self._tile_ids:
             self._tile_ids[key] = len(self.graph.tiles)
             self.graph.tiles.append(bits)
         return self._tile_ids[key]
+
+    def _tiles(self, w: np.ndarray) -> list[list[int | None]]:
+        """Return the tile ids of weight ``w`` [Out, In] by (output block, input block),
+        None for an all-zero tile. The bf16 conversion and the zero test are done for the
+        whole matrix at once (a per-tile loop dominated the compile time of wide layers)."""
+        b = self.b
+        out, in_ = w.shape
+        padded = np.zeros((-(-out // b) * b, -(-in_ // b) * b), np.float32)
+        padded[:out, :in_] = w
+        bits = f32_to_bf16_bits(padded).reshape(-1, b, padded.shape[1] // b, b)
+        grid = bits.transpose(0, 2, 1, 3)
+        nonzero = (grid & 0x7FFF).any(axis=(2, 3))
+        return [[self._tile_bits(np.ascontiguousarray(grid[o, i])) if nonzero[o, i] else None
+                 for i in range(grid.shape[1])] for o in range(grid.shape[0])]
+
+    def _diagonal_tiles(self, diag: np.ndarray) -> list[list[int | None]]:
+        """Return the tile ids of the diagonal weight ``diag(diag)``: only the tiles on the
+        block diagonal can be nonzero, so the dense matrix is never built."""
+        b = self.b
+        n = -(-len(diag) // b)
+        padded = np.zeros(n * b, np.float32)
+        padded[:len(diag)] = diag
+        tiles: list[list[int | None]] = [[None] * n for _ in range(n)]
+        for o in range(n):
+            tiles[o][o] = self._tile(np.diag(padded[o * b:(o + 1) * b]))
+        return tiles
 
     def _const(self, values: np.ndarray) -> ConstBlock:
         """Return the constant block of ``values`` (≤ B floats; the rest of the lanes 0)."""
@@ -400,22 +428,16 @@ class _Builder:
         blocked = self._blocked(values.reshape(_rows(shape), c))
         return _Tensor(shape, [[self._const(b) for b in row] for row in blocked])
 
-    def _matrix(self, x: _Tensor, taps: list[tuple[np.ndarray, list[list[Val]]]],
+    def _matrix(self, x: _Tensor, taps: list[tuple[list[list[int | None]], list[list[Val]]]],
                 bias: np.ndarray | None, out_channels: int) -> list[list[Val]]:
         """Return the blocks of Σ_taps W · x_tap + bias, one chain per (row, output block).
 
-        ``taps`` pairs a weight [Out, In] with the input blocks it multiplies ([row][block]).
+        ``taps`` pairs a weight's tile ids (:meth:`_tiles`: [output block][input block]) with
+        the input blocks it multiplies ([row][block]).
         """
         b = self.b
         nbo = -(-out_channels // b)
-        tiled = []
-        for w, _ in taps:
-            out, in_ = w.shape
-            padded = np.zeros((nbo * b, -(-in_ // b) * b), np.float32)
-            padded[:out, :in_] = w
-            grid = padded.reshape(nbo, b, -1, b).transpose(0, 2, 1, 3)
-            tiled.append([[self._tile(grid[o, i]) for i in range(grid.shape[1])]
-                          for o in range(nbo)])
+        tiled = [tiles for tiles, _ in taps]
         self.graph.node_tiles[self._id] = sum(
             t is not None for tiles in tiled for row in tiles for t in row)
         bias_blocks = None if bias is None else self._blocked(bias[None, :])[0]
@@ -442,24 +464,21 @@ class _Builder:
 
     def _linear(self, node: Node, x: _Tensor) -> _Tensor:
         w = node.attrs["weight"]
-        blocks = self._matrix(x, [(w, x.blocks)], node.attrs["bias"], w.shape[0])
+        blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"], w.shape[0])
         return _Tensor(tuple(node.shape), blocks)
 
     def _conv(self, node: Node, x: _Tensor) -> _Tensor:
         w, k = node.attrs["weight"], node.attrs["kernel_size"]
         cout = w.shape[0]
-        if node.attrs["groups"] == 1:
-            dense = w
-        else:
-            # Depthwise: a diagonal weight per tap; its off-diagonal tiles are zero and dropped.
-            dense = np.zeros((cout, cout, k), np.float32)
-            dense[np.arange(cout), np.arange(cout), :] = w[:, 0, :]
+        depthwise = node.attrs["groups"] != 1
         taps = []
         for j in range(k):
             age = k - 1 - j
             xs = x.blocks if age == 0 else [[self._slot(v, age) for v in row]
                                              for row in x.blocks]
-            taps.append((dense[:, :, j], xs))
+            # Depthwise: a diagonal weight per tap; only its diagonal tiles can be nonzero.
+            tiles = self._diagonal_tiles(w[:, 0, j]) if depthwise else self._tiles(w[:, :, j])
+            taps.append((tiles, xs))
         blocks = self._matrix(x, taps, node.attrs["bias"], cout)
         return _Tensor(tuple(node.shape), blocks)
 

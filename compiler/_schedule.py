@@ -91,8 +91,15 @@ def _tail(op: Op, config: Config) -> int:
 _FIRST = 1 << 30
 
 
-def schedule(graph: OpGraph, config: Config) -> None:
-    """Set the issue ``cycle`` of every operation of ``graph`` (see the module docstring)."""
+def schedule(graph: OpGraph, config: Config, interleave: bool = False) -> None:
+    """Set the issue ``cycle`` of every operation of ``graph`` (see the module docstring).
+
+    By priority, a core runs its chains a few at a time (as many as the accumulate loop
+    needs) and finishes them one after another, which staggers their results; with
+    ``interleave`` the ``MAC`` earliest in its chain goes first instead (then priority),
+    which advances all of a core's chains together: no issue slot is lost to the
+    accumulate loop when fewer chains than ``mac_spacing`` remain, but they finish late.
+    """
     ops = graph.ops
     n_cores = config.num_cores
     lats = latencies(config)
@@ -113,6 +120,12 @@ def schedule(graph: OpGraph, config: Config) -> None:
             # the next chains on its core, which would run first and stall those readers.
             # Output VECs keep their rank, so they fill the cycles after a core's last MAC.
             prio[op.index] += _FIRST
+    # With interleave, a MAC's position in its chain ranks before its priority.
+    rank = [0] * len(ops)
+    if interleave:
+        for vacc in graph.vaccs:
+            for k, op in enumerate(w for w in vacc.writers if w.is_mac):
+                rank[op.index] = k
     count = [len(op.preds) for op in ops]
     earliest = [op.release for op in ops]
     tram_busy: list[set[int]] = [set() for _ in range(n_cores)]
@@ -164,11 +177,11 @@ def schedule(graph: OpGraph, config: Config) -> None:
         for core in range(n_cores):
             while waiting[core] and waiting[core][0][0] <= t:
                 _, i = heapq.heappop(waiting[core])
-                heapq.heappush(ready[core], (-prio[i], i))
+                heapq.heappush(ready[core], (rank[i], -prio[i], i))
             blocked = []
             while ready[core]:
                 entry = heapq.heappop(ready[core])
-                op = ops[entry[1]]
+                op = ops[entry[2]]
                 ports = writes(op, t)
                 if any(cycle in busy for busy, cycle in ports) or (op.is_mac and (
                         loop_free.get(id(op.acc), 0) > t or any(

@@ -132,22 +132,28 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
 def _scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
                ) -> OpGraph:
     """Return the operations of ``graph`` placed (see :func:`generate` for ``plan``) and
-    scheduled, with accumulators assigned.
+    scheduled, with accumulators assigned: of the schedules with and without interleaved
+    chains (:func:`compiler._schedule.schedule`), the one of lower latency.
 
     Raises
     ------
     AllocationError
         If a weight store or accumulator store overflows.
     """
-    ops = generate(graph, config, plan)
-    _weight_slots(ops, nnir, config)  # refuse an overflowing placement before scheduling
-    schedule(ops, config)
-    if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
-        # Too many values live at once in this schedule: assign accumulators first, on an
-        # order that keeps few live, and schedule again under the reuse constraints.
-        _check_accumulators(constrain_reuse(ops, config), config)
-        schedule(ops, config)
-    return ops
+    best: OpGraph | None = None
+    for interleave in (False, True):
+        ops = generate(graph, config, plan)
+        _weight_slots(ops, nnir, config)  # refuse an overflowing placement before scheduling
+        schedule(ops, config, interleave)
+        if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
+            # Too many values live at once in this schedule: assign accumulators first, on
+            # an order that keeps few live, and schedule again under the reuse constraints.
+            _check_accumulators(constrain_reuse(ops, config), config)
+            schedule(ops, config, interleave)
+        if best is None or _latency(ops, config) < _latency(best, config):
+            best = ops
+    assert best is not None
+    return best
 
 
 def _latency(ops: OpGraph, config: Config) -> int:
@@ -204,10 +210,17 @@ def _weight_slots(ops: OpGraph, nnir: NNIR, config: Config) -> list[dict[int, in
             slots[op.core].setdefault(op.tile, len(slots[op.core]))
     worst = max(range(config.num_cores), key=lambda c: len(slots[c]))
     if len(slots[worst]) > config.weight_store_depth:
+        b = config.block_size
+        tiles = len({op.tile for op in ops.ops if op.is_mac})
+        fill = _parameters(nnir) / (tiles * b * b)
+        sparse = (f"; its {_parameters(nnir):,} parameters fill only {100 * fill:.0f} % of "
+                  "them (a depthwise or sparse layer takes a whole tile per diagonal block)"
+                  if fill < 0.5 else "")
         raise AllocationError(
             f"weight store of core {worst}: needs {len(slots[worst])} tiles, has "
-            f"{config.weight_store_depth} (model has {_parameters(nnir):,} parameters; the "
-            f"machine holds {config.max_parameters:,})")
+            f"{config.weight_store_depth} (the model needs {tiles:,} distinct {b}×{b} weight "
+            f"tiles in all, the machine holds {config.num_cores * config.weight_store_depth:,}"
+            f"{sparse})")
     return slots
 
 

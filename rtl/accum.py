@@ -20,7 +20,7 @@ schedule check).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -140,15 +140,31 @@ class Accumulator(wiring.Component):
             waddr = stage(waddr, f"fwd{k}_addr")
             wdata = stage(wdata, f"fwd{k}_data")
             fwd.append((we, waddr, wdata))
-        addr = acc[s]
-        # A Mux chain rather than an If/Elif process: Icarus does not run the process that
-        # Yosys writes for the latter at time 0, and its output would stay X until an input
-        # changed.
-        sel: Value = self.rdata
-        for f_we, f_addr, f_data in reversed(fwd):
-            sel = Mux(f_we & (f_addr == addr), f_data, sel)
-        old = Signal(32 * b)
-        m.d.comb += old.eq(Mux(wb_we & (wb_addr == addr), wb_data, sel))
+        # The selection is decided a cycle early and registered, so that the accumulate
+        # stage only has an AND-OR of the sources in front of its adder: in cycle s - 1 the
+        # address of the MAC entering in s is acc[s - 1], the write register's next MAC is
+        # acc[s + add - 1], and the sources the capture registers will hold are the write
+        # port now and the capture registers before them. Priority: newest first.
+        early = acc[s - 1]
+        hits = [valid[s + add - 1] & (acc[s + add - 1] == early),
+                self.we & (self.waddr == early),
+                *(f_we & (f_addr == early) for f_we, f_addr, _ in fwd[:-1])]
+        taken: Value = ~accumulate[s - 1]          # a set takes −0 (below)
+        picks = []
+        for k, hit in enumerate(hits):
+            picks.append(stage(hit & ~taken, f"bypass{k}_sel"))
+            taken = taken | hit
+        use_mem = stage(~taken, "bypass_mem_sel")
+        sources = [wb_data, *(f_data for _, _, f_data in fwd), self.rdata]
+        old: Value = Const(0, 32 * b)
+        for pick, data in zip([*picks, use_mem], sources, strict=True):
+            old = old | Mux(pick, data, 0)
+        # "Set" adds −0 (no pick is high then), which keeps the tile product unchanged (a
+        # −0 stays −0): the sign bit of every lane is set when the MAC does not accumulate.
+        set_sign = stage(~accumulate[s - 1], "bypass_set")
+        minus_zero = Cat(*(Const(_MINUS_ZERO, 32) for _ in range(b)))
+        base_all = Signal(32 * b, name="acc_old")
+        m.d.comb += base_all.eq(old | Mux(set_sign, minus_zero, 0))
 
         def reg(value: Value, name: str) -> Signal:
             return stage(value, name)
@@ -156,10 +172,8 @@ class Accumulator(wiring.Component):
         sums = []
         for i in range(b):
             lane = slice(32 * i, 32 * i + 32)
-            # "Set" adds −0, which keeps the tile product unchanged (a −0 stays −0).
-            base = Mux(accumulate[s], old[lane], _MINUS_ZERO)
-            sums.append(fp32_add(m, base, self.dots[lane], name=f"acc_add_{i}", stages=add,
-                                 reg=reg))
+            sums.append(fp32_add(m, base_all[lane], self.dots[lane], name=f"acc_add_{i}",
+                                 stages=add, reg=reg))
         m.d.sync += wb_data.eq(Cat(*sums))
         m.d.comb += [
             self.wb_we.eq(wb_we),

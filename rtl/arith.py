@@ -1,19 +1,42 @@
-"""Combinational floating-point arithmetic implementing ``isa.numerics`` bit for bit.
+"""Floating-point arithmetic implementing ``isa.numerics`` bit for bit, in pipeline stages.
 
 Every builder takes the :class:`~amaranth.hdl.Module` it adds logic to plus the operands as
-bit-pattern Values, and returns the result's bit pattern as a Value (built from comb
-assignments; no state). The contract is the one of ``isa/numerics.py`` and
-``docs/numerics.md``: IEEE binary32 round-to-nearest-even with gradual underflow (subnormal
-inputs and outputs), ±inf, signed zeros by the IEEE rules, and every NaN output canonical
-(fp32 ``0x7FC00000``, bf16 ``0x7FC0``). The thin
+bit-pattern Values, and returns the result's bit pattern as a Value. The numerics are those
+of ``isa/numerics.py`` and ``docs/numerics.md``: IEEE binary32 round-to-nearest-even with
+gradual underflow (subnormal inputs and outputs), ±inf, signed zeros by the IEEE rules, and
+every NaN output canonical (fp32 ``0x7FC00000``, bf16 ``0x7FC0``). The thin
 :class:`wiring.Component` wrappers exist to unit-test the builders in simulation.
+
+Pipelining contract
+-------------------
+A builder with ``stages=s`` inserts exactly ``s − 1`` register levels on every path from any
+operand to its result, each made by calling the caller's ``reg(value, name)`` (which must
+return ``value`` registered once, one cycle later). The result is combinational from the
+builder's last internal register (or from the operands when ``s = 1``); the caller registers
+the result, so the total latency is ``s`` cycles. ``fp32_mul_bf16`` inserts
+``mul_stages + round_stages − 1`` levels, one of which is the cut between the significand
+multiply and the normalise-and-round; its latency is ``mul_stages + round_stages``.
+``stages=1`` adds no register (purely combinational logic, no ``reg`` needed); more stages
+need ``reg`` (``fp32_mul_bf16`` always does, for its cut), and a stage count below 1 or a
+missing ``reg`` raises :class:`ValueError`.
+Every value a later stage needs (special-case flags, signs, exponents, bounds) passes
+through the same registers, so results stay bit-exact at every depth.
+
+Each builder is a fixed sequence of steps with a natural cut point between consecutive
+steps (listed in its docstring, with an estimated delay per step in ``_WEIGHTS``). For
+``s`` stages it cuts at the ``s − 1`` points that minimise the largest estimated stage
+delay. With more stages than steps, the registers beyond the natural cuts are placed at the
+output: on an FPGA flow without retiming (the one of ``bench/timing.py``) no other place
+would shorten a path, and with retiming the tool can move them where they help.
 
 The multipliers and the adder are word-level (one multiplier, one leading-zero count, one
 barrel shift, one rounding increment each) because the matrix array instantiates about
-6,000 of them on a C6B32.
+6,000 of them on a C6B32. ``bench/timing.py`` (``make timing``, ``docs/timing.md``)
+measures every builder's stages after place and route.
 """
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
@@ -22,27 +45,89 @@ from amaranth.lib.wiring import In, Out
 from isa.numerics import CANONICAL_NAN_BF16, CANONICAL_NAN_F32
 
 __all__ = [
-    "bf16_mul", "fp32_add", "fp32_mul_bf16", "round_bf16", "fp32_max", "fp32_min",
-    "fp32_clamp", "Bf16Mul", "Fp32Add", "Fp32MulBf16", "RoundBf16", "Fp32Max", "Fp32Min",
-    "Fp32Clamp",
+    "Reg", "bf16_mul", "fp32_add", "fp32_mul_bf16", "fp32_max", "fp32_min", "clamp_round",
+    "Bf16Mul", "Fp32Add", "Fp32MulBf16", "Fp32Max", "Fp32Min", "ClampRound",
 ]
+
+Reg = Callable[[Value, str], Value]
+"""Returns its argument registered once (one cycle later); supplied by the caller."""
 
 _F32_INF = 0x7F800000
 
-#: Registers its argument once (one cycle later); supplied by the caller of a builder.
-Reg = Callable[[Value, str], Value]
+# Estimated delay of each builder's steps (ns on the ECP5 of bench/timing.py, from its
+# measurements), in order; the cut points lie between consecutive steps. They only choose
+# where the registers go; `make timing` measures the result.
+_WEIGHTS: dict[str, tuple[float, ...]] = {
+    # significand multiply and exponent add | leading-zero count and shift amount |
+    # normalise shift and round bit | rounding add | overflow and special cases
+    "bf16_mul": (8, 4, 5, 3, 3),
+    # two 24 × 4-bit partial products | their sum
+    "mul_bf16_mul": (7, 3),
+    # as bf16_mul without its multiply
+    "mul_bf16_round": (4, 5, 3, 3),
+    # classify, order by magnitude, exponent difference | alignment shift and sticky |
+    # 28-bit add | leading-zero count | normalise shift | rounding add | special cases
+    "fp32_add": (8, 7, 4, 4.5, 7, 5, 4),
+    # order keys and compare, NaN detection | select
+    "compare": (4, 1),
+    # the three compares and the candidates rounded to bf16 | select
+    "clamp_round": (7, 2),
+}
 
 
-def _pad(value: Value, stages: int, reg: Reg | None, name: str) -> Value:
-    """Return ``value`` behind ``stages - 1`` registers."""
-    if stages < 1:
-        raise ValueError(f"{name}: stages must be at least 1, not {stages}")
-    if stages > 1 and reg is None:
-        raise ValueError(f"{name}: {stages} stages need a register function")
-    for k in range(stages - 1):
-        assert reg is not None
-        value = reg(value, f"{name}_pad{k}")
-    return value
+def _best_cuts(weights: Sequence[float], count: int) -> frozenset[int]:
+    """Return the ``count`` cut points (cut ``i`` lies after step ``i``) that minimise the
+    largest stage weight, then the next largest, and so on; every point if ``count`` is at
+    least the number of points."""
+    points = range(len(weights) - 1)
+    if count >= len(points):
+        return frozenset(points)
+
+    def cost(cuts: tuple[int, ...]) -> list[float]:
+        bounds = [0, *(c + 1 for c in cuts), len(weights)]
+        return sorted((sum(weights[s:e]) for s, e in itertools.pairwise(bounds)), reverse=True)
+
+    return frozenset(min(itertools.combinations(points, count), key=cost))
+
+
+class _Stages:
+    """Places one builder's registers: the builder calls :meth:`cut` at each natural cut
+    point, in order, and :meth:`finish` on its result (see the module docstring)."""
+
+    def __init__(self, name: str, stages: int, reg: Reg | None, weights: Sequence[float],
+                 what: str = "stages") -> None:
+        if stages < 1:
+            raise ValueError(f"{name}: {what} must be at least 1, not {stages}")
+        if stages > 1 and reg is None:
+            raise ValueError(f"{name}: {what}={stages} needs a reg function")
+        self._name, self._reg = name, reg
+        self._cuts = _best_cuts(weights, stages - 1)
+        self._extra = stages - 1 - len(self._cuts)
+        self._points = len(weights) - 1
+        self._next = 0
+
+    def _register(self, values: dict[str, Value], tag: str) -> tuple[Value, ...]:
+        assert self._reg is not None
+        return tuple(self._reg(Value.cast(v), f"{self._name}_{tag}_{k}")
+                     for k, v in values.items())
+
+    def cut(self, **values: Value) -> tuple[Value, ...]:
+        """Return ``values`` (in keyword order) registered if this cut point is cut, else
+        as they are; every value used after this point must pass through here."""
+        point = self._next
+        self._next += 1
+        assert point < self._points, f"{self._name}: more cut points than steps"
+        if point in self._cuts:
+            return self._register(values, f"s{point}")
+        return tuple(values.values())
+
+    def finish(self, **values: Value) -> tuple[Value, ...]:
+        """Return the result ``values`` after the registers beyond the natural cuts."""
+        assert self._next == self._points, f"{self._name}: cut points skipped"
+        result = tuple(values.values())
+        for i in range(self._extra):
+            result = self._register(dict(zip(values, result, strict=True)), f"x{i}")
+        return result
 
 
 def _wire(m: Module, value: Value, name: str) -> Signal:
@@ -84,54 +169,94 @@ def _leading_zeros(m: Module, x: Value, name: str) -> Value:
     return node(padded, "")[0]
 
 
-def _mul_round(m: Module, sign: Value, p: Value, e_sum: Value, nan: Value, inf: Value,
-               name: str) -> Value:
-    """Normalise and round the product of two significands to an fp32 bit pattern.
+def _product_exponent(m: Module, e_sum: Value, wp: int, name: str) -> tuple[Value, Value]:
+    """Return (``biased``, ``sentinel``) of a product's exponent for :func:`_mul_round`:
+    ``biased = e_sum − 127`` (signed) and a ``wp``-bit word with one bit set at position
+    ``wp − 1 − biased`` when ``0 ≤ biased < wp`` (else zero). Both depend only on the
+    exponents, so the caller forms them beside the significand multiply."""
+    biased = _wire(m, e_sum - 127, f"{name}_biased")
+    sentinel = Signal(wp, name=f"{name}_sentinel")
+    m.d.comb += sentinel.eq(Cat(biased == wp - 1 - j for j in range(wp)))
+    return biased, sentinel
 
-    The product's value is ``p × 2^(e_sum − 254 − (len(p) − 2))``: ``p`` is the product of
-    two significands with their hidden bits (1 for normal, 0 for subnormal operands, whose
-    exponents enter ``e_sum`` as 1), each with one integer bit. ``nan`` and ``inf`` are the
-    special-operand results; a zero ``p`` (a zero operand) gives a signed zero.
+
+def _mul_round(m: Module, st: _Stages, sign: Value, p: Value, biased: Value,
+               sentinel: Value, nan: Value, inf: Value, zero: Value, name: str) -> Value:
+    """Normalise and round the product of two significands to an fp32 bit pattern, in four
+    steps with three cut points of ``st``.
+
+    The product's value is ``p × 2^(biased − 127 − (len(p) − 2))``: ``p`` is the product
+    of two significands with their hidden bits (1 for normal, 0 for subnormal operands,
+    whose exponents count as 1), each with one integer bit, and ``biased, sentinel`` come
+    from :func:`_product_exponent`. ``nan``, ``inf`` and ``zero`` (a zero operand: a
+    signed zero result) are the special-operand flags.
 
     Derivation: with ``lz`` leading zeros in ``p``, the normalised result has biased
-    exponent ``e = e_sum − 126 − lz``. If ``e ≥ 1`` the significand is ``p << (lz + 24 −
-    len(p))``; otherwise the result is subnormal and its field is ``p × 2^(e_sum − 103 −
+    exponent ``e = biased + 1 − lz``. If ``e ≥ 1`` the significand is ``p << (lz + 24 −
+    len(p))``; otherwise the result is subnormal and its field is ``p × 2^(biased + 24 −
     len(p))``. Both cases are one left shift of ``p`` into a fixed-point word with
-    ``len(p) + 1`` fraction bits (for the round and sticky bits): by ``lz + 25`` or by
-    ``e_sum − 102``, clamped at 0. A clamped shift leaves ``p < 2^len(p)`` entirely below the
-    round bit, so the result rounds to zero, as the true value (smaller still) does.
+    ``len(p) + 1`` fraction bits (for the round and sticky bits): by ``min(lz, biased) +
+    25`` when ``biased ≥ 0``, else by ``biased + 25`` clamped at 0. A clamped shift leaves
+    ``p < 2^len(p)`` entirely below the round bit, so the result rounds to zero, as the
+    true value (smaller still) does. The sentinel bit makes one leading-zero count give
+    ``min(lz, biased)`` directly; the field below the hidden bit's exponent is then
+    ``biased − min(lz, biased)`` (0 for a subnormal).
     """
     wp = len(p)
-    sign = _wire(m, sign, f"{name}_sign")
-    e_sum = _wire(m, e_sum, f"{name}_esum")
-    lz = Signal(range(wp + 1), name=f"{name}_lz")
-    normal = Signal(name=f"{name}_normal")
+    # Step: leading-zero count (saturated at biased) and shift amount.
+    lzs = Signal(range(wp + 1), name=f"{name}_lzs")
+    m.d.comb += lzs.eq(_leading_zeros(m, p | sentinel, name))
+    underflow = biased < 0
     shift = Signal(range(wp + 26), name=f"{name}_shift")
-    m.d.comb += [
-        lz.eq(_leading_zeros(m, p, name)),
-        normal.eq(e_sum >= 127 + lz),
-        shift.eq(Mux(normal, lz + 25, Mux(e_sum >= 102, e_sum - 102, 0))),
-    ]
+    m.d.comb += shift.eq(Mux(underflow, Mux(biased >= -25, biased + 25, 0), lzs + 25))
+    sign, p, shift, biased, lzs, underflow, nan, inf, zero = st.cut(
+        sign=sign, p=p, shift=shift, biased=biased, lzs=lzs, underflow=underflow, nan=nan,
+        inf=inf, zero=zero)
+
+    # Step: normalise shift, round bit. The biased exponent minus one, so that the
+    # significand's hidden bit adds the last one; a subnormal has no hidden bit and
+    # exponent field 0, and a rounding carry out of the significand increments the
+    # exponent (up to inf), exactly as IEEE requires.
     y = Signal(wp + 25, name=f"{name}_aligned")
     m.d.comb += y.eq(p << shift)
     sig = y[wp + 1:]                           # 24-bit significand (or subnormal field)
     round_up = y[wp] & (y[:wp].any() | sig[0])
-    # Biased exponent minus one, so that the significand's hidden bit adds the last one; a
-    # subnormal has no hidden bit and exponent field 0, and a rounding carry out of the
-    # significand increments the exponent (up to inf), exactly as IEEE requires.
-    e_minus_1 = Mux(normal, (e_sum - 127 - lz)[:len(e_sum)], 0)
-    mag = Signal(len(e_sum) + 24, name=f"{name}_mag")
+    e_minus_1 = Mux(underflow, 0, (biased - lzs)[:9])
+    sign, sig, round_up, e_minus_1, nan, inf, zero = st.cut(
+        sign=sign, sig=sig, round_up=round_up, e_minus_1=e_minus_1, nan=nan, inf=inf,
+        zero=zero)
+
+    # Step: rounding add.
+    mag = Signal(33, name=f"{name}_mag")
     m.d.comb += mag.eq((e_minus_1 << 23) + sig + round_up)
+    sign, mag, nan, inf, zero = st.cut(sign=sign, mag=mag, nan=nan, inf=inf, zero=zero)
+
+    # Step: overflow and special cases.
     out = Signal(32, name=f"{name}_out")
     with m.If(nan):
         m.d.comb += out.eq(CANONICAL_NAN_F32)
-    with m.Elif(inf | (mag >= _F32_INF)):
+    with m.Elif(inf | _overflow(mag)):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), sign))
-    with m.Elif(p == 0):
+    with m.Elif(zero):
         m.d.comb += out.eq(Cat(Const(0, 31), sign))
     with m.Else():
         m.d.comb += out.eq(Cat(mag[:31], sign))
     return out
+
+
+def _shift_left_msb_first(x: Value, amount: Value) -> Value:
+    """Return ``x << amount`` truncated to ``len(x)`` bits, as a barrel shifter whose first
+    level uses the amount's most significant bit: a leading-zero count delivers its upper
+    bits first, so the shift overlaps the count."""
+    for k in reversed(range(len(amount))):
+        x = Mux(amount[k], x << (1 << k), x)[:len(x)]
+    return x
+
+
+def _overflow(mag: Value) -> Value:
+    """Whether a rounded magnitude (biased exponent from bit 23 up) is at least inf's,
+    written as bit tests: a comparison with a constant would become a carry chain."""
+    return mag[31:].any() | mag[23:31].all()
 
 
 def _classify(m: Module, x: Value, name: str) -> tuple[Value, Value]:
@@ -152,37 +277,57 @@ def _significand(m: Module, x: Value, name: str) -> tuple[Value, Value]:
     return Cat(x[:-9], hidden), eff_exp
 
 
+def _product_flags(m: Module, a: Value, b: Value, name: str
+                   ) -> tuple[Value, Value, Value, Value, Value, Value, Value]:
+    """Return (significand a, exponent a, significand b, exponent b, NaN, inf, zero) of a
+    product ``a × b`` of two patterns (fp32 or bf16): ``inf × 0`` and NaN operands give
+    NaN; a zero operand gives a zero significand product."""
+    nan_a, inf_a = _classify(m, a, f"{name}_a")
+    nan_b, inf_b = _classify(m, b, f"{name}_b")
+    ma, ea = _significand(m, a, f"{name}_a")
+    mb, eb = _significand(m, b, f"{name}_b")
+    zero_a, zero_b = ~ma.any(), ~mb.any()
+    nan = nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a)
+    return ma, ea, mb, eb, nan, inf_a | inf_b, zero_a | zero_b
+
+
 def bf16_mul(m: Module, a: Value, b: Value, name: str = "bf16_mul", *, stages: int = 1,
              reg: Reg | None = None) -> Value:
     """Multiply two bf16 patterns to an fp32 pattern (IEEE round-to-nearest-even).
 
     Exact unless the product is below the normal range (gradual underflow rounds);
-    ``inf × 0`` and NaN operands give the canonical NaN.
+    ``inf × 0`` and NaN operands give the canonical NaN. Steps (cut points between them):
+    the 8 × 8-bit significand multiply with the exponent add; the leading-zero count and
+    shift amount; the normalise shift; the rounding add; overflow and special cases.
 
     Parameters
     ----------
     m : Module
-        Module the comb logic is added to.
+        Module the logic is added to.
     a, b : Value
         16-bit bf16 bit patterns.
     name : str
         Prefix of the internal signal names.
+    stages : int
+        Pipeline stages (module docstring): ``stages − 1`` register levels inside.
+    reg : Reg, optional
+        Register maker, required when ``stages > 1``.
 
     Returns
     -------
     Value
         32-bit fp32 bit pattern, equal to ``f32_bits(canonical_nan(bf16_product(a, b)))``.
     """
-    nan_a, inf_a = _classify(m, a, f"{name}_a")
-    nan_b, inf_b = _classify(m, b, f"{name}_b")
-    ma, ea = _significand(m, a, f"{name}_a")
-    mb, eb = _significand(m, b, f"{name}_b")
+    st = _Stages(name, stages, reg, _WEIGHTS["bf16_mul"])
+    ma, ea, mb, eb, nan, inf, zero = _product_flags(m, a, b, name)
     p = Signal(16, name=f"{name}_p")
     m.d.comb += p.eq(ma * mb)
-    zero_a, zero_b = ~ma.any(), ~mb.any()
-    nan = nan_a | nan_b | (inf_a & zero_b) | (inf_b & zero_a)
-    return _pad(_mul_round(m, a[15] ^ b[15], p, ea + eb, nan, inf_a | inf_b, name), stages,
-                reg, name)
+    biased, sentinel = _product_exponent(m, ea + eb, len(p), name)
+    sign, p, biased, sentinel, nan, inf, zero = st.cut(
+        sign=a[15] ^ b[15], p=p, biased=biased, sentinel=sentinel, nan=nan, inf=inf,
+        zero=zero)
+    out = _mul_round(m, st, sign, p, biased, sentinel, nan, inf, zero, name)
+    return st.finish(out=out)[0]
 
 
 def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
@@ -190,12 +335,14 @@ def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
     """Multiply an fp32 pattern by a bf16 pattern to fp32 (IEEE round-to-nearest-even).
 
     This is the contract's ``MUL`` (``a × t`` with ``t`` a bf16 widened exactly); taking
-    ``t`` as bf16 makes the significand multiplier 24 × 8 bits instead of 24 × 24.
+    ``t`` as bf16 makes the significand multiplier 24 × 8 bits instead of 24 × 24. The
+    multiply (steps: two 24 × 4-bit partial products; their sum) and the normalise-and-
+    round (steps as in :func:`bf16_mul`) are always separated by a register.
 
     Parameters
     ----------
     m : Module
-        Module the comb logic is added to.
+        Module the logic is added to.
     a : Value
         32-bit fp32 bit pattern.
     t : Value
@@ -203,27 +350,35 @@ def fp32_mul_bf16(m: Module, a: Value, t: Value, *, name: str = "fp32_mul_bf16",
     name : str
         Prefix of the internal signal names.
     mul_stages, round_stages : int
-        Pipeline stages of the significand multiply and of the normalise-and-round.
-    reg : callable, optional
-        Registers its argument; needed unless both are 1 and there is no register at all.
+        Pipeline stages of the multiply and of the normalise-and-round (each at least 1):
+        ``mul_stages + round_stages − 1`` register levels inside, one of them the cut
+        between the two, so the latency is ``mul_stages + round_stages``.
+    reg : Reg
+        Register maker (always required: there is at least the one cut).
 
     Returns
     -------
     Value
         32-bit fp32 bit pattern, equal to ``vec_op(VecOp.MUL, a, widen(t))``.
     """
-    nan_a, inf_a = _classify(m, a, f"{name}_a")
-    nan_t, inf_t = _classify(m, t, f"{name}_t")
-    ma, ea = _significand(m, a, f"{name}_a")
-    mt, et = _significand(m, t, f"{name}_t")
-    zero_a, zero_t = ~ma.any(), ~mt.any()
-    nan = nan_a | nan_t | (inf_a & zero_t) | (inf_t & zero_a)
-    stage = _pad(Cat(ma * mt, ea + et, a[31] ^ t[15], nan, inf_a | inf_t), mul_stages + 1,
-                 reg, f"{name}_mul")
-    mid = Signal(44, name=f"{name}_mid")
-    m.d.comb += mid.eq(stage)
-    return _pad(_mul_round(m, mid[41], mid[:32], mid[32:41], mid[42], mid[43], name),
-                round_stages, reg, f"{name}_round")
+    mul = _Stages(name, mul_stages, reg, _WEIGHTS["mul_bf16_mul"], "mul_stages")
+    rnd = _Stages(name, round_stages, reg, _WEIGHTS["mul_bf16_round"], "round_stages")
+    if reg is None:
+        raise ValueError(f"{name}: the cut between multiply and round needs a reg function")
+    ma, ea, mt, et, nan, inf, zero = _product_flags(m, a, t, name)
+    lo, hi, e_sum, sign, nan, inf, zero = mul.cut(
+        lo=ma * mt[:4], hi=ma * mt[4:], e_sum=ea + et, sign=a[31] ^ t[15], nan=nan, inf=inf,
+        zero=zero)
+    p = Signal(32, name=f"{name}_p")
+    m.d.comb += p.eq(lo + (hi << 4))
+    biased, sentinel = _product_exponent(m, e_sum, len(p), name)
+    values = mul.finish(sign=sign, p=p, biased=biased, sentinel=sentinel, nan=nan, inf=inf,
+                        zero=zero)
+    names = ("sign", "p", "biased", "sentinel", "nan", "inf", "zero")
+    sign, p, biased, sentinel, nan, inf, zero = (
+        reg(v, f"{name}_mid_{k}") for k, v in zip(names, values, strict=True))
+    out = _mul_round(m, rnd, sign, p, biased, sentinel, nan, inf, zero, name)
+    return rnd.finish(out=out)[0]
 
 
 def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: int = 1,
@@ -231,97 +386,128 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
     """Add two fp32 patterns (IEEE binary32 round-to-nearest-even, gradual underflow).
 
     ``x + (−x) = +0``, ``−0 + −0 = −0``; ``inf − inf`` and NaN operands give the canonical
-    NaN; overflow gives ±inf.
+    NaN; overflow gives ±inf. Steps (cut points between them): classify, order by
+    magnitude and exponent difference; alignment shift and sticky bit; 28-bit add;
+    leading-zero count; normalise shift; rounding add; overflow and special cases.
 
     Parameters
     ----------
     m : Module
-        Module the comb logic is added to.
+        Module the logic is added to.
     a, b : Value
         32-bit fp32 bit patterns.
     name : str
         Prefix of the internal signal names.
+    stages : int
+        Pipeline stages (module docstring): ``stages − 1`` register levels inside.
+    reg : Reg, optional
+        Register maker, required when ``stages > 1``.
 
     Returns
     -------
     Value
         32-bit fp32 bit pattern, equal to ``f32_bits(accumulate(a, b))``.
     """
+    st = _Stages(name, stages, reg, _WEIGHTS["fp32_add"])
+    # Step: classify; order the operands by magnitude so that the aligned one is the
+    # smaller and an effective subtraction never goes negative. Both exponent differences
+    # are formed beside the comparison, which then only selects.
     nan_a, inf_a = _classify(m, a, f"{name}_a")
     nan_b, inf_b = _classify(m, b, f"{name}_b")
     nan = nan_a | nan_b | (inf_a & inf_b & (a[31] ^ b[31]))
+    inf = inf_a | inf_b
     inf_sign = Mux(inf_a, a[31], b[31])
-
-    # Order the operands by magnitude so that the aligned one is the smaller and an
-    # effective subtraction never goes negative.
-    swap = Signal(name=f"{name}_swap")
-    x = Signal(32, name=f"{name}_x")
-    y = Signal(32, name=f"{name}_y")
-    m.d.comb += [swap.eq(b[:31] > a[:31]), x.eq(Mux(swap, b, a)), y.eq(Mux(swap, a, b))]
-    sx, sy = x[31], y[31]
-    mx, ex = _significand(m, x, f"{name}_x")
-    my, ey = _significand(m, y, f"{name}_y")
-
+    ma, ea = _significand(m, a, f"{name}_a")
+    mb, eb = _significand(m, b, f"{name}_b")
+    swap = _wire(m, b[:31] > a[:31], f"{name}_swap")
     # Three extra bits below the significand (guard, round, sticky) are enough for a correct
     # round-to-nearest-even: bits are only lost when the exponents differ by 2 or more, and
-    # then the sum needs at most a 1-bit normalising left shift.
-    diff = (ex - ey)[:8]
+    # then the sum needs at most a 1-bit normalising left shift. So the alignment distance
+    # is the exponent difference clamped at 27; the selected difference is never negative.
+    def distance(big: Value, small: Value, tag: str) -> Value:
+        diff = _wire(m, (big - small)[:8], f"{name}_diff{tag}")
+        return Mux(diff > 27, 27, diff)
+
     dist = Signal(range(28), name=f"{name}_dist")
-    m.d.comb += dist.eq(Mux(diff > 27, 27, diff))
-    shifted = Signal(54, name=f"{name}_shifted")
-    m.d.comb += shifted.eq(Cat(Const(0, 30), my) >> dist)
-    y_al = Cat(shifted[27] | shifted[:27].any(), shifted[28:])
-    x_al = Cat(Const(0, 3), mx)
-    # One adder for both: x − y = x + ~y + 1 in 28 bits (no borrow out since x ≥ y).
+    m.d.comb += dist.eq(Mux(swap, distance(eb, ea, "ba"), distance(ea, eb, "ab")))
+    ex = _wire(m, Mux(swap, eb, ea), f"{name}_ex")
+    sx, sy, mx, my, ex, em1, dist, nan, inf, inf_sign = st.cut(
+        sx=Mux(swap, b[31], a[31]), sy=Mux(swap, a[31], b[31]), mx=Mux(swap, mb, ma),
+        my=Mux(swap, ma, mb), ex=ex, em1=Mux(swap, eb - 1, ea - 1)[:8], dist=dist, nan=nan,
+        inf=inf, inf_sign=inf_sign)
+
+    # Step: alignment shift and sticky bit. The shifted significand has two guard bits
+    # below it; the sticky bit is the OR of the bits of my shifted out below them, those
+    # below bit dist − 2, found with a mask beside the shift rather than after it.
+    shifted = Signal(26, name=f"{name}_shifted")
+    m.d.comb += shifted.eq(Cat(Const(0, 2), my) >> dist)
+    sticky = Cat(my[i] & (dist > i + 2) for i in range(24)).any()
+    y_al = Cat(sticky, shifted)
+    sx, sy, mx, y_al, ex, em1, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, mx=mx, y_al=y_al, ex=ex, em1=em1, nan=nan, inf=inf, inf_sign=inf_sign)
+
+    # Step: one adder for both: x − y = x + ~y + 1 in 28 bits (no borrow out since x ≥ y).
+    # Beside it, a sentinel bit at position 26 − (ex − 1) (see the next step).
     sub = _wire(m, sx ^ sy, f"{name}_sub")
     total = Signal(28, name=f"{name}_sum")
-    m.d.comb += total.eq(x_al + (Cat(y_al, 0) ^ sub.replicate(28)) + sub)
+    m.d.comb += total.eq(Cat(Const(0, 3), mx) + (Cat(y_al, 0) ^ sub.replicate(28)) + sub)
+    sentinel = Cat(em1 == 26 - j for j in range(27))
+    sx, sy, total, sentinel, ex, em1, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, total=total, sentinel=sentinel, ex=ex, em1=em1, nan=nan, inf=inf,
+        inf_sign=inf_sign)
 
-    # Normalise: a carry shifts right by one (keeping the sticky bit); otherwise shift left
-    # by the leading-zero count, but never below exponent 1 (a subnormal result, exact).
-    lz = Signal(range(28), name=f"{name}_lz")
+    # Step: the normalising left shift is the leading-zero count, but never below exponent
+    # 1 (a subnormal result, exact): min(lz, ex − 1), which the sentinel bit makes one
+    # leading-zero count.
     left = Signal(range(28), name=f"{name}_left")
-    m.d.comb += [
-        lz.eq(_leading_zeros(m, total[:27], name)),
-        left.eq(Mux(lz < ex, lz, ex - 1)),
-    ]
-    norm = Signal(27, name=f"{name}_norm")
-    exp = Signal(9, name=f"{name}_exp")
-    with m.If(total[27]):
-        m.d.comb += [norm.eq(Cat(total[0] | total[1], total[2:])), exp.eq(ex + 1)]
-    with m.Else():
-        m.d.comb += [norm.eq(total[:27] << left), exp.eq(ex - left)]
-    round_up = norm[2] & (norm[1] | norm[0] | norm[3])
-    # Exponent minus one plus the hidden bit: see _mul_round.
-    mag = Signal(33, name=f"{name}_mag")
-    m.d.comb += mag.eq(((exp - 1)[:9] << 23) + norm[3:] + round_up)
+    m.d.comb += left.eq(_leading_zeros(m, total[:27] | sentinel, name))
+    zero = total == 0
+    sx, sy, total, left, ex, em1, zero, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, total=total, left=left, ex=ex, em1=em1, zero=zero, nan=nan, inf=inf,
+        inf_sign=inf_sign)
 
+    # Step: normalise; a carry shifts right by one instead (keeping the sticky bit). The
+    # result's biased exponent minus one (see _mul_round) is ex after a carry, else
+    # ex − 1 − left.
+    norm = Signal(27, name=f"{name}_norm")
+    exp_m1 = Signal(9, name=f"{name}_expm1")
+    with m.If(total[27]):
+        m.d.comb += [norm.eq(Cat(total[0] | total[1], total[2:])), exp_m1.eq(ex)]
+    with m.Else():
+        m.d.comb += [norm.eq(_shift_left_msb_first(total[:27], left)),
+                     exp_m1.eq(em1 - left)]
+    sx, sy, norm, exp_m1, zero, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, norm=norm, exp_m1=exp_m1, zero=zero, nan=nan, inf=inf,
+        inf_sign=inf_sign)
+
+    # Step: rounding add. Beside it, whether the result overflows: the rounded significand
+    # adds 0, 1 or 2 to exp_m1 (its hidden bit, and a carry out of an all-ones fraction),
+    # and the result is inf when that reaches 255.
+    sig = norm[3:]
+    round_up = norm[2] & (norm[1] | norm[0] | sig[0])
+    mag = Signal(33, name=f"{name}_mag")
+    m.d.comb += mag.eq((exp_m1 << 23) + sig + round_up)
+    carry = sig[:23].all() & round_up
+    overflow = ((exp_m1 >= 255) | ((exp_m1 == 254) & (sig[23] | carry))
+                | ((exp_m1 == 253) & sig[23] & carry))
+    sx, sy, mag, overflow, zero, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, mag=mag, overflow=overflow, zero=zero, nan=nan, inf=inf,
+        inf_sign=inf_sign)
+
+    # Step: overflow and special cases.
     out = Signal(32, name=f"{name}_out")
     with m.If(nan):
         m.d.comb += out.eq(CANONICAL_NAN_F32)
-    with m.Elif(inf_a | inf_b):
+    with m.Elif(inf):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), inf_sign))
-    with m.Elif(mag >= _F32_INF):
+    with m.Elif(overflow):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), sx))
-    with m.Elif(total == 0):
+    with m.Elif(zero):
         # Exact zero: −0 only if both operands are −0 (round-to-nearest-even rule).
         m.d.comb += out.eq(Cat(Const(0, 31), sx & sy))
     with m.Else():
         m.d.comb += out.eq(Cat(mag[:31], sx))
-    return _pad(out, stages, reg, name)
-
-
-def round_bf16(m: Module, x: Value, name: str = "round_bf16") -> Value:
-    """Round an fp32 pattern to a bf16 pattern (nearest, ties to even; NaN → ``0x7FC0``).
-
-    Subnormals are kept and overflow gives ±inf. Equal to ``f32_to_bf16_bits(x)``.
-    """
-    out = Signal(16, name=f"{name}_out")
-    # Rounding the magnitude: a carry out of the fraction correctly bumps the exponent (to
-    # inf at most, as NaNs are handled apart), never the sign.
-    mag = (x[:31] + 0x7FFF + x[16])[16:31]
-    m.d.comb += out.eq(Mux(x[:31] > _F32_INF, CANONICAL_NAN_BF16, Cat(mag, x[31])))
-    return out
+    return st.finish(out=out)[0]
 
 
 def _order_key(x: Value) -> Value:
@@ -330,73 +516,154 @@ def _order_key(x: Value) -> Value:
     return x ^ Cat(x[31].replicate(31), 1)
 
 
-def _select(m: Module, a: Value, b: Value, take_a: Value, name: str) -> Value:
+def _is_nan(x: Value) -> Value:
+    return x[23:31].all() & x[:23].any()
+
+
+def _compare(m: Module, a: Value, b: Value, name: str, stages: int, reg: Reg | None,
+             take_a: Callable[[Value, Value], Value]) -> Value:
+    st = _Stages(name, stages, reg, _WEIGHTS["compare"])
+    a, b, take, nan = st.cut(a=a, b=b, take=take_a(_order_key(a), _order_key(b)),
+                             nan=_is_nan(a) | _is_nan(b))
     out = Signal(32, name=f"{name}_out")
-    nan = ((a[23:31].all() & a[:23].any()) | (b[23:31].all() & b[:23].any()))
-    m.d.comb += out.eq(Mux(nan, CANONICAL_NAN_F32, Mux(take_a, a, b)))
-    return out
+    m.d.comb += out.eq(Mux(nan, CANONICAL_NAN_F32, Mux(take, a, b)))
+    return st.finish(out=out)[0]
 
 
 def fp32_max(m: Module, a: Value, b: Value, name: str = "fp32_max", *, stages: int = 1,
              reg: Reg | None = None) -> Value:
     """Return the larger fp32 pattern: canonical NaN if either is NaN; of two zeros, +0
-    unless both are −0 (``vec_max``)."""
-    return _pad(_select(m, a, b, _order_key(a) >= _order_key(b), name), stages, reg, name)
+    unless both are −0 (``vec_max``). Steps: compare; select. ``stages`` and ``reg`` as in
+    :func:`fp32_add`."""
+    return _compare(m, a, b, name, stages, reg, lambda ka, kb: ka >= kb)
 
 
 def fp32_min(m: Module, a: Value, b: Value, name: str = "fp32_min", *, stages: int = 1,
              reg: Reg | None = None) -> Value:
     """Return the smaller fp32 pattern: canonical NaN if either is NaN; of two zeros, −0
-    unless both are +0 (``vec_min``)."""
-    return _pad(_select(m, a, b, _order_key(a) <= _order_key(b), name), stages, reg, name)
-
-
-def fp32_clamp(m: Module, x: Value, lo: Value, hi: Value, name: str = "fp32_clamp") -> Value:
-    """Return ``fp32_min(fp32_max(x, lo), hi)`` (``clamp``; ±inf bounds mean no bound)."""
-    return fp32_min(m, fp32_max(m, x, lo, f"{name}_lo"), hi, f"{name}_hi")
+    unless both are +0 (``vec_min``). Steps: compare; select. ``stages`` and ``reg`` as in
+    :func:`fp32_add`."""
+    return _compare(m, a, b, name, stages, reg, lambda ka, kb: ka <= kb)
 
 
 def clamp_round(m: Module, x: Value, lo: Value, hi: Value, *, name: str = "clamp_round",
-                stages: int = 1, reg: Reg | None = None,
-                broken_rounding: bool = False) -> tuple[Value, Value]:
-    """Return (``fp32_clamp(x, lo, hi)``, that value rounded to bf16), both after
-    ``stages - 1`` registers; ``broken_rounding`` (test-only) truncates instead."""
-    c = fp32_clamp(m, x, lo, hi, name=f"{name}_clamp")
-    rounded = c[16:32] if broken_rounding else round_bf16(m, c, name=f"{name}_round")
-    both = _pad(Cat(c, rounded), stages, reg, name)
-    return both[:32], both[32:48]
+                stages: int = 1, reg: Reg | None = None, broken_rounding: bool = False
+                ) -> tuple[Value, Value]:
+    """Clamp an fp32 pattern to ``[lo, hi]`` and round the result to bf16.
+
+    The clamp is ``fp32_min(fp32_max(x, lo), hi)`` (``clamp``: ±inf bounds mean no bound,
+    ``lo > hi`` gives ``hi``, NaN anywhere gives the canonical NaN), computed as three
+    compares side by side and one selection. The rounding is to nearest, ties to even
+    (``f32_to_bf16_bits``): subnormals kept, overflow to ±inf, the canonical NaN to
+    ``0x7FC0``; the three candidates are rounded beside the compares, and the same
+    selection picks the rounded value. Steps: compare and round; select.
+
+    Parameters
+    ----------
+    m : Module
+        Module the logic is added to.
+    x, lo, hi : Value
+        32-bit fp32 bit patterns: the value and its bounds.
+    name : str
+        Prefix of the internal signal names.
+    stages : int
+        Pipeline stages (module docstring): ``stages − 1`` register levels inside.
+    reg : Reg, optional
+        Register maker, required when ``stages > 1``.
+    broken_rounding : bool
+        Test-only fault: truncate instead of rounding, so that co-simulation can prove a
+        wrong RTL is caught.
+
+    Returns
+    -------
+    tuple of Value
+        The clamped fp32 pattern (32 bits) and it rounded to a bf16 pattern (16 bits),
+        both at the same latency.
+    """
+    st = _Stages(name, stages, reg, _WEIGHTS["clamp_round"])
+
+    def to_bf16(v: Value) -> Value:
+        if broken_rounding:
+            return v[16:32]
+        # Rounding the magnitude: a carry out of the fraction correctly bumps the exponent
+        # (to inf at most), never the sign; a NaN is replaced after the selection.
+        return Cat((v[:31] + 0x7FFF + v[16])[16:31], v[31])
+
+    # Step: the three compares, and each candidate rounded beside them.
+    kx, klo, khi = _order_key(x), _order_key(lo), _order_key(hi)
+    x, lo, hi, rx, rlo, rhi, x_ge_lo, x_le_hi, lo_le_hi, nan = st.cut(
+        x=x, lo=lo, hi=hi, rx=to_bf16(x), rlo=to_bf16(lo), rhi=to_bf16(hi), x_ge_lo=kx >= klo,
+        x_le_hi=kx <= khi, lo_le_hi=klo <= khi, nan=_is_nan(x) | _is_nan(lo) | _is_nan(hi))
+
+    # Step: select. max(x, lo) is x if x ≥ lo, else lo; the minimum of that and hi follows
+    # from the matching compare.
+    take_x = x_ge_lo & x_le_hi
+    take_lo = ~x_ge_lo & lo_le_hi
+    clamped = Signal(32, name=f"{name}_clamped")
+    rounded = Signal(16, name=f"{name}_rounded")
+    m.d.comb += [
+        clamped.eq(Mux(nan, CANONICAL_NAN_F32, Mux(take_x, x, Mux(take_lo, lo, hi)))),
+        rounded.eq(Mux(nan, CANONICAL_NAN_BF16, Mux(take_x, rx, Mux(take_lo, rlo, rhi)))),
+    ]
+    return st.finish(clamped=clamped, rounded=rounded)
 
 
 class _Unit(wiring.Component):
-    """A component computing ``out`` from its inputs with one builder (unit tests)."""
+    """A component computing ``out`` from its inputs with one builder, in ``stages``
+    pipeline stages: ``out`` is registered, so a result appears ``stages`` cycles after its
+    operands (unit tests and ``bench/timing.py``)."""
+
+    def __init__(self, **stages: int) -> None:
+        self.stages = stages
+        super().__init__()
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.d.comb += self.out.eq(self._build(m))
+
+        def reg(value: Value, name: str) -> Value:
+            r = Signal.like(value, name=name, reset_less=True)
+            m.d.sync += r.eq(value)
+            return r
+
+        outs = self._build(m, reg)
+        ports = [self.out] if len(outs) == 1 else [self.out, self.out_bf16]
+        for port, value in zip(ports, outs, strict=True):
+            m.d.sync += port.eq(value)
         return m
 
 
 class Bf16Mul(_Unit):
     """:func:`bf16_mul` as a component.
 
+    Parameters
+    ----------
+    stages : int
+
     Members
     -------
     a, b : In(16)
         bf16 operands.
     out : Out(32)
-        fp32 product.
+        fp32 product, ``stages`` cycles later.
     """
 
     a: In(16)
     b: In(16)
     out: Out(32)
 
-    def _build(self, m: Module) -> Value:
-        return bf16_mul(m, self.a, self.b)
+    def __init__(self, stages: int = 1) -> None:
+        super().__init__(stages=stages)
+
+    def _build(self, m: Module, reg: Reg) -> tuple[Value, ...]:
+        return (bf16_mul(m, self.a, self.b, reg=reg, **self.stages),)
 
 
 class Fp32MulBf16(_Unit):
-    """:func:`fp32_mul_bf16` as a component (no pipeline register).
+    """:func:`fp32_mul_bf16` as a component.
+
+    Parameters
+    ----------
+    mul_stages, round_stages : int
 
     Members
     -------
@@ -405,94 +672,105 @@ class Fp32MulBf16(_Unit):
     t : In(16)
         bf16 operand.
     out : Out(32)
-        fp32 product.
+        fp32 product, ``mul_stages + round_stages`` cycles later.
     """
 
     a: In(32)
     t: In(16)
     out: Out(32)
 
-    def _build(self, m: Module) -> Value:
-        return fp32_mul_bf16(m, self.a, self.t)
+    def __init__(self, mul_stages: int = 1, round_stages: int = 1) -> None:
+        super().__init__(mul_stages=mul_stages, round_stages=round_stages)
+
+    def _build(self, m: Module, reg: Reg) -> tuple[Value, ...]:
+        return (fp32_mul_bf16(m, self.a, self.t, reg=reg, **self.stages),)
 
 
 class Fp32Add(_Unit):
     """:func:`fp32_add` as a component.
 
+    Parameters
+    ----------
+    stages : int
+
     Members
     -------
     a, b : In(32)
         fp32 operands.
     out : Out(32)
-        fp32 sum.
+        fp32 sum, ``stages`` cycles later.
     """
 
     a: In(32)
     b: In(32)
     out: Out(32)
 
-    def _build(self, m: Module) -> Value:
-        return fp32_add(m, self.a, self.b)
+    def __init__(self, stages: int = 1) -> None:
+        super().__init__(stages=stages)
 
-
-class RoundBf16(_Unit):
-    """:func:`round_bf16` as a component.
-
-    Members
-    -------
-    a : In(32)
-        fp32 operand.
-    out : Out(16)
-        bf16 result.
-    """
-
-    a: In(32)
-    out: Out(16)
-
-    def _build(self, m: Module) -> Value:
-        return round_bf16(m, self.a)
+    def _build(self, m: Module, reg: Reg) -> tuple[Value, ...]:
+        return (fp32_add(m, self.a, self.b, reg=reg, **self.stages),)
 
 
 class Fp32Max(_Unit):
     """:func:`fp32_max` as a component.
 
+    Parameters
+    ----------
+    stages : int
+
     Members
     -------
     a, b : In(32)
         fp32 operands.
     out : Out(32)
-        The larger operand.
+        The larger operand, ``stages`` cycles later.
     """
 
     a: In(32)
     b: In(32)
     out: Out(32)
 
-    def _build(self, m: Module) -> Value:
-        return fp32_max(m, self.a, self.b)
+    def __init__(self, stages: int = 1) -> None:
+        super().__init__(stages=stages)
+
+    def _build(self, m: Module, reg: Reg) -> tuple[Value, ...]:
+        return (fp32_max(m, self.a, self.b, reg=reg, **self.stages),)
 
 
 class Fp32Min(_Unit):
     """:func:`fp32_min` as a component.
 
+    Parameters
+    ----------
+    stages : int
+
     Members
     -------
     a, b : In(32)
         fp32 operands.
     out : Out(32)
-        The smaller operand.
+        The smaller operand, ``stages`` cycles later.
     """
 
     a: In(32)
     b: In(32)
     out: Out(32)
 
-    def _build(self, m: Module) -> Value:
-        return fp32_min(m, self.a, self.b)
+    def __init__(self, stages: int = 1) -> None:
+        super().__init__(stages=stages)
+
+    def _build(self, m: Module, reg: Reg) -> tuple[Value, ...]:
+        return (fp32_min(m, self.a, self.b, reg=reg, **self.stages),)
 
 
-class Fp32Clamp(_Unit):
-    """:func:`fp32_clamp` as a component.
+class ClampRound(_Unit):
+    """:func:`clamp_round` as a component.
+
+    Parameters
+    ----------
+    stages : int
+    broken_rounding : bool
 
     Members
     -------
@@ -501,13 +779,21 @@ class Fp32Clamp(_Unit):
     lo, hi : In(32)
         fp32 bounds.
     out : Out(32)
-        The clamped value.
+        The clamped value, ``stages`` cycles later.
+    out_bf16 : Out(16)
+        It rounded to bf16, at the same time.
     """
 
     a: In(32)
     lo: In(32)
     hi: In(32)
     out: Out(32)
+    out_bf16: Out(16)
 
-    def _build(self, m: Module) -> Value:
-        return fp32_clamp(m, self.a, self.lo, self.hi)
+    def __init__(self, stages: int = 1, broken_rounding: bool = False) -> None:
+        self.broken_rounding = broken_rounding
+        super().__init__(stages=stages)
+
+    def _build(self, m: Module, reg: Reg) -> tuple[Value, ...]:
+        return clamp_round(m, self.a, self.lo, self.hi, reg=reg,
+                           broken_rounding=self.broken_rounding, **self.stages)

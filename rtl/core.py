@@ -100,7 +100,7 @@ def core_images(image: CoreImage, config: Config) -> dict[str, list[int]]:
     """Return the initial words of one core's memories, by memory name below the core.
 
     Keys: ``imem``, ``tram``, ``clamp`` and ``matrix.lane<L>.wmem`` for every lane ``L``, in the
-    word formats of ``.notes/rtl_contract.md`` (the ``tidal_mem`` hex files hold the same
+    word formats of ``docs/rtl.md`` (the ``tidal_mem`` hex files hold the same
     words). Words beyond an image are zero and are not listed.
     """
     b = config.block_size

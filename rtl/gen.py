@@ -1,6 +1,6 @@
 """Generate the Verilog of a configuration: ``python -m rtl.gen --config <preset> --out <dir>``.
 
-Writes, per ``.notes/rtl_contract.md``:
+Writes (the contract with ``sim/``, described in ``docs/rtl.md``):
 
 - ``tidal_lane.v``, ``tidal_matrix.v``, ``tidal_core.v``, ``tidal_top.v``: the lane, the
   matrix block, the core and the top, each converted once from the ``"instance"`` flavour

@@ -24,7 +24,7 @@ at index ``k`` of ``links_dest``, ``links_acc``, ``links_addr``, ``links_data``)
 the whole bus to every core. Each core selects what is addressed to it (:func:`receive`),
 so the receive muxes are part of the core, converted to Verilog once; the top has no logic
 per destination core, and every core sees the same bus signals (which is also what keeps
-Verilator from generating code per core instance, ``../shared/brief/rtl-scaling.md``).
+Verilator from generating code per core instance, ``docs/rtl.md``).
 
 One cycle can bring a core a tensor-RAM block and an accumulator block from two different
 senders (or an input beat and an accumulator block), so each core has one receive mux per

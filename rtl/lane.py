@@ -4,7 +4,7 @@ Lane ``L`` of a core holds row ``L`` of every weight tile and computes output la
 each tile product. Everything a lane owns is inside it and every input is shared by all the
 lanes of a core (weight address, activation block, valid), so that the ``"instance"``
 flavour converts the lane to Verilog once and instantiates it B times per core, which is what
-keeps a full C6B32 cheap to build and fast to simulate (``../shared/brief/rtl-scaling.md``).
+keeps a full C6B32 cheap to build and fast to simulate (``docs/rtl.md``, "Verilog").
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ One elaboration code path builds both flavours of the machine:
     ``tidal_mem`` (``rtl/verilog/tidal_mem.v``, which loads its contents by its hierarchical
     name at time 0), and every repeated block is converted to Verilog once and placed with
     ``Instance``, so that a full C6B32 builds in about a minute in Verilator
-    (``../shared/brief/rtl-scaling.md``).
+    (``docs/rtl.md``).
 
 The helpers here are the only places the flavours differ.
 """

@@ -379,7 +379,7 @@ def test_traceback_flag(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize("fmt, marker", [
     ("text", "Layers"), ("md", "| # | layer | op |"), ("html", "<table>"),
-    ("json", '"schema_version": 1'),
+    ("json", '"schema_version": 2'),
 ])
 def test_report_formats(work: Path, fmt: str, marker: str,
                         capsys: pytest.CaptureFixture[str]) -> None:

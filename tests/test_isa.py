@@ -82,7 +82,7 @@ def test_depths_are_part_of_the_configuration() -> None:
     assert Config.ip_core(1, 4).depths == Depths.realistic()
     ideal = Config.ip_core(2, 8, depths=Depths.ideal())
     assert ideal.with_depths(Depths.realistic()) == Config.ip_core(2, 8)
-    assert "fp32_add=3" in Depths.realistic().describe()
+    assert "fp32_add=4" in Depths.realistic().describe()
     for name in ("mem_read", "fp32_add", "output"):
         for bad in (0, 17, 2.0, True):
             with pytest.raises(ConfigError, match=f"depth '{name}'"):

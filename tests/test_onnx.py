@@ -457,8 +457,11 @@ def test_shapes_the_file_declares_are_checked() -> None:
 
 def test_precisions_and_opset_range() -> None:
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], [2, 3], {}, opset=13)
-    nnir = onnx_frontend.to_nnir(model, outputs_precisions=[NumberFormat.FP32])
-    assert nnir.node(nnir.outputs[0]).precision == NumberFormat.FP32
+    nnir = onnx_frontend.to_nnir(model, outputs_precisions=[NumberFormat.BF16])
+    assert nnir.node(nnir.outputs[0]).precision == NumberFormat.BF16
+    # The ports are bf16 only, as from the PyTorch front end.
+    with pytest.raises(ValueError, match=r"outputs_precisions\[0\] is NumberFormat.FP32"):
+        onnx_frontend.to_nnir(model, outputs_precisions=[NumberFormat.FP32])
     model = make_model([helper.make_node("Relu", ["x"], ["y"])], [2, 3], {},
                        opset=onnx_frontend.MAX_OPSET)
     assert ops(onnx_frontend.to_nnir(model)) == ["input", "relu", "output"]

@@ -14,6 +14,7 @@ import pytest
 
 import isa
 from isa import Config, CoreImage, Dest, End, Mac, TensorLayout, Vec, VecOp, Wait
+from isa.config import Depths
 from isa.instructions import encode_program
 from tidal_cli import report as rep
 
@@ -25,9 +26,10 @@ def tiny_program() -> isa.Program:
 
     Core c: WAIT 3 (t=0, until both input beats are written), MAC (t=3), MAC (t=4), WAIT
     6 + c (t=5), VEC → output (t=11 + c, beat presented at t=16 + c), END (t=12 + c).
-    The MAC at t=4 writes its accumulator at 4 + 3 + log2(8) = 10, so the VEC reads after it.
+    The MAC at t=4 writes its accumulator at 4 + 3 + log2(8) = 10, so the VEC reads after it
+    (one-stage pipelines: the cycles are counted by hand).
     """
-    cfg = Config.preset("c2b8")
+    cfg = Config.preset("c2b8-ideal")
     b = cfg.block_size
     rng = np.random.default_rng(0)
     cores = []
@@ -138,7 +140,7 @@ def test_timeline(report: dict) -> None:
 
 def test_json_schema_keys(report: dict) -> None:
     data = json.loads(json.dumps(report))
-    assert data["schema_version"] == rep.SCHEMA_VERSION == 1
+    assert data["schema_version"] == rep.SCHEMA_VERSION == 2
     assert data["compute_only"] is True
     assert set(data) == {"schema_version", "compute_only", "notes", "program", "latency",
                          "reference", "layers", "cores", "memory", "timeline"}
@@ -165,7 +167,25 @@ def test_text_report(report: dict) -> None:
     assert "tiny on ip_core_c2b8" in text
     assert "Compute only (no host I/O)" in text and "320 MHz" in text
     assert "18 cycles" in text and "0.50×" in text
+    assert "pipeline depths" in text and "ideal: mem_read=1 bf16_mul=1" in text
     assert "Layers" in text and "fc" in text and "Cores" in text and "Memory" in text
+
+
+def test_report_states_the_depths() -> None:
+    # Every rendering says which pipeline depths its cycle counts assume.
+    program = tiny_program()
+    assert rep.depths_kind(program.config.depths) == "ideal"
+    realistic = rep.build_report(isa.Program(
+        config=program.config.with_depths(Depths.realistic()), cores=program.cores,
+        inputs=program.inputs, outputs=program.outputs, input_dests=program.input_dests,
+        meta={"name": "tiny"}))
+    assert realistic["latency"]["depths_kind"] == "realistic"
+    assert realistic["latency"]["depths"]["fp32_add"] == Depths.realistic().fp32_add
+    note = "Cycle counts assume the realistic pipeline depths: mem_read="
+    assert any(n.startswith(note) for n in realistic["notes"])
+    assert note in rep.render_text(realistic) and note in rep.render_markdown(realistic)
+    custom = program.config.with_depths(Depths(fp32_add=5))
+    assert rep.depths_kind(custom.depths) == "custom"
 
 
 def test_markdown_report(report: dict) -> None:

@@ -1,8 +1,10 @@
 # amaranth: UnusedElaboratable=no
 """RTL arithmetic (``rtl/arith.py``, ``rtl/dot.py``) against ``isa.numerics``, bit for bit.
 
-Each combinational unit runs once in Amaranth's simulator over a batch of vectors (one
-testbench looping over all of them, since a simulator start costs more than a vector):
+Each builder runs at every stage count from 1 to one beyond its natural cut points, and
+must deliver each result exactly ``stages`` cycles after its operands. Each unit runs once
+in Amaranth's simulator over a batch of vectors, one per cycle (one testbench looping over
+all of them, since a simulator start costs more than a vector):
 the cross product of directed edge values of every exponent class (zero, subnormal, normal,
 largest, inf, NaN) and their ties and neighbours, then random vectors, half raw bit patterns
 and half drawn from the exponent classes with short fractions (ties, cancellation,
@@ -10,17 +12,16 @@ overflow and underflow become likely). The expected values come from ``isa.numer
 which ``tests/test_numerics.py`` checks against independent references.
 """
 
-# No ``from __future__ import annotations``: wiring.Component reads its annotations.
 import itertools
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, Value
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from isa.config import Depths
 from isa.numerics import (
     VecOp,
     accumulate,
@@ -38,12 +39,14 @@ from isa.numerics import (
 )
 from rtl.arith import (
     Bf16Mul,
+    ClampRound,
     Fp32Add,
-    Fp32Clamp,
     Fp32Max,
     Fp32Min,
     Fp32MulBf16,
-    RoundBf16,
+    bf16_mul,
+    clamp_round,
+    fp32_add,
     fp32_mul_bf16,
 )
 from rtl.dot import DotUnit, dot_latency
@@ -102,19 +105,28 @@ def near(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     return (y & 0xFFFFFFFF).astype(np.uint32)
 
 
-def simulate_comb(dut: wiring.Component, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Drive ``inputs`` (port name → values) through comb unit ``dut``; return ``out``s."""
+def simulate(dut: wiring.Component, inputs: dict[str, np.ndarray], latency: int,
+             out: str = "out") -> np.ndarray:
+    """Drive one vector of ``inputs`` (port name → values) into ``dut`` per cycle and return
+    port ``out`` read ``latency`` cycles after each: only a unit whose latency is exactly
+    ``latency`` matches the model, as consecutive vectors differ."""
     columns = [(getattr(dut, name), values.tolist()) for name, values in inputs.items()]
     count = len(columns[0][1])
+    port = getattr(dut, out)
     results: list[int] = []
 
     async def bench(ctx) -> None:
-        for k in range(count):
-            for port, values in columns:
-                ctx.set(port, values[k])
-            results.append(ctx.get(dut.out))
+        for cycle in range(count + latency - 1):
+            if cycle < count:
+                for p, values in columns:
+                    ctx.set(p, values[cycle])
+            await ctx.tick()
+            # Now in cycle + 1: the result of the vector presented latency cycles before.
+            if cycle + 1 >= latency:
+                results.append(ctx.get(port))
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     assert len(results) == count > 0
@@ -130,10 +142,20 @@ def assert_bits_equal(got: np.ndarray, want: np.ndarray, inputs: dict[str, np.nd
     assert bad.size == 0, f"{bad.size} of {len(got)} vectors differ: {detail}"
 
 
-def check_unit(dut: wiring.Component, inputs: dict[str, np.ndarray],
-               model: Callable[..., np.ndarray]) -> None:
+def check_unit(dut: wiring.Component, inputs: dict[str, np.ndarray], latency: int,
+               model: Callable[..., np.ndarray], out: str = "out") -> None:
     """Simulate ``dut`` on ``inputs`` and compare with ``model(*inputs.values())``."""
-    assert_bits_equal(simulate_comb(dut, inputs), model(*inputs.values()), inputs)
+    assert_bits_equal(simulate(dut, inputs, latency, out), model(*inputs.values()), inputs)
+
+
+# Sums at the top of the range: below, at and above half an ulp of the largest finite
+# value (a tie rounds to even, which is inf), and largest plus largest.
+OVERFLOW_PAIRS = np.array([
+    (0x7F7FFFFF, 0x73000000), (0x7F7FFFFF, 0x737FFFFF), (0x7F7FFFFF, 0x73800000),
+    (0x7F7FFFFF, 0x73800001), (0x7F7FFFFE, 0x73800000), (0x7F7FFFFF, 0x7F7FFFFF),
+    (0xFF7FFFFF, 0xF3800000), (0x7F7FFFFF, 0xF3800000), (0x7F000000, 0x7F000000),
+    (0x7EFFFFFF, 0x7EFFFFFF), (0x7EFFFFFF, 0x7F000000),
+], dtype=np.uint32)
 
 
 def binary_f32_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +163,9 @@ def binary_f32_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
     ea, eb = pairs(F32_EDGES)
     a = random_f32(rng, N_RANDOM)
     b = np.where(rng.random(N_RANDOM) < 0.5, near(rng, a), random_f32(rng, N_RANDOM))
-    return np.concatenate([ea, a]), np.concatenate([eb, b]).astype(np.uint32)
+    oa, ob = OVERFLOW_PAIRS.T
+    return (np.concatenate([ea, oa, ob, a]),
+            np.concatenate([eb, ob, oa, b]).astype(np.uint32))
 
 
 def model_bf16_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -152,122 +176,121 @@ def model_fp32_mul_bf16(a: np.ndarray, t: np.ndarray) -> np.ndarray:
     return f32_bits(vec_op(VecOp.MUL, bits_f32(a), bf16_bits_to_f32(t)))
 
 
-def test_bf16_mul() -> None:
+# Every stage count from the combinational one to one beyond the builder's natural cut
+# points (whose extra register goes to the output).
+@pytest.mark.parametrize("stages", range(1, 7))
+def test_bf16_mul(stages: int) -> None:
     rng = np.random.default_rng(1)
     ea, eb = pairs(BF16_EDGES)
     a = np.concatenate([ea, random_bf16(rng, N_RANDOM)])
     b = np.concatenate([eb, random_bf16(rng, N_RANDOM)])
-    check_unit(Bf16Mul(), {"a": a, "b": b}, model_bf16_mul)
+    check_unit(Bf16Mul(stages), {"a": a, "b": b}, stages, model_bf16_mul)
 
 
-def test_fp32_mul_bf16() -> None:
+@pytest.mark.parametrize(("mul_stages", "round_stages"),
+                         [(1, 1), (1, 2), (1, 3), (1, 4), (1, 5), (2, 1), (2, 3), (3, 4)])
+def test_fp32_mul_bf16(mul_stages: int, round_stages: int) -> None:
     rng = np.random.default_rng(2)
     ea = np.repeat(F32_EDGES, len(BF16_EDGES))
     et = np.tile(BF16_EDGES, len(F32_EDGES))
     a = np.concatenate([ea, random_f32(rng, N_RANDOM)])
     t = np.concatenate([et, random_bf16(rng, N_RANDOM)])
-    check_unit(Fp32MulBf16(), {"a": a, "t": t}, model_fp32_mul_bf16)
+    check_unit(Fp32MulBf16(mul_stages, round_stages), {"a": a, "t": t},
+               mul_stages + round_stages, model_fp32_mul_bf16)
 
 
-def test_fp32_add() -> None:
+@pytest.mark.parametrize("stages", range(1, 9))
+def test_fp32_add(stages: int) -> None:
     a, b = binary_f32_vectors(3)
-    check_unit(Fp32Add(), {"a": a, "b": b},
+    check_unit(Fp32Add(stages), {"a": a, "b": b}, stages,
                lambda x, y: f32_bits(accumulate(bits_f32(x), bits_f32(y))))
 
 
-def test_round_bf16() -> None:
-    rng = np.random.default_rng(4)
-    # Every edge value with its low half on and around the rounding boundary.
-    lows = np.array([0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=np.uint32)
-    edges = ((F32_EDGES[:, None] & 0xFFFF0000) | lows[None, :]).reshape(-1)
-    a = np.concatenate([edges, random_f32(rng, N_RANDOM)]).astype(np.uint32)
-    check_unit(RoundBf16(), {"a": a}, lambda x: f32_to_bf16_bits(bits_f32(x)))
-
-
-def test_fp32_max_min() -> None:
+@pytest.mark.parametrize("stages", range(1, 4))
+def test_fp32_max_min(stages: int) -> None:
     a, b = binary_f32_vectors(5)
-    check_unit(Fp32Max(), {"a": a, "b": b},
+    check_unit(Fp32Max(stages), {"a": a, "b": b}, stages,
                lambda x, y: f32_bits(vec_max(bits_f32(x), bits_f32(y))))
-    check_unit(Fp32Min(), {"a": a, "b": b},
+    check_unit(Fp32Min(stages), {"a": a, "b": b}, stages,
                lambda x, y: f32_bits(vec_min(bits_f32(x), bits_f32(y))))
 
 
-def test_fp32_clamp() -> None:
-    rng = np.random.default_rng(6)
+def clamp_vectors(seed: int) -> dict[str, np.ndarray]:
+    """Every fp32 edge value, its low half on and around the bf16 rounding boundary, under
+    directed bounds; then random values and bounds."""
+    rng = np.random.default_rng(seed)
     bounds = np.array([(0x00000000, 0x7F800000),  # ReLU
                        (0xFF800000, 0x7F800000),  # no bound
                        (0xBF800000, 0x3F800000),  # [-1, 1]
                        (0x80000000, 0x00000000),  # [-0, +0]
-                       (0x3F800000, 0xBF800000)],  # lo > hi: hi wins (MIN last)
+                       (0x3F800000, 0xBF800000),  # lo > hi: hi wins (MIN last)
+                       (0x7FC00000, 0x7F800000)],  # NaN bound
                       dtype=np.uint32)
-    x = np.repeat(F32_EDGES, len(bounds))
-    lo, hi = np.tile(bounds.T, len(F32_EDGES))
-    inputs = {
-        "a": np.concatenate([x, random_f32(rng, N_RANDOM)]),
-        "lo": np.concatenate([lo, random_f32(rng, N_RANDOM)]),
-        "hi": np.concatenate([hi, random_f32(rng, N_RANDOM)]),
-    }
-    check_unit(Fp32Clamp(), inputs,
-               lambda v, lo_, hi_: f32_bits(clamp(bits_f32(v), bits_f32(lo_), bits_f32(hi_))))
+    lows = np.array([0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=np.uint32)
+    values = ((F32_EDGES[:, None] & 0xFFFF0000) | lows[None, :]).reshape(-1)
+    x = np.repeat(values, len(bounds))
+    lo, hi = np.tile(bounds.T, len(values))
+    # Random values inside wide random bounds, so that the rounding is exercised too.
+    wide = rng.random(N_RANDOM) < 0.5
+    rlo = np.where(wide, 0xFF800000, random_f32(rng, N_RANDOM)).astype(np.uint32)
+    rhi = np.where(wide, 0x7F800000, random_f32(rng, N_RANDOM)).astype(np.uint32)
+    return {"a": np.concatenate([x, random_f32(rng, N_RANDOM)]).astype(np.uint32),
+            "lo": np.concatenate([lo, rlo]), "hi": np.concatenate([hi, rhi])}
 
 
-class PipedMul(wiring.Component):
-    """fp32_mul_bf16 split into two stages by its ``pipe`` hook (test fixture).
-
-    Members
-    -------
-    a : In(32)
-    t : In(16)
-    out : Out(32)
-        The product of the operands of the previous cycle.
-    """
-
-    a: In(32)
-    t: In(16)
-    out: Out(32)
-
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
-
-        def register(v: Value) -> Value:
-            r = Signal(len(v), reset_less=True)
-            m.d.sync += r.eq(v)
-            return r
-
-        m.d.comb += self.out.eq(fp32_mul_bf16(m, self.a, self.t, pipe=register))
-        return m
+def model_clamp(v: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return f32_bits(clamp(bits_f32(v), bits_f32(lo), bits_f32(hi)))
 
 
-def test_fp32_mul_bf16_pipe_hook() -> None:
-    rng = np.random.default_rng(7)
-    a, t = random_f32(rng, 200), random_bf16(rng, 200)
-    dut = PipedMul()
-    results: list[int] = []
+@pytest.mark.parametrize("stages", range(1, 5))
+def test_clamp_round(stages: int) -> None:
+    inputs = clamp_vectors(6)
+    clamped = model_clamp(*inputs.values())
+    check_unit(ClampRound(stages), inputs, stages, model_clamp)
+    check_unit(ClampRound(stages), inputs, stages,
+               lambda *_: f32_to_bf16_bits(bits_f32(clamped)), out="out_bf16")
 
-    async def bench(ctx) -> None:
-        for x, y in zip(a.tolist(), t.tolist(), strict=True):
-            ctx.set(dut.a, x)
-            ctx.set(dut.t, y)
-            await ctx.tick()
-            results.append(ctx.get(dut.out))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert_bits_equal(np.array(results, dtype=np.uint64), model_fp32_mul_bf16(a, t),
-                      {"a": a, "t": t})
+def test_clamp_round_broken_truncates() -> None:
+    """The test-only fault truncates, and so differs from the rounding on ties."""
+    inputs = clamp_vectors(7)
+    truncated = model_clamp(*inputs.values()) >> 16
+    check_unit(ClampRound(2, broken_rounding=True), inputs, 2, lambda *_: truncated,
+               out="out_bf16")
+    assert (truncated != f32_to_bf16_bits(bits_f32(model_clamp(*inputs.values())))).any()
+
+
+def test_stage_arguments() -> None:
+    m = Module()
+    a, b = Signal(32), Signal(32)
+    with pytest.raises(ValueError, match="fp32_add: stages must be at least 1, not 0"):
+        fp32_add(m, a, b, stages=0)
+    with pytest.raises(ValueError, match="bf16_mul: stages=2 needs a reg function"):
+        bf16_mul(m, a[:16], b[:16], stages=2)
+    with pytest.raises(ValueError, match="round_stages must be at least 1, not 0"):
+        fp32_mul_bf16(m, a, b[:16], round_stages=0, reg=lambda v, _: v)
+    with pytest.raises(ValueError, match="cut between multiply and round needs a reg"):
+        fp32_mul_bf16(m, a, b[:16])
+    with pytest.raises(ValueError, match="clamp_round: stages=3 needs a reg function"):
+        clamp_round(m, a, a, b, stages=3)
 
 
 # --- DotUnit ------------------------------------------------------------------------------
 
+#: Unit depths for the DotUnit tests: products and adder-tree levels of several stages.
+DOT_DEPTHS = [Depths.ideal(), Depths(bf16_mul=2, fp32_add=3)]
+
+
 def test_dot_latency() -> None:
-    assert [dot_latency(b) for b in (1, 2, 4, 8, 16, 32, 64)] == [1, 2, 3, 4, 5, 6, 7]
+    ideal = Depths.ideal()
+    assert [dot_latency(b, ideal) for b in (1, 2, 4, 8, 16, 32, 64)] == [1, 2, 3, 4, 5, 6, 7]
+    deep = Depths(bf16_mul=2, fp32_add=3)
+    assert [dot_latency(b, deep) for b in (1, 2, 32)] == [2, 5, 17]
     for bad in (0, 3, 128):
         with pytest.raises(ValueError, match=f"power of two from 1 to 64, not {bad}"):
-            dot_latency(bad)
+            dot_latency(bad, ideal)
     with pytest.raises(ValueError, match="power of two from 1 to 64, not 12"):
-        DotUnit(12)
+        DotUnit(12, ideal)
 
 
 def pack_lanes(rows: np.ndarray) -> list[int]:
@@ -275,8 +298,9 @@ def pack_lanes(rows: np.ndarray) -> list[int]:
     return [sum(int(v) << (16 * i) for i, v in enumerate(row)) for row in rows]
 
 
+@pytest.mark.parametrize("depths", DOT_DEPTHS, ids=["ideal", "deep"])
 @pytest.mark.parametrize("width", [1, 2, 4, 8])
-def test_dot_unit(width: int) -> None:
+def test_dot_unit(width: int, depths: Depths) -> None:
     rng = np.random.default_rng(100 + width)
     n = 300
     # Mostly finite, similar-magnitude values (so the tree's cancellations and ties matter),
@@ -294,8 +318,8 @@ def test_dot_unit(width: int) -> None:
     valid = rng.random(n) < 0.8  # bubbles test the valid pipeline
     valid[:4] = True
 
-    dut = DotUnit(width)
-    latency = dot_latency(width)
+    dut = DotUnit(width, depths)
+    latency = dot_latency(width, depths)
     a_beats, w_beats = pack_lanes(x), pack_lanes(w)
     seen: list[tuple[int, int]] = []  # (cycle the result appeared, value)
     presented: list[int] = []  # cycle each valid vector was presented
@@ -327,7 +351,8 @@ def test_dot_unit(width: int) -> None:
     assert_bits_equal(got, want[valid], {"cycle": np.array(presented)})
 
 
-def test_dot_unit_edge_lanes() -> None:
+@pytest.mark.parametrize("depths", DOT_DEPTHS, ids=["ideal", "deep"])
+def test_dot_unit_edge_lanes(depths: Depths) -> None:
     """Every 4-lane combination of extreme products: overflow and cancellation of ±max,
     subnormals, -0, ±inf (inf − inf = NaN) through the tree."""
     width = 4
@@ -338,8 +363,8 @@ def test_dot_unit_edge_lanes() -> None:
     x, w = pick[..., 0], pick[..., 1]
     tiles = np.repeat(w[:, None, :], width, axis=1)  # every row of the tile is w
     want = f32_bits(tile_matvec(bf16_bits_to_f32(tiles), bf16_bits_to_f32(x)))[:, 0]
-    dut = DotUnit(width)
-    latency = dot_latency(width)
+    dut = DotUnit(width, depths)
+    latency = dot_latency(width, depths)
     a_beats, w_beats = pack_lanes(x), pack_lanes(w)
     results: list[int] = []
 

@@ -50,7 +50,7 @@ from isa.timing import issue_cycles, latencies
 from rtl.top import Top
 from sim.vm import VM, ScheduleError
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(400)
 
 # The hand-built programs here count cycles on the one-stage (ideal) pipelines; the compiled
 # programs of tests/test_cosim.py cover the realistic and unusual depths.

@@ -16,7 +16,7 @@ it wrote. The one test, :func:`run_program`:
 
 Python does not wake on every clock: between input beats and output bursts the monitor
 waits for the first of ``RisingEdge(out_valid)``, ``RisingEdge(done)`` and a watchdog
-``Timer`` at the inference's cycle limit (``../shared/brief/rtl-scaling.md`` §5). A missed
+``Timer`` at the inference's cycle limit (a timer, not a per-cycle wake-up). A missed
 limit, an ``error``, a ``cycle`` port that disagrees, or a machine not ready for input ends
 the run with a message naming the inference and the cycle; whatever was collected up to
 then is still written, so the caller can report the first divergence of a partial run.

