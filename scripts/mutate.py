@@ -252,9 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
     parser.add_argument("--out", default=str(ROOT / "build" / "mutate"))
     parser.add_argument("--list", action="store_true", help="list the sample and stop")
+    parser.add_argument("--mutant", action="append",
+                        help="run only this mutant of the sample (its name as listed), e.g. "
+                             "to recheck a survivor; repeatable")
     args = parser.parse_args(argv)
     every = [m for f in FILES for m in sites(f)]
     sample = random.Random(args.seed).sample(every, min(args.count, len(every)))
+    if args.mutant:
+        sample = [m for m in sample if m.name() in args.mutant]
     if args.list:
         for m in sample:
             print(m.name())

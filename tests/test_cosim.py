@@ -396,6 +396,19 @@ def test_watchdog_stops_a_late_inference() -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_output_stall_is_an_error(simulator: str) -> None:
+    """The machine cannot stall: a host holding ``out_ready`` low gets ``error`` in the
+    cycle of the first output beat."""
+    need(simulator)
+    program = hand_program()
+    first = program.output_cycles()[0]
+    with pytest.raises(RtlError, match=f"RTL raised error in cycle {first} of inference 0"):
+        run_rtl(program, random_inputs(program, 1), simulator=simulator, stall_output=True)
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(300)
 def test_waves() -> None:
     """``waves=True`` writes an FST waveform from a separate model (Icarus here; Verilator's
     ``--trace-fst`` model is built the same way, its command line is checked above)."""

@@ -195,7 +195,7 @@ def _new_run_dir(cfg_dir: Path, simulator: str) -> Path:
 def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator",
             waves: bool | None = None, build_dir: str | Path | None = None,
             trace: bool = True, timeout_cycles: int | Sequence[int] | None = None,
-            rtl_variant: str | None = None) -> RtlResult:
+            rtl_variant: str | None = None, stall_output: bool = False) -> RtlResult:
     """Run inferences of ``program`` on the RTL, back to back, in one simulator launch.
 
     State (tensor RAM, accumulators) persists from one inference to the next, as on the
@@ -220,6 +220,9 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
         :func:`watchdog_cycles` (default: the program's static contiguous interval).
     rtl_variant : str, optional
         A deliberately broken RTL (``rtl.gen --broken``), for testing the harness.
+    stall_output : bool
+        Test-only: the host holds ``out_ready`` low, which the machine (it cannot stall)
+        must report as an ``error`` at its first output beat.
 
     Returns
     -------
@@ -258,7 +261,8 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
     readback = [m for m in manifest["memories"] if m["kind"] in ("tram", "acc")]
     spec = {"inputs": str(run_dir / "inputs.npy"), "block": b, "period_ns": PERIOD_NS,
             "n_in": len(program.input_dests), "limits": limits, "readback": readback,
-            "result": str(run_dir / "result.json"), "arrays": str(run_dir / "result.npz")}
+            "result": str(run_dir / "result.json"), "arrays": str(run_dir / "result.npz"),
+            "stall_output": bool(stall_output)}
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
     plusargs = [f"+TIDAL_MEMDIR={run_dir / 'mem'}"]
     trace_file = run_dir / "trace.txt"

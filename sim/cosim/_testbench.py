@@ -5,7 +5,7 @@ module and the environment variable ``TIDAL_COSIM_SPEC`` naming the JSON run spe
 it wrote. The one test, :func:`run_program`:
 
 1. starts the clock, holds ``rst`` for a few cycles, drives ``n_in_beats`` and holds
-   ``out_ready`` high;
+   ``out_ready`` high (low if the specification says ``stall_output``);
 2. for each inference: a **driver** presents its input beats back to back from the cycle
    after the previous inference's ``done`` (the first beat accepted is cycle 0), and a
    **monitor** records every output beat (data, cycle), the ``done`` cycle and ``error``.
@@ -198,7 +198,8 @@ async def run_program(dut: Any) -> None:
         dut.rst.value = 1
         dut.in_valid.value = 0
         dut.in_data.value = 0
-        dut.out_ready.value = 1
+        # A stalling host (test-only): the machine cannot stall and must raise error.
+        dut.out_ready.value = 0 if spec.get("stall_output") else 1
         dut.n_in_beats.value = int(inputs.shape[1]) if len(inputs) else int(spec["n_in"])
         await ClockCycles(dut.clk, RESET_CYCLES)
         dut.rst.value = 0
