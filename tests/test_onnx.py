@@ -106,7 +106,7 @@ def test_seed_cnn_dynamo_export_gives_the_same_nnir_and_program(tmp_path: Path) 
     reference = from_torch(model, x)
     imported = onnx_frontend.to_nnir(export(model, x, tmp_path / "seed.onnx"))
     assert_same_nnir(imported, reference)
-    assert "relu (test_onnx.py:" in imported.nodes[2].name  # names follow the model code
+    assert "relu (models.py:" in imported.nodes[2].name  # names follow the model code
     assert program_bytes(imported, 2) == program_bytes(reference, 2)
 
 
