@@ -21,12 +21,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from isa.functions import Function
 from isa.numerics import VecOp
 
 __all__ = [
     "WORD_BITS", "OPCODE_BITS", "Opcode", "Dest", "Field", "Instruction", "End", "Wait", "Mac",
-    "Vec", "FORMATS", "EncodingError", "encode", "decode", "encode_program", "decode_program",
-    "address_limits", "amaranth_layout", "VecOp", "PC_BITS",
+    "Vec", "Fn", "Function", "FORMATS", "EncodingError", "encode", "decode", "encode_program",
+    "decode_program", "address_limits", "amaranth_layout", "VecOp", "PC_BITS",
 ]
 
 WORD_BITS = 64
@@ -50,6 +51,8 @@ class Opcode(enum.IntEnum):
     MAC = 2
     #: Vector operation on acc[acc] and tram[tram], result to acc, tensor RAMs or output.
     VEC = 3
+    #: Function unit: a function of the bf16 block tram[tram], to local acc or tensor RAM.
+    FN = 4
 
 
 class Dest(enum.IntEnum):
@@ -189,8 +192,48 @@ class Vec(Instruction):
                 f"cores={self.cores:#x}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Fn(Instruction):
+    """Function unit: ``r = fn(tram[tram])`` written to the issuing core's ``dest``.
+
+    ``fn`` is an :class:`isa.functions.Function`, applied to each bf16 element of the block
+    (``MAX_LANES``: the largest element, in every lane) exactly as :mod:`isa.functions`
+    defines. ``dest`` is ``Dest.TRAM`` (bf16 into tensor RAM ``addr``) or ``Dest.ACC`` (the
+    bf16 result, exact in fp32, into accumulator ``addr``); the result never leaves the
+    core (a ``VEC`` moves it on).
+    """
+
+    OPCODE: ClassVar[Opcode] = Opcode.FN
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("fn", 4, "Function"),
+        Field("tram", 16, "tensor RAM address of the operand block"),
+        Field("dest", 2, "Dest: TRAM or ACC of this core"),
+        Field("addr", 16, "destination address (tensor RAM or accumulator)"),
+    )
+    fn: int
+    tram: int
+    dest: int
+    addr: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            Function(self.fn)
+        except ValueError:
+            raise EncodingError(f"FN.fn = {self.fn} is not a function "
+                                f"(0..{len(Function) - 1})") from None
+        if self.dest not in (Dest.TRAM, Dest.ACC):
+            raise EncodingError(f"FN.dest must be TRAM or ACC (this core), not "
+                                f"Dest.{Dest(self.dest).name}")
+
+    def __str__(self) -> str:
+        return (f"fn {Function(self.fn).name.lower()} tram={self.tram} -> "
+                f"{Dest(self.dest).name.lower()} addr={self.addr}")
+
+
 #: Every instruction class by opcode: the table encode, decode and the RTL layouts use.
-FORMATS: dict[Opcode, type[Instruction]] = {cls.OPCODE: cls for cls in (End, Wait, Mac, Vec)}
+FORMATS: dict[Opcode, type[Instruction]] = {
+    cls.OPCODE: cls for cls in (End, Wait, Mac, Vec, Fn)}
 
 
 def _check_formats() -> None:

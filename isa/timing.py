@@ -26,6 +26,13 @@ forwarded result) are supplied by the bypass. A ``VEC`` reads in ``t``, computes
 ``max(A, vec_mul + norm_round)`` stages and its clamp and bf16 rounding in ``clamp_round``,
 writes locally after that, reaches other cores ``link`` cycles later and the output port
 ``output`` cycles later.
+
+An ``FN`` (the function unit, :mod:`isa.functions`) reads its tensor-RAM block in ``t``,
+forms each element's table address in one stage, reads the function table (``M``), then
+multiplies (``vec_mul + norm_round``), adds (``fp32_add``) and rounds (``clamp_round``),
+and writes its own core's tensor RAM or accumulator in ``t + fn_write``. ``MAX_LANES``
+reduces the block by a tree of ``log2 B`` one-stage compares in the same span (or in a
+longer one if the tree is the longer), so every ``FN`` has the same latency.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from isa.config import Config, Depths
-from isa.instructions import Dest, End, Instruction, Mac, Vec, Wait
+from isa.instructions import Dest, End, Fn, Instruction, Mac, Vec, Wait
 from isa.numerics import VecOp
 
 __all__ = [
@@ -78,6 +85,8 @@ class Latencies:
         A ``VEC`` writes another core's tensor RAM or accumulator.
     vec_output : int
         A ``VEC`` presents its output beat.
+    fn_write : int
+        An ``FN`` writes its own tensor RAM or accumulator.
     """
 
     input_write: int
@@ -91,6 +100,7 @@ class Latencies:
     vec_local_write: int
     vec_remote_write: int
     vec_output: int
+    fn_write: int
 
 
 @functools.cache
@@ -99,6 +109,7 @@ def _latencies(d: Depths, tree_levels: int) -> Latencies:
     accumulate = products + tree_levels * d.fp32_add
     vec_op = max(d.fp32_add, d.vec_mul + d.norm_round)
     local = d.mem_read + vec_op + d.clamp_round
+    fn_body = 1 + d.mem_read + d.vec_mul + d.norm_round + d.fp32_add
     return Latencies(
         input_write=d.link,
         mac_products=products,
@@ -111,6 +122,7 @@ def _latencies(d: Depths, tree_levels: int) -> Latencies:
         vec_local_write=local,
         vec_remote_write=local + d.link,
         vec_output=local + d.output,
+        fn_write=d.mem_read + max(tree_levels, fn_body) + d.clamp_round,
     )
 
 
@@ -168,6 +180,10 @@ def accesses(config: Config, instr: Instruction, core: int, t: int) -> list[Acce
                     out.append(Access(memory, d, instr.addr, t + delay, True))
         else:
             out.append(Access(OUT, core, 0, t + lat.vec_output, True))
+    elif isinstance(instr, Fn):
+        out.append(Access(TRAM, core, instr.tram, t, False))
+        memory = TRAM if instr.dest == Dest.TRAM else ACC
+        out.append(Access(memory, core, instr.addr, t + lat.fn_write, True))
     return out
 
 

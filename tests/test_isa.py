@@ -38,6 +38,8 @@ from isa.instructions import (
     FORMATS,
     OPCODE_BITS,
     WORD_BITS,
+    Fn,
+    Function,
     amaranth_layout,
     decode_program,
     encode_program,
@@ -187,6 +189,9 @@ def field_values(cls: type[Instruction]) -> st.SearchStrategy[dict[str, int]]:
         values["cycles"] = st.integers(1, (1 << 16) - 1)
     if cls is Vec:
         values["dest"] = st.sampled_from([int(d) for d in Dest])
+    if cls is Fn:
+        values["fn"] = st.sampled_from([int(f) for f in Function])
+        values["dest"] = st.sampled_from([int(Dest.TRAM), int(Dest.ACC)])
     strategy = st.fixed_dictionaries(values)
     if cls is Vec:
         strategy = strategy.filter(
