@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= ia_420f_c6b32
 STAMP := .venv/.tidal-setup
 
-.PHONY: help setup demo test test-fast cosim-random mutate rtl bench timing lint clean
+.PHONY: help setup demo test test-fast cosim-random mutate rtl bench timing functions lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -35,6 +35,9 @@ bench: setup  ## run the benchmark suite: bench/results/latest.json and docs/ben
 
 timing: setup  ## measured stage check: place and route every unit, docs/timing.md (fails if a stage is too slow)
 	nice $(PY) bench/timing.py
+
+functions: setup  ## measure every function-unit function over all bf16 inputs: the table in docs/numerics.md
+	$(PY) scripts/function_table.py
 
 lint: setup  ## ruff
 	.venv/bin/ruff check isa compiler sim rtl tidal_cli bench tests examples

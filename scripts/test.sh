@@ -6,7 +6,7 @@ PY=.venv/bin/python
 # Every tier must really run: a missing simulator fails instead of skipping (tests/conftest.py).
 export TIDAL_NEED_SIMULATORS=1
 tiers=(
-  "isa:tests/test_isa.py tests/test_numerics.py tests/test_dependencies.py"
+  "isa:tests/test_isa.py tests/test_numerics.py tests/test_functions.py tests/test_dependencies.py"
   "front end:tests/test_frontend*.py tests/test_nnir*.py tests/test_onnx.py"
   "compiler+VM:tests/test_vm.py tests/test_vm_fast.py tests/test_compiler.py tests/test_seed.py tests/test_user_inputs.py"
   "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py"
