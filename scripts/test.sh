@@ -14,6 +14,9 @@ tiers=(
   "tools:tests/test_cli.py tests/test_report.py tests/test_cli_fuzz.py"
   "co-simulation:tests/test_cosim.py tests/test_cosim_directed.py tests/test_cosim_random.py tests/test_build_cache.py"
 )
+# Tiers whose tests are many independent CPU-bound simulations run on two workers
+# (pytest-xdist): the CI machine has two cores.
+declare -A parallel=(["RTL units"]=1)
 # Every test file must belong to a tier: a file left out would silently never run.
 declare -A tiered=()
 for tier in "${tiers[@]}"; do
@@ -28,5 +31,7 @@ for tier in "${tiers[@]}"; do
   for f in ${tier#*:}; do [ -e "$f" ] && files+=("$f"); done
   [ ${#files[@]} -gt 0 ] || continue
   echo "=== tier: $name (${files[*]})"
-  $PY -m pytest -q -p no:cacheprovider "${files[@]}"
+  args=()
+  [ -n "${parallel[$name]:-}" ] && args=(-n 2)
+  $PY -m pytest -q -p no:cacheprovider "${args[@]}" "${files[@]}"
 done
