@@ -7,20 +7,26 @@ of every window of its function (:func:`sim.cosim.random_programs.function_edges
 random bit patterns; every result must be ``isa.functions.apply`` (``max_lanes`` for
 ``MAX_LANES``) on the write port of its destination, with its address, exactly
 ``fn_write`` cycles after the issue. Realistic depths on B = 4, and unusual depths on
-B = 2 (a one-level compare tree, a three-cycle memory read).
+B = 2 (a one-level compare tree, a three-cycle memory read). The instance flavour's ROM
+(``tidal_rom``) and the table file every RTL run loads.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from isa.config import Config, Depths
-from isa.functions import Function, apply, max_lanes
-from isa.instructions import Dest
+from isa.functions import Function, apply, max_lanes, table
+from isa.instructions import Dest, End, encode_program
+from isa.program import CoreImage, Program, TensorLayout
 from isa.timing import latencies
 from rtl.function import FunctionUnit
+from rtl.gen import FN_TABLE_FILE, write_memory_images
 from sim.cosim.random_programs import function_edges
 
 pytestmark = pytest.mark.timeout(300)
@@ -102,3 +108,19 @@ def test_function_unit_realistic_b4() -> None:
 
 def test_function_unit_unusual_depths_b2() -> None:
     run(Config.ip_core(1, 2, depths=UNUSUAL, name="c1b2_unusual"), jobs(2, 0, 2))
+
+
+def test_instance_flavour_reads_the_table_file(tmp_path: Path) -> None:
+    # The Verilog ROM is tidal_rom with B read ports; every run's memory directory gets the
+    # table it loads, word for word isa.functions.table().
+    cfg = Config.preset("c1b4")
+    text = verilog.convert(FunctionUnit(cfg, flavour="instance"), name="fu", emit_src=False)
+    assert "tidal_rom #(" in text and ".PORTS(32'd4)" in text
+    assert "reg [31:0] rom" not in text
+    program = Program(cfg, [CoreImage(encode_program([End()]), np.zeros((0, 4, 4), np.uint16),
+                                      np.zeros((0, 4), np.uint16), np.zeros((1, 2), np.float32))],
+                      [TensorLayout((4,), 4)], [TensorLayout((0,), 4)],
+                      np.zeros((1, 2), np.uint32))
+    write_memory_images(program, tmp_path)
+    words = [int(w, 16) for w in (tmp_path / FN_TABLE_FILE).read_text().split()]
+    assert words == table().tolist()
