@@ -4,6 +4,8 @@
 the instructions that compute it (not yet scheduled), with the tensor-RAM buffers and
 accumulators they use and the timing constraints between them:
 
+* a function value (``FN``) runs on a core that holds its operand block, near the
+  operand's producer, into an accumulator of that core;
 * a chain runs on the core its layer's placement gives it (output blocks balanced over the
   cores by tile count, weight-store capacity permitting), or, with a :class:`SplitPlan`,
   its first terms on a less loaded core, whose partial sum a ``VEC -> ACCS`` hands over to
@@ -30,6 +32,7 @@ import numpy as np
 from compiler._graph import (
     Chain,
     ConstBlock,
+    FnVal,
     Graph,
     History,
     InputBlock,
@@ -39,6 +42,7 @@ from compiler._graph import (
     is_acc,
 )
 from isa.config import Config
+from isa.functions import Function
 from isa.instructions import Dest
 from isa.numerics import VecOp
 from isa.timing import latencies
@@ -79,14 +83,16 @@ class VAcc:
 
 @dataclass(eq=False)
 class Op:
-    """One ``MAC`` or ``VEC`` instruction of ``core``, before scheduling.
+    """One ``MAC``, ``VEC`` or ``FN`` instruction of ``core``, before scheduling.
 
-    A ``MAC`` (``vop`` None) accumulates tile ``tile`` (an index of ``Graph.tiles``) times
-    ``tram`` into ``acc``. A ``VEC`` computes ``clamp(vop(acc, tram), lo, hi)`` into
-    ``dest``: accumulator ``dacc`` (``Dest.ACC`` on this core, ``Dest.ACCS`` on the core of
-    ``dacc``), buffer ``dbuf`` (on all its cores) or output beat ``out``. ``cycle`` is the
-    issue cycle once scheduled; ``accumulate`` is cleared on the first ``MAC`` of each chain
-    (not of a chain continued from a partial sum sent by ``ACCS``).
+    A ``MAC`` (``vop`` and ``fn`` None) accumulates tile ``tile`` (an index of
+    ``Graph.tiles``) times ``tram`` into ``acc``. A ``VEC`` computes
+    ``clamp(vop(acc, tram), lo, hi)`` into ``dest``: accumulator ``dacc`` (``Dest.ACC`` on
+    this core, ``Dest.ACCS`` on the core of ``dacc``), buffer ``dbuf`` (on all its cores) or
+    output beat ``out``. An ``FN`` (``fn`` set) applies ``fn`` to ``tram`` into accumulator
+    ``dacc`` of its own core (``dest`` ``Dest.ACC``). ``cycle`` is the issue cycle once
+    scheduled; ``accumulate`` is cleared on the first ``MAC`` of each chain (not of a chain
+    continued from a partial sum sent by ``ACCS``).
     """
 
     index: int
@@ -106,11 +112,12 @@ class Op:
     release: int = 0
     cycle: int = -1
     accumulate: int = 1
+    fn: Function | None = None
 
     @property
     def is_mac(self) -> bool:
         """Return whether this is a ``MAC``."""
-        return self.vop is None
+        return self.vop is None and self.fn is None
 
 
 @dataclass
@@ -144,6 +151,8 @@ def write_latency(op: Op, core: int, config: Config) -> int:
     lat = latencies(config)
     if op.is_mac:
         return lat.mac_acc_write
+    if op.fn is not None:
+        return lat.fn_write
     if op.dest == Dest.OUTPUT:
         return lat.vec_output
     return lat.vec_local_write if core == op.core else lat.vec_remote_write
@@ -233,6 +242,8 @@ class _Generator:
                     self.need_acc.add(id(v.a))
                 if v.t is not None:
                     self.need_tram.add(id(v.t))
+            elif isinstance(v, FnVal):
+                self.need_tram.add(id(v.x))
         self.out_beats: dict[int, list[int]] = {}
         for k, v in enumerate(self.graph.outputs):
             self.out_beats.setdefault(id(v), []).append(k)
@@ -408,6 +419,15 @@ class _Generator:
             vacc = self._chain(v)
             self.vacc_of[id(v)] = vacc
             tram_core = vacc.core
+        elif isinstance(v, FnVal):
+            producer = self.core_of.get(id(v.x), -1)
+            tram_core = producer if producer >= 0 else self._least_loaded()
+            vacc = VAcc(tram_core)
+            self.vaccs.append(vacc)
+            op = self._new_op(tram_core, v.node, fn=v.fn, dest=Dest.ACC, dacc=vacc)
+            self._read_val(op, v.x)
+            vacc.writers.append(op)
+            self.vacc_of[id(v)] = vacc
         else:
             assert isinstance(v, VecVal)
             tram_core = self._vec_core(v)
@@ -476,8 +496,9 @@ class _Generator:
         return producer if producer >= 0 else self._least_loaded()
 
     def _vec(self, v: Val, core: int, dest: Dest, **fields: Any) -> Op:
-        """Return the ``VEC`` computing ``v`` (a chain or vector value) into ``dest``."""
-        if isinstance(v, Chain):
+        """Return the ``VEC`` computing ``v`` (a chain, function or vector value) into
+        ``dest``."""
+        if isinstance(v, Chain | FnVal):
             op = self._new_op(core, v.node, vop=VecOp.PASS_A, dest=dest, **fields)
             self._read_acc(op, self.vacc_of[id(v)])
             return op
