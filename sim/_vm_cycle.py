@@ -17,10 +17,11 @@ from collections.abc import Callable
 import numpy as np
 
 from isa.config import Config
-from isa.instructions import Dest, Mac, Vec, VecOp
+from isa.functions import Function
+from isa.instructions import Dest, Fn, Mac, Vec, VecOp
 from isa.numerics import accumulate, clamp, round_to_bf16, tile_matvec, vec_op
 from isa.timing import ACC, OUT, TRAM, accesses, input_writes, latencies
-from sim._vm_plan import Memories
+from sim._vm_plan import Memories, apply_function
 from sim._vm_schedule import Schedule, Source
 from sim._vm_trace import WriteRecord
 
@@ -128,6 +129,16 @@ class CycleModel:
                            write(w.memory, w.core, w.addr, value, src))
             return read
 
+        def fn(src: Source, instr: Fn) -> Callable[[int], None]:
+            def read(cycle: int) -> None:
+                x = mem.tram[mem.tram_row(src.core, instr.tram)]
+                value = apply_function(Function(instr.fn), x[np.newaxis])[0]
+                for w in accesses(self._config, instr, src.core, src.cycle):
+                    if w.write:
+                        at(w.cycle, _WRITE, w.core,
+                           write(w.memory, w.core, w.addr, value, src))
+            return read
+
         with np.errstate(all="ignore"):
             for i, (mask, addr) in enumerate(self._dests):
                 beat = Source(-1, i, i, None)
@@ -138,6 +149,8 @@ class CycleModel:
                     at(src.cycle, _READ, src.core, mac(src, src.instr))
                 elif isinstance(src.instr, Vec):
                     at(src.cycle, _READ, src.core, vec(src, src.instr))
+                elif isinstance(src.instr, Fn):
+                    at(src.cycle, _READ, src.core, fn(src, src.instr))
             while events:
                 cycle, _, _, _, action = heapq.heappop(events)
                 action(cycle)

@@ -22,13 +22,15 @@ reports what the first call in this process cost.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import time
 
 import numpy as np
 
-from isa.instructions import Dest, End, Mac, Vec, VecOp, Wait
+from isa.functions import Function, lut
+from isa.instructions import Dest, End, Fn, Mac, Vec, VecOp, Wait
 from isa.numerics import CANONICAL_NAN_F32
 from sim._vm_plan import Memories
 from sim._vm_schedule import OUT, Schedule
@@ -40,18 +42,19 @@ __all__ = ["AVAILABLE", "FastPlan", "compile_info"]
 AVAILABLE = importlib.util.find_spec("numba") is not None
 
 # Operation kinds: the first column of the operation table (FastPlan builds the others).
-_IN, _MAC, _VEC = 0, 1, 2
+_IN, _MAC, _VEC, _FN = 0, 1, 2, 3
 # isa's encodings the kernel uses, as literals: numba folds globals into the compiled code
 # and its disk cache is invalidated only by a change of this file, so a change in isa must
 # fail here (and be copied here) rather than leave a stale kernel in the cache.
 _D_ACC, _D_TRAM, _D_OUT, _D_ACCS = 0, 1, 2, 3
 _PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX, _MIN = 0, 1, 2, 3, 4, 5, 6, 7
 _NAN_BITS = 0x7FC00000
+_MAX_LANES = 13
 if ((_D_ACC, _D_TRAM, _D_OUT, _D_ACCS) != tuple(Dest)
         or (_PASS_A, _PASS_T, _ADD, _SUB, _RSUB, _MUL, _MAX, _MIN) != tuple(VecOp)
-        or _NAN_BITS != CANONICAL_NAN_F32):
-    raise ImportError("isa's Dest, VecOp or CANONICAL_NAN_F32 changed: update the literals "
-                      "of sim/_vm_fast.py (and its kernel)")
+        or _NAN_BITS != CANONICAL_NAN_F32 or _MAX_LANES != Function.MAX_LANES):
+    raise ImportError("isa's Dest, VecOp, Function.MAX_LANES or CANONICAL_NAN_F32 changed: "
+                      "update the literals of sim/_vm_fast.py (and its kernel)")
 
 
 def _max(a, b):  # noqa: ANN001, ANN202
@@ -74,7 +77,7 @@ def _min(a, b):  # noqa: ANN001, ANN202
     return a if a < b else b
 
 
-def _kernel(ops, tram, acc, weights, clamps, beats, out,  # noqa: ANN001, ANN202
+def _kernel(ops, tram, acc, weights, clamps, luts, beats, out,  # noqa: ANN001, ANN202
             tram_depth, acc_depth, num_cores, round_inputs):
     """Execute ``ops`` once per inference of ``beats`` [n, n_in, B] into ``out`` [n, n_out, B].
 
@@ -85,7 +88,9 @@ def _kernel(ops, tram, acc, weights, clamps, beats, out,  # noqa: ANN001, ANN202
     transposed to [tile, j, i] (input lane j, output lane i): every inner loop of a ``MAC``
     runs over consecutive output lanes and compiles to vector instructions, while each lane
     still computes exactly the contract's sequence of roundings, and the weights stream from
-    memory at two bytes a value. ``clamps`` is [cores × depth, 2].
+    memory at two bytes a value. ``clamps`` is [cores × depth, 2]. ``luts`` [function,
+    65,536] holds every elementwise function's results (:func:`isa.functions.lut`) as bf16
+    patterns (the ``MAX_LANES`` row is unused).
     """
     b = tram.shape[1]
     nan = np.uint32(_NAN_BITS).view(np.float32)  # isa.numerics.CANONICAL_NAN_F32
@@ -107,6 +112,23 @@ def _kernel(ops, tram, acc, weights, clamps, beats, out,  # noqa: ANN001, ANN202
                         row = d * tram_depth + addr
                         for i in range(b):
                             tram[row, i] = r[i]
+            elif kind == _FN:
+                fn, trow, row = ops[k, 1], ops[k, 2], ops[k, 3]
+                if fn == _MAX_LANES:
+                    # isa.functions.max_lanes: vec_max folded over the lanes in order.
+                    m = tram[trow, 0]
+                    for i in range(1, b):
+                        m = _max(m, tram[trow, i])
+                    for i in range(b):
+                        r[i] = nan if m != m else m
+                else:
+                    for i in range(b):
+                        bits = np.float32(tram[trow, i]).view(np.uint32) >> np.uint32(16)
+                        r[i] = _widen(luts[fn, bits])
+                # The row is of acc (dest ACC) or tram (dest TRAM), chosen at load.
+                dst = acc if ops[k, 4] == _D_ACC else tram
+                for i in range(b):
+                    dst[row, i] = r[i]
             elif kind == _MAC:
                 arow, xrow, tile, accumulate = ops[k, 1], ops[k, 2], ops[k, 3], ops[k, 4]
                 # Products and the first level of the contract's tree (lane 2j plus lane
@@ -202,6 +224,14 @@ def _round_bf16(x):  # noqa: ANN001, ANN202
     return np.uint32(u).view(np.float32)
 
 
+@functools.cache
+def _luts() -> np.ndarray:
+    """Return every elementwise function's :func:`isa.functions.lut`, one row per
+    :class:`isa.functions.Function` (the ``MAX_LANES`` row zero)."""
+    return np.stack([lut(f) if f != Function.MAX_LANES else np.zeros(1 << 16, np.uint16)
+                     for f in Function])
+
+
 _jitted = None
 _compile_info: dict[str, float | bool] = {}
 
@@ -218,13 +248,14 @@ def _compiled():  # noqa: ANN202
         _max, _min, _round_bf16, _widen = jit(_max), jit(_min), jit(_round_bf16), jit(_widen)
         i64, f32, u16 = numba.int64, numba.float32, numba.uint16
         sig = numba.void(i64[:, ::1], f32[:, ::1], f32[:, ::1], u16[:, :, ::1], f32[:, ::1],
-                         f32[:, :, ::1], f32[:, :, ::1], i64, i64, i64, numba.boolean)
+                         u16[:, ::1], f32[:, :, ::1], f32[:, :, ::1], i64, i64, i64,
+                         numba.boolean)
         kernel = numba.njit(sig, cache=True, nogil=True)(_kernel)
         # The first call of a compiled function costs a few milliseconds more: pay it here.
         mem = np.zeros((1, 2), np.float32)
         kernel(np.zeros((0, 8), np.int64), mem, mem.copy(), np.zeros((1, 2, 2), np.uint16),
-               mem.copy(), np.zeros((0, 1, 2), np.float32), np.zeros((0, 0, 2), np.float32),
-               1, 1, 1, True)
+               mem.copy(), np.zeros((1, 1), np.uint16), np.zeros((0, 1, 2), np.float32),
+               np.zeros((0, 0, 2), np.float32), 1, 1, 1, True)
         _compile_info["seconds"] = time.perf_counter() - start
         _compile_info["from_disk_cache"] = sum(kernel.stats.cache_hits.values()) > 0
         _jitted = kernel
@@ -299,10 +330,17 @@ class FastPlan:
                 rows.append((_VEC, instr.op, mem.acc_row(c, instr.acc),
                              mem.tram_row(c, instr.tram), c * depth + instr.clamp, instr.dest,
                              addr, mask))
+            elif isinstance(instr, Fn):
+                row = (mem.tram_row(c, instr.addr) if instr.dest == Dest.TRAM
+                       else mem.acc_row(c, instr.addr))
+                rows.append((_FN, instr.fn, mem.tram_row(c, instr.tram), row, instr.dest,
+                             0, 0, 0))
             elif not isinstance(instr, End | Wait):
                 raise NotImplementedError(f"sim/_vm_fast.py cannot execute {instr}: teach it "
                                           "the new instruction, or use executor='numpy'")
         self._ops = np.array(rows, dtype=np.int64).reshape(-1, 8)
+        # The tables cost most of a second to build: only for programs that use them.
+        self._luts = _luts() if (self._ops[:, 0] == _FN).any() else np.zeros((1, 1), np.uint16)
         self._layout = (mem.tram_depth, mem.acc_depth, mem.num_cores)
         self._out_beats = (self.n_out, b)
 
@@ -330,6 +368,6 @@ class FastPlan:
         if many.dtype != np.float32 or not many.flags.c_contiguous:
             many = np.ascontiguousarray(many, dtype=np.float32)
         out = np.empty((len(many), *self._out_beats), np.float32)
-        self._kernel(self._ops, mem.tram, mem.acc, self._weights, self._clamps, many, out,
-                     *self._layout, round_inputs)
+        self._kernel(self._ops, mem.tram, mem.acc, self._weights, self._clamps, self._luts, many,
+                     out, *self._layout, round_inputs)
         return out[0] if one else out

@@ -14,7 +14,8 @@ into the same accumulator, with no other access to it in between. All the chains
 are one :func:`tile_matvec` over the stack of their tiles, then the fp32 accumulation in
 issue order. A chain executes at a point of its span where each member's activation block
 holds the value the member reads, so that chains fed by beats or partial sums arriving one
-by one still execute as one operation.
+by one still execute as one operation. The ``FN`` s of a level run as one table lookup per
+function (:func:`apply_function`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from isa.instructions import Dest, Mac, Vec, VecOp
-from isa.numerics import canonical_nan, tile_matvec, vec_max, vec_min
+from isa.functions import Function, lut, max_lanes
+from isa.instructions import Dest, Fn, Mac, Vec, VecOp
+from isa.numerics import bf16_bits_to_f32, canonical_nan, tile_matvec, vec_max, vec_min
 from sim._vm_schedule import Schedule, Source
 
-__all__ = ["Memories", "Plan", "VEC_OPS", "round_canonical_to_bf16", "accumulate_chains"]
+__all__ = ["Memories", "Plan", "VEC_OPS", "round_canonical_to_bf16", "accumulate_chains",
+           "apply_function"]
 
 _ZERO = np.float32(0.0)
 #: The additive identity of IEEE addition under round-to-nearest: x + (-0) == x for every x,
@@ -148,6 +151,15 @@ def accumulate_chains(init: np.ndarray, d: np.ndarray, steps: list[tuple[int, in
     return canonical_nan(init)
 
 
+def apply_function(function: Function, x: np.ndarray) -> np.ndarray:
+    """Return ``FN function`` of bf16-valued float32 blocks ``x`` [n, B] (:mod:`isa.functions`:
+    elementwise through :func:`isa.functions.lut`, ``MAX_LANES`` by
+    :func:`isa.functions.max_lanes`), as bf16-valued float32 with canonical NaNs."""
+    bits = (x.view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+    r = max_lanes(bits) if function == Function.MAX_LANES else lut(function)[bits]
+    return bf16_bits_to_f32(r)
+
+
 @dataclasses.dataclass
 class _Op:
     """One operation for the level scheduler: its sources and the row ids it reads and
@@ -194,11 +206,22 @@ class _VecGroup:
 
 
 @dataclasses.dataclass
+class _FnGroup:
+    t_rows: np.ndarray
+    fns: list[tuple[Function, int, int]]
+    acc_rows: np.ndarray | None
+    acc_dst: np.ndarray | None
+    tram_rows: np.ndarray | None
+    tram_dst: np.ndarray | None
+
+
+@dataclasses.dataclass
 class _Level:
     in_src: np.ndarray | None = None
     in_dst: np.ndarray | None = None
     chains: _ChainGroup | None = None
     vec: _VecGroup | None = None
+    fn: _FnGroup | None = None
 
 
 def _rows(values: list[int]) -> np.ndarray:
@@ -212,6 +235,11 @@ def _acc_of(src: Source) -> int:
 
 def _vec(src: Source) -> Vec:
     assert isinstance(src.instr, Vec)
+    return src.instr
+
+
+def _fn(src: Source) -> Fn:
+    assert isinstance(src.instr, Fn)
     return src.instr
 
 
@@ -267,6 +295,10 @@ class Plan:
             mask, addr = (int(v) for v in input_dests[src.pc])
             return "in", set(), {mem.tram_row(d, addr) for d in range(mem.num_cores)
                                  if mask >> d & 1}
+        if isinstance(instr, Fn):
+            dst = (mem.tram_row(src.core, instr.addr) if instr.dest == Dest.TRAM
+                   else self._acc_id(mem, src.core, instr.addr))
+            return "fn", {mem.tram_row(src.core, instr.tram)}, {dst}
         if not isinstance(instr, Vec):
             return "none", set(), set()
         reads = set()
@@ -368,6 +400,9 @@ class Plan:
         vecs = [op.srcs[0] for op in ops if op.kind == "vec"]
         if vecs:
             level.vec = self._build_vecs(vecs, mem)
+        fns = [op.srcs[0] for op in ops if op.kind == "fn"]
+        if fns:
+            level.fn = self._build_fns(fns, mem)
         return level
 
     @staticmethod
@@ -461,6 +496,33 @@ class Plan:
             out_rep=opt(out_rep), out_dst=opt(out_dst),
         )
 
+    @staticmethod
+    def _build_fns(fns: list[Source], mem: Memories) -> _FnGroup:
+        srcs = sorted(fns, key=lambda s: _fn(s).fn)
+        instrs = [_fn(s) for s in srcs]
+        groups: list[tuple[Function, int, int]] = []
+        for i, ins in enumerate(instrs):
+            if groups and groups[-1][0] == ins.fn:
+                groups[-1] = (groups[-1][0], groups[-1][1], i + 1)
+            else:
+                groups.append((Function(ins.fn), i, i + 1))
+        acc_rows, acc_dst, tram_rows, tram_dst = [], [], [], []
+        for i, (s, ins) in enumerate(zip(srcs, instrs, strict=True)):
+            if ins.dest == Dest.TRAM:
+                tram_rows.append(i)
+                tram_dst.append(mem.tram_row(s.core, ins.addr))
+            else:
+                acc_rows.append(i)
+                acc_dst.append(mem.acc_row(s.core, ins.addr))
+
+        def opt(values: list[int]) -> np.ndarray | None:
+            return _rows(values) if values else None
+
+        return _FnGroup(
+            t_rows=_rows([mem.tram_row(s.core, i.tram) for s, i in zip(srcs, instrs, strict=True)]),
+            fns=groups, acc_rows=opt(acc_rows), acc_dst=opt(acc_dst),
+            tram_rows=opt(tram_rows), tram_dst=opt(tram_dst))
+
     # -- execution -----------------------------------------------------------------------
 
     def run(self, mem: Memories, beats: np.ndarray) -> np.ndarray:
@@ -510,6 +572,12 @@ class Plan:
                     if v.tram_rep is not None or v.out_rep is not None:
                         rb = round_canonical_to_bf16(r if v.round_rows is None
                                                      else r[v.round_rows])
+                if lv.fn is not None:
+                    f = lv.fn
+                    x = tram[f.t_rows]
+                    fr = np.empty_like(x)
+                    for function, lo, hi in f.fns:
+                        fr[lo:hi] = apply_function(function, x[lo:hi])
                 # Then the writes.
                 if lv.in_dst is not None:
                     tram[lv.in_dst] = beats[lv.in_src]
@@ -522,4 +590,9 @@ class Plan:
                         tram[v.tram_dst] = rb[v.tram_rep]
                     if v.out_rep is not None:
                         out[v.out_dst] = rb[v.out_rep]
+                if lv.fn is not None:
+                    if f.acc_rows is not None:
+                        acc[f.acc_dst] = fr[f.acc_rows]
+                    if f.tram_rows is not None:
+                        tram[f.tram_dst] = fr[f.tram_rows]
         return out

@@ -19,6 +19,7 @@ from isa.instructions import (
     Dest,
     EncodingError,
     End,
+    Fn,
     Instruction,
     Mac,
     Vec,
@@ -182,6 +183,9 @@ def _check_addresses(cfg: Config, src: Source) -> None:
             memory = TRAM if instr.dest == Dest.TRAM else ACC
             raise _fail(src, f"VEC.cores = {instr.cores:#x} names a core outside the "
                         f"{cfg.num_cores}-core machine", memory, instr.addr)
+    elif isinstance(instr, Fn):
+        fields = [("tram", TRAM, instr.tram),
+                  ("addr", TRAM if instr.dest == Dest.TRAM else ACC, instr.addr)]
     for name, memory, value in fields:
         if value >= limits[memory]:
             raise _fail(src, f"{instr.OPCODE.name}.{name} = {value} is outside the {memory} "

@@ -18,7 +18,8 @@ import pytest
 
 from isa import Config, CoreImage, Dest, End, Instruction, Mac, Program, TensorLayout, Vec, Wait
 from isa.config import Depths
-from isa.instructions import decode_program, encode, encode_program
+from isa.functions import Function, apply, max_lanes
+from isa.instructions import Fn, decode_program, encode, encode_program
 from isa.numerics import (
     CANONICAL_NAN_F32,
     VecOp,
@@ -32,6 +33,7 @@ from isa.numerics import (
 from isa.program import ProgramError
 from isa.timing import latencies
 from sim._vm_plan import VEC_OPS, accumulate_chains, round_canonical_to_bf16
+from sim.cosim.random_programs import function_edges
 from sim.vm import VM, ScheduleError, TraceRecord, WriteRecord, format_trace, parse_trace
 
 pytestmark = pytest.mark.timeout(120)
@@ -799,6 +801,109 @@ def test_accumulate_chains_matches_numerics() -> None:
     assert got[0, 3].view(np.uint32) == 0x80000000  # -0 + -0 + ... stays -0
 
 
+# -- FN: the function unit ------------------------------------------------------------------
+
+#: An FN issued in t writes in t + FN_WRITE (one-stage pipelines, B = 4: 1 + 5 + 1).
+FN_WRITE = latencies(C1B4).fn_write
+
+
+def fn_program(function: Function, n: int, dest: Dest = Dest.TRAM) -> Program:
+    """Input beats 0 .. n-1 land in tram 0 .. n-1 (cycles 1 .. n); FN i at n + 1 + i reads
+    tram i and writes tram n + i (or acc i); the results are then output in order."""
+    code = Code(1)
+    for i in range(n):
+        code.at(0, n + 1 + i, Fn(fn=function, tram=i, dest=dest,
+                                 addr=n + i if dest == Dest.TRAM else i))
+    for i in range(n):
+        code.at(0, 2 * n + 1 + FN_WRITE + i,
+                vec(VecOp.PASS_T, tram=n + i) if dest == Dest.TRAM else vec(VecOp.PASS_A, acc=i))
+    return program(C1B4, code.end(), inputs=[(n * 4,)], outputs=[(n * 4,)])
+
+
+def expected(function: Function, x: np.ndarray) -> np.ndarray:
+    """isa.functions' result of bf16 beats ``x`` [n, B]."""
+    return max_lanes(x) if function == Function.MAX_LANES else apply(function, x)
+
+
+@pytest.mark.parametrize("function", list(Function), ids=lambda f: f.name)
+def test_fn_every_function_every_input(function: Function) -> None:
+    # All 65,536 inputs through the compiled executor, 64 a run; the window edges and
+    # special values through the numpy executor and the cycle-by-cycle model too.
+    prog = fn_program(function, 16)
+    vm = VM(prog)
+    everything = np.random.default_rng(int(function)).permutation(1 << 16).astype(np.uint16)
+    for beats in everything.reshape(-1, 16, 4):
+        np.testing.assert_array_equal(vm.run_beats(beats), expected(function, beats))
+    edges = function_edges(function)
+    edges = np.resize(edges, (-(-len(edges) // 64), 16, 4))
+    for executor in ("numpy", "compiled"):
+        vm = VM(prog, executor=executor)
+        for beats in edges:
+            np.testing.assert_array_equal(vm.run_beats(beats), expected(function, beats))
+    slow = VM(prog, trace=True)
+    np.testing.assert_array_equal(slow.run_beats(edges[0]), expected(function, edges[0]))
+
+
+def test_fn_to_accumulator_is_the_bf16_value_in_fp32() -> None:
+    # Every lane written into the accumulator is the bf16 result, exact in fp32 (low bits
+    # zero); PASS_A then outputs it unchanged.
+    x = np.array([[0x3F80, 0xC000, 0x0001, 0xFF80]], np.uint16)
+    fast, slow = both(fn_program(Function.EXP, 1, Dest.ACC))
+    for vm in (fast, slow):
+        np.testing.assert_array_equal(vm.run_beats(x), apply(Function.EXP, x))
+        acc = vm.state()["acc"][0][0]
+        np.testing.assert_array_equal(acc, apply(Function.EXP, x[0]).astype(np.uint32) << 16)
+
+
+def test_fn_write_lands_at_fn_write() -> None:
+    vm = VM(fn_program(Function.RECIP, 1), trace=True)
+    vm.run_beats(np.array([[0x4000, 0x3F80, 0x0000, 0x8000]], np.uint16))
+    assert [(w.cycle, w.memory, w.addr, w.data) for w in vm.write_trace if w.src_pc == 1] == [
+        (2 + FN_WRITE, "tram", 1, (0x3F00, 0x3F80, 0x7F80, 0xFF80))]
+    assert "fn recip tram=0 -> tram addr=1" in format_trace(vm.trace)
+
+
+def test_fn_max_lanes_nan_and_zeros() -> None:
+    vm = VM(fn_program(Function.MAX_LANES, 3))
+    x = np.array([[0x8000, 0x0000, 0x8000, 0x8000],      # +0 beats -0
+                  [0x8000, 0x8000, 0x8000, 0x8000],      # all -0: -0
+                  [0xBF80, 0x7F81, 0x4000, 0xFF80]],     # a NaN: the canonical NaN
+                 np.uint16)
+    assert vm.run_beats(x).tolist() == [[0x0000] * 4, [0x8000] * 4, [0x7FC0] * 4]
+
+
+def test_error_fn_reads_before_its_operand_lands() -> None:
+    # The FN at 2 writes tram 1 at 2 + FN_WRITE; a VEC reading it then is too early.
+    code = Code(1).at(0, 2, Fn(fn=Function.TANH, tram=0, dest=Dest.TRAM, addr=1)) \
+        .at(0, 2 + FN_WRITE, vec(VecOp.PASS_T, tram=1)).end()
+    err = load_error(program(C1B4, code))
+    assert (err.core, err.pc, err.cycle, err.memory, err.addr) == (0, 3, 2 + FN_WRITE, "tram", 1)
+    assert "fn tanh" in err.other and "in flight" in str(err)
+
+
+def test_error_fn_shares_a_write_port() -> None:
+    # The FN at 2 and a VEC at 2 + FN_WRITE - vec_local_write write the accumulator port
+    # in the same cycle.
+    t = 2 + FN_WRITE - latencies(C1B4).vec_local_write
+    code = Code(1).at(0, 2, Fn(fn=Function.EXP, tram=0, dest=Dest.ACC, addr=0)) \
+        .at(0, t, vec(VecOp.PASS_T, dest=Dest.ACC, addr=1)).at(0, 20, vec(VecOp.PASS_A)).end()
+    err = load_error(program(C1B4, code))
+    assert (err.core, err.pc, err.cycle, err.memory, err.addr) == (0, 3, t, "acc", 1)
+    assert "second write into the acc of core 0" in str(err) and "fn exp" in err.other
+
+
+@pytest.mark.parametrize(("instr", "memory", "addr"), [
+    (Fn(fn=Function.TANH, tram=16, dest=Dest.TRAM, addr=1), "tram", 16),
+    (Fn(fn=Function.TANH, tram=0, dest=Dest.TRAM, addr=16), "tram", 16),
+    (Fn(fn=Function.TANH, tram=0, dest=Dest.ACC, addr=8), "acc", 8),
+])
+def test_error_fn_address_out_of_range(instr: Instruction, memory: str, addr: int) -> None:
+    cfg = Config.ip_core(1, 4, depths=IDEAL, tensor_ram_depth=16, accum_store_depth=8)
+    code = Code(1).at(0, 3, instr).at(0, 20, vec(VecOp.PASS_T)).end()
+    err = load_error(program(cfg, code))
+    assert (err.core, err.pc, err.cycle, err.memory, err.addr) == (0, 1, 3, memory, addr)
+
+
 # -- random legal programs: the fast plan against the cycle-by-cycle model ----------------
 
 
@@ -863,7 +968,8 @@ def random_program(seed: int, cfg: Config) -> Program:
             if not budget[c] and (c or n_out):
                 continue
             want_out = not budget[c]
-            kind = "vec" if want_out else rng.choice(["mac", "vec", "wait"], p=[.35, .45, .2])
+            kind = "vec" if want_out else rng.choice(["mac", "vec", "fn", "wait"],
+                                                     p=[.3, .4, .1, .2])
             instr: Instruction | None = None
             reads: list[tuple[str, int, int]] = []
             writes: list[tuple[tuple[str, int, int], int]] = []
@@ -912,6 +1018,16 @@ def random_program(seed: int, cfg: Config) -> Program:
                     if dest == Dest.OUTPUT:
                         out_cycles.add(t + out_lat)
                         n_out += 1
+            elif kind == "fn":
+                x = int(rng.integers(n_tram))
+                if rng.random() < .5:
+                    dest, addr, word = Dest.TRAM, int(rng.integers(n_in, n_tram)), "tram"
+                else:
+                    dest, addr, word = Dest.ACC, int(rng.integers(n_acc)), "acc"
+                reads, writes = [("tram", c, x)], [((word, c, addr), t + lat.fn_write)]
+                if readable(reads[0], t) and writable(*writes[0]):
+                    instr = Fn(fn=int(rng.integers(len(Function))), tram=x, dest=dest,
+                               addr=addr)
             if instr is None:
                 code.at(c, t, Wait(int(rng.integers(1, 4))))
                 continue
@@ -985,12 +1101,15 @@ def test_random_program_generator_is_varied() -> None:
                 seen.add("chain")
             if lv.chains is not None and lv.chains.add_rows is not None:
                 seen.add("vec-chain" if lv.chains.w is None else "mixed-chain")
+            if lv.fn is not None:
+                seen.update(k for k in ("fn_acc", "fn_tram")
+                            if getattr(lv.fn, k[3:] + "_rows") is not None)
             if lv.vec is not None:
                 seen.update(op.name for op, _, _ in lv.vec.ops)
                 seen.update(k for k in ("acc_rows", "tram_rep", "out_rep")
                             if getattr(lv.vec, k) is not None)
     assert {"mac-accumulate", "accs-remote", "wait", "chain", "vec-chain", "mixed-chain",
-            "acc_rows", "tram_rep", "out_rep"} <= seen
+            "acc_rows", "tram_rep", "out_rep", "fn_acc", "fn_tram"} <= seen
     assert {op.name for op in VecOp} <= seen
     assert "levels6" in seen
 

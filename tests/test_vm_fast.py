@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from isa import Config, CoreImage, Dest, End, Instruction, Mac, Program, TensorLayout, Vec, Wait
-from isa.instructions import decode, encode_program
+from isa.functions import Function
+from isa.instructions import Fn, decode, encode_program
 from isa.numerics import VecOp, f32_to_bf16_bits
 from isa.timing import Latencies, latencies
 from sim import _vm_fast
@@ -151,10 +152,19 @@ def _random_instr(rng: np.random.Generator, cfg: Config, lat: Latencies, c: int,
                              list[tuple[tuple[str, int, int], int]]]:
     """Return a random instruction for core ``c`` at cycle ``t``, its reads at issue and its
     writes with their landing cycles (None: a WAIT)."""
-    kind = "vec" if want_out else rng.choice(["mac", "vec", "wait"], p=[.4, .45, .15])
+    kind = "vec" if want_out else rng.choice(["mac", "vec", "fn", "wait"],
+                                             p=[.35, .35, .15, .15])
     if kind == "wait":
         return None, [], []
     x = int(rng.integers(n_tram))
+    if kind == "fn":
+        fn = Function(int(rng.integers(len(Function))))
+        if rng.random() < .5:
+            dest, addr, memory = Dest.TRAM, int(rng.integers(n_in, n_tram)), "tram"
+        else:
+            dest, addr, memory = Dest.ACC, int(rng.integers(n_acc)), "acc"
+        return (Fn(fn=fn, tram=x, dest=dest, addr=addr), [("tram", c, x)],
+                [((memory, c, addr), t + lat.fn_write)])
     if kind == "mac":
         chain = prev_mac is not None and rng.random() < .6
         a = prev_mac if chain else int(rng.integers(n_acc))
@@ -254,6 +264,8 @@ def test_random_programs_are_varied() -> None:
                     seen.add("mac-accumulate" if instr.accumulate else "mac-set")
                     if instr.weight >= len(core.weights):
                         seen.add("zero-tile")
+                if isinstance(instr, Fn):
+                    seen.add(f"fn-{Function(instr.fn).name}-{Dest(instr.dest).name}")
                 if isinstance(instr, Vec):
                     seen.add(VecOp(instr.op).name)
                     seen.add(Dest(instr.dest).name)
@@ -263,6 +275,7 @@ def test_random_programs_are_varied() -> None:
                         seen.add("zero-clamp")
     assert {op.name for op in VecOp} | {d.name for d in Dest} <= seen
     assert {"mac-accumulate", "mac-set", "zero-tile", "remote", "zero-clamp"} <= seen
+    assert {f"fn-{f.name}-{d}" for f in Function for d in ("TRAM", "ACC")} <= seen
 
 
 def test_executor_choice(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,13 +32,14 @@ import time
 import numpy as np
 
 from isa.config import Config, ConfigError
+from isa.functions import SPECS, Function, Mode, windows
 from isa.instructions import Dest, End, Instruction, Mac, Vec, VecOp, Wait, encode_program
 from isa.program import CoreImage, Program, TensorLayout
 from isa.timing import latencies
 from sim.vm import VM, ScheduleError
 
-__all__ = ["SPECIAL_BF16", "hard_bf16", "clamp_table", "random_program", "RandomCase",
-           "random_case", "main"]
+__all__ = ["SPECIAL_BF16", "hard_bf16", "function_edges", "clamp_table", "random_program",
+           "RandomCase", "random_case", "main"]
 
 #: bf16 bit patterns every input draws from: ±0, ±inf, quiet and signalling-style NaNs of
 #: both signs, the smallest and largest subnormals, the smallest normal, the largest
@@ -73,6 +74,27 @@ def hard_bf16(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
                     [sign | exp << 7 | mant, sign | sparse_exp << 7 | sparse_mant,
                      sign | wide_exp << 7 | mant], special)
     return out.astype(np.uint16)
+
+
+def function_edges(function: Function | int) -> np.ndarray:
+    """Return bf16 bit patterns (``uint16``, sorted, unique) at the edges of ``function``.
+
+    Both signs of: :data:`SPECIAL_BF16`; exponent fields 0–2 (zero, subnormals, the
+    smallest normals), 125–129 (around 1), 252–255 (the largest and inf/NaN) and, for a
+    ``WINDOW`` function, both sides of both edges of its windows (:func:`isa.functions.windows`:
+    fields ``lo − 1``, ``lo``, ``hi − 1``, ``hi``); each with fractions 0, 1, 63, 64
+    (``LOG``'s split at 1.5), 126 and 127.
+    """
+    function = Function(function)
+    fields = {0, 1, 2, 125, 126, 127, 128, 129, 252, 253, 254, 255}
+    if SPECS[function].mode == Mode.WINDOW:
+        for w in windows(function):
+            fields |= {w.lo - 1, w.lo, w.hi - 1, w.hi}
+    e = np.array(sorted(f for f in fields if 0 <= f <= 255), np.uint32)
+    f = np.array([0, 1, 63, 64, 126, 127], np.uint32)
+    mags = (e[:, None] << 7 | f[None, :]).reshape(-1)
+    out = np.concatenate([mags, mags | 0x8000, SPECIAL_BF16.astype(np.uint32)])
+    return np.unique(out).astype(np.uint16)
 
 
 def clamp_table(rng: np.random.Generator, depth: int) -> np.ndarray:
