@@ -459,12 +459,13 @@ def test_nnir_rejects_malformed_graphs(edit: Callable[[list[Node]], None], messa
 
 
 def test_nnir_rejects_broadcast_of_non_constants() -> None:
-    x = Node(0, "input", [], (1, 2), BF16, {"index": 0}, "x")
-    first = Node(1, "slice", [0], (1, 1), BF16, {"axis": 1, "start": 0, "stop": 1}, "s")
+    # Only along a last axis of size 1 (a reduction's result), or a constant of the same rank.
+    x = Node(0, "input", [], (2, 2), BF16, {"index": 0}, "x")
+    first = Node(1, "slice", [0], (1, 2), BF16, {"axis": 0, "start": 0, "stop": 1}, "s")
     for operand in (first, Node(1, "constant", [], (2,), BF16, {"value": np.ones(2)}, "c")):
-        add = Node(2, "add", [0, 1], (1, 2), BF16, {}, "add")
-        out = Node(3, "output", [2], (1, 2), BF16, {"index": 0}, "out")
-        with pytest.raises(ValueError, match="only a constant of the same rank may broadcast"):
+        add = Node(2, "add", [0, 1], (2, 2), BF16, {}, "add")
+        out = Node(3, "output", [2], (2, 2), BF16, {"index": 0}, "out")
+        with pytest.raises(ValueError, match="only a constant of the same rank, or a last axis"):
             NNIR([x, operand, add, out], [0], [3])
 
 
