@@ -100,9 +100,10 @@ def power(b: Builder, x: Tensor, exponent: float, name: str) -> Any:
 def _affine(b: Builder, y: Any, weight: np.ndarray | None, bias: np.ndarray | None,
             name: str) -> Any:
     rank = len(y.shape)
-    if weight is not None:
+    # A weight of ones and a bias of zeros (how norms are initialised) change nothing.
+    if weight is not None and (weight != 1).any():
         y = _binary(b, "mul", y, _row_constant(b, weight, rank, name), name)
-    if bias is not None:
+    if bias is not None and (bias != 0).any():
         y = _binary(b, "add", y, _row_constant(b, bias, rank, name), name)
     return y
 
