@@ -225,6 +225,7 @@ class _Converter:
             "Div": self._div,
             "Max": lambda *xs: self._variadic("maximum", xs),
             "Min": lambda *xs: self._variadic("minimum", xs),
+            "Sum": lambda *xs: self._variadic("add", xs),
             "MatMul": self._matmul,
             "Gemm": self._gemm,
             "Conv": self._conv,
