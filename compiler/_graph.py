@@ -134,8 +134,9 @@ class VecVal(Val):
 
 @dataclass(eq=False)
 class FnVal(Val):
-    """``fn(x)``: one ``FN`` on the tensor-RAM block ``x``, into an accumulator of the core
-    that holds ``x`` (the bf16 result is exact there; a ``VEC`` moves it on)."""
+    """``fn(x)``: an ``FN`` on the tensor-RAM block ``x``; the placement
+    (:mod:`compiler._ops`) runs it into an accumulator, or into the tensor RAM of each core
+    that reads it."""
 
     fn: Function
     x: Val
