@@ -19,7 +19,17 @@ blocks at no cost when every output block is one input block with its lanes in p
 other data movement is a chain of 0/1 selection tiles, which moves bf16 values exactly.
 
 Padding lanes (beyond C in the last block of a row) may hold any finite value: every
-consumer ignores them (weight tiles have zero columns there, outputs drop them).
+consumer ignores them (weight tiles have zero columns there, outputs drop them). A function
+that can make a finite value infinite or NaN (exp, softplus, reciprocal, rsqrt, sqrt, log)
+is therefore applied to a block whose padding lanes were first set to a safe value.
+
+Functions (:class:`FnVal`, one ``FN``) read a block from tensor RAM. Reductions over the
+last axis are chains of constant tiles: a tile whose data columns are all ones (1/n for a
+mean) sums its block into *every* lane, so the result of ``sum``/``mean`` is a **splat**
+block (every lane holds the row's value), as is ``amax`` (``VEC MAX`` across the row's
+blocks, then ``FN MAX_LANES``). A splat block is what a last-axis broadcast
+(``x - x.amax(-1, keepdim=True)``) applies to every block of the row; a size-1 last axis
+that is not a splat is made one by a tile whose first column is all ones.
 """
 
 from __future__ import annotations
@@ -31,12 +41,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compiler.nnir import NNIR, Node, evaluate
+from compiler.nnir import FUNCTIONS, NNIR, REDUCTIONS, Node, evaluate
+from isa.functions import Function
 from isa.numerics import VecOp, f32_to_bf16_bits
 
 __all__ = [
-    "INF", "Val", "InputBlock", "ConstBlock", "StateSlot", "Chain", "VecVal", "History",
-    "Graph", "build", "is_acc", "operands",
+    "INF", "Val", "InputBlock", "ConstBlock", "StateSlot", "Chain", "VecVal", "FnVal",
+    "History", "Graph", "build", "is_acc", "operands",
 ]
 
 INF = float("inf")
@@ -52,6 +63,11 @@ _BINARY = {
     "minimum": (VecOp.MIN, True),
 }
 
+
+#: Functions whose value at a finite input may be infinite or NaN (overflow, a pole, a
+#: negative argument): their operand's padding lanes are set to 1 (to 0 where 0 is safe).
+_UNSAFE_AT = {Function.EXP: 0.0, Function.SOFTPLUS: 0.0, Function.SQRT: 0.0,
+              Function.RECIP: 1.0, Function.RSQRT: 1.0, Function.LOG: 1.0}
 
 _SEQ = itertools.count()
 
@@ -117,6 +133,16 @@ class VecVal(Val):
 
 
 @dataclass(eq=False)
+class FnVal(Val):
+    """``fn(x)``: an ``FN`` on the tensor-RAM block ``x``; the placement
+    (:mod:`compiler._ops`) runs it into an accumulator, or into the tensor RAM of each core
+    that reads it."""
+
+    fn: Function
+    x: Val
+
+
+@dataclass(eq=False)
 class History:
     """The previous ``depth`` values of block ``src`` (the window of streaming convolutions).
 
@@ -137,15 +163,17 @@ class History:
 
 def is_acc(v: Val) -> bool:
     """Return whether ``v`` is computed into an accumulator (else it lives in tensor RAM)."""
-    return isinstance(v, Chain | VecVal)
+    return isinstance(v, Chain | VecVal | FnVal)
 
 
 @dataclass
 class _Tensor:
-    """The block values of one NNIR tensor: ``blocks[row][block]``."""
+    """The block values of one NNIR tensor: ``blocks[row][block]``; ``splat``: its last
+    axis is 1 and every lane of each block holds the value (a reduction's result)."""
 
     shape: tuple[int, ...]
     blocks: list[list[Val]]
+    splat: bool = False
 
     @property
     def channels(self) -> int:
@@ -235,6 +263,8 @@ def operands(v: Val) -> list[Val]:
         return [x for _, x in v.terms]
     if isinstance(v, VecVal):
         return [x for x in (v.a, v.t) if x is not None]
+    if isinstance(v, FnVal):
+        return [v.x]
     if isinstance(v, StateSlot):
         return [v.history.src]
     return []
@@ -298,6 +328,10 @@ class _Builder:
             )
         if op in _BINARY:
             return self._binary(node, args)
+        if op == "fn":
+            return self._fn(FUNCTIONS[node.attrs["function"]], args[0])
+        if op in REDUCTIONS:
+            return self._reduce(node, args[0])
         if op == "relu":
             return self._map(args[0], lambda v, c: self._clamp(v, 0.0, INF))
         if op == "clamp":
@@ -393,10 +427,75 @@ class _Builder:
         return min(self.b, channels - block * self.b)
 
     def _map(self, x: _Tensor, fn: Callable[[Val, int], Val]) -> _Tensor:
-        """Apply ``fn(value, data lanes of its block)`` to every block of ``x``."""
-        c = x.channels
+        """Apply ``fn(value, data lanes of its block)`` to every block of ``x`` (all B lanes
+        are data in a splat, which the result stays)."""
+        c = self.b if x.splat else x.channels
         blocks = [[fn(v, self._lanes(c, k)) for k, v in enumerate(row)] for row in x.blocks]
-        return _Tensor(x.shape, blocks)
+        return _Tensor(x.shape, blocks, x.splat)
+
+    def _pad_lanes(self, v: Val, lanes: int, value: float) -> Val:
+        """Return ``v`` with its padding lanes (from ``lanes`` on) set to ``value`` and its
+        data lanes unchanged, bit for bit (``x · 1`` and ``x + (−0)`` are exact)."""
+        data = np.arange(self.b) < lanes
+        if value == -INF:  # a finite padding lane + (−inf) is −inf
+            return self._vec(VecOp.ADD, v, self._const(np.where(data, -0.0, -INF)))
+        v = self._vec(VecOp.MUL, v, self._const(data.astype(np.float32)))
+        if value == 0.0:
+            return v
+        return self._vec(VecOp.ADD, v, self._const(np.where(data, -0.0, value)))
+
+    def _fn(self, fn: Function, x: _Tensor) -> _Tensor:
+        def apply(v: Val, lanes: int) -> Val:
+            if fn in _UNSAFE_AT and lanes < self.b:
+                v = self._pad_lanes(v, lanes, _UNSAFE_AT[fn])
+            return FnVal(self._id, fn, v)
+
+        return self._map(x, apply)
+
+    def _ones(self, lanes: int, scale: float, column: bool = False) -> int:
+        """Return the tile summing the first ``lanes`` lanes of a block, times ``scale``,
+        into every lane (``column``: lane 0 only, i.e. broadcast lane 0)."""
+        tile = np.zeros((self.b, self.b), np.float32)
+        tile[:, :1 if column else lanes] = scale
+        tid = self._tile(tile)
+        assert tid is not None
+        return tid
+
+    def _reduce(self, node: Node, x: _Tensor) -> _Tensor:
+        """``sum``/``mean``: a chain of (scaled) ones tiles per row; ``amax``: ``VEC MAX``
+        across the row's blocks (padding lanes −inf), then ``FN MAX_LANES``."""
+        if node.attrs["axis"] != len(x.shape) - 1:
+            raise ValueError(
+                f"node %{node.id} ({node.name!r}): {node.op} over axis {node.attrs['axis']} of "
+                f"{list(x.shape)}: the machine reduces over the last (data) axis only (in a "
+                f"streaming model, the axis that is last once time is removed)")
+        c = self.b if x.splat else x.channels
+        n = x.channels
+        blocks = []
+        for row in x.blocks:
+            if node.op == "amax":
+                row = [v if self._lanes(c, k) == self.b else
+                       self._pad_lanes(v, self._lanes(c, k), -INF) for k, v in enumerate(row)]
+                m = row[0]
+                for v in row[1:]:
+                    m = self._vec(VecOp.MAX, m, v)
+                blocks.append([FnVal(self._id, Function.MAX_LANES, m)])
+                continue
+            scale = 1.0 if node.op == "sum" else 1.0 / n
+            terms = [(self._ones(self._lanes(c, k), scale, x.splat), v)
+                     for k, v in enumerate(row)]
+            self.graph.node_tiles[self._id] = self.graph.node_tiles.get(self._id, 0) + len(terms)
+            blocks.append([Chain(self._id, terms, (self._id, 0))])
+        return _Tensor(tuple(node.shape), blocks, splat=True)
+
+    def _splat(self, x: _Tensor) -> _Tensor:
+        """Return a size-1 last axis as splat blocks (lane 0 broadcast by a tile)."""
+        if x.splat:
+            return x
+        tid = self._ones(1, 1.0, column=True)
+        blocks = [[Chain(self._id, [(tid, row[0])], (self._id, 0))] for row in x.blocks]
+        self.graph.node_tiles[self._id] = self.graph.node_tiles.get(self._id, 0) + len(blocks)
+        return _Tensor(x.shape, blocks, splat=True)
 
     def _blocked(self, values: np.ndarray) -> np.ndarray:
         """Return [rows, C] values as [rows, blocks, B], zero padded."""
@@ -501,6 +600,7 @@ class _Builder:
         x, y = (self._constant(self.nnir.node(i).attrs["value"], shape)
                 if self.nnir.node(i).op == "constant" else t
                 for i, t in zip(node.inputs, args, strict=True))
+        x, y = self._broadcast(x, shape), self._broadcast(y, shape)
         blocks = []
         for row_x, row_y in zip(x.blocks, y.blocks, strict=True):
             row = []
@@ -512,7 +612,21 @@ class _Builder:
                 else:
                     row.append(self._vec(op, a, t))
             blocks.append(row)
-        return _Tensor(shape, blocks)
+        return _Tensor(shape, blocks, x.splat and y.splat)
+
+    def _broadcast(self, t: _Tensor, shape: tuple[int, ...]) -> _Tensor:
+        """Return ``t`` broadcast to ``shape`` (same rank): rows by reusing their blocks, a
+        last axis of 1 by its splat, which serves every block of the row."""
+        if t.shape == shape:
+            return t
+        nb = -(-shape[-1] // self.b)
+        lanes = t.shape[-1] != shape[-1]
+        if lanes:
+            t = self._splat(t)
+        rows = np.arange(_rows(t.shape)).reshape(t.shape[:-1])
+        rows = np.broadcast_to(rows, shape[:-1]).reshape(-1)
+        blocks = [t.blocks[r] * nb if lanes else t.blocks[r] for r in rows]
+        return _Tensor(shape, blocks, t.splat and shape[-1] == 1)
 
     def _scalar_op(self, node: Node, x: _Tensor) -> _Tensor:
         s, reverse = float(node.attrs["scalar"]), bool(node.attrs["reverse"])

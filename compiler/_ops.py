@@ -4,6 +4,10 @@
 the instructions that compute it (not yet scheduled), with the tensor-RAM buffers and
 accumulators they use and the timing constraints between them:
 
+* a function value (``FN``) runs on a core that holds its operand block, near the
+  operand's producer, into an accumulator of that core; when it is needed only in tensor
+  RAM, every core that reads it runs its own ``FN`` into its own tensor RAM instead (an
+  ``FN`` cannot write another core), which saves the ``VEC`` copy and its latency;
 * a chain runs on the core its layer's placement gives it (output blocks balanced over the
   cores by tile count, weight-store capacity permitting), or, with a :class:`SplitPlan`,
   its first terms on a less loaded core, whose partial sum a ``VEC -> ACCS`` hands over to
@@ -30,6 +34,7 @@ import numpy as np
 from compiler._graph import (
     Chain,
     ConstBlock,
+    FnVal,
     Graph,
     History,
     InputBlock,
@@ -39,6 +44,7 @@ from compiler._graph import (
     is_acc,
 )
 from isa.config import Config
+from isa.functions import Function
 from isa.instructions import Dest
 from isa.numerics import VecOp
 from isa.timing import latencies
@@ -79,14 +85,16 @@ class VAcc:
 
 @dataclass(eq=False)
 class Op:
-    """One ``MAC`` or ``VEC`` instruction of ``core``, before scheduling.
+    """One ``MAC``, ``VEC`` or ``FN`` instruction of ``core``, before scheduling.
 
-    A ``MAC`` (``vop`` None) accumulates tile ``tile`` (an index of ``Graph.tiles``) times
-    ``tram`` into ``acc``. A ``VEC`` computes ``clamp(vop(acc, tram), lo, hi)`` into
-    ``dest``: accumulator ``dacc`` (``Dest.ACC`` on this core, ``Dest.ACCS`` on the core of
-    ``dacc``), buffer ``dbuf`` (on all its cores) or output beat ``out``. ``cycle`` is the
-    issue cycle once scheduled; ``accumulate`` is cleared on the first ``MAC`` of each chain
-    (not of a chain continued from a partial sum sent by ``ACCS``).
+    A ``MAC`` (``vop`` and ``fn`` None) accumulates tile ``tile`` (an index of
+    ``Graph.tiles``) times ``tram`` into ``acc``. A ``VEC`` computes
+    ``clamp(vop(acc, tram), lo, hi)`` into ``dest``: accumulator ``dacc`` (``Dest.ACC`` on
+    this core, ``Dest.ACCS`` on the core of ``dacc``), buffer ``dbuf`` (on all its cores) or
+    output beat ``out``. An ``FN`` (``fn`` set) applies ``fn`` to ``tram`` into accumulator
+    ``dacc`` of its own core (``dest`` ``Dest.ACC``). ``cycle`` is the issue cycle once
+    scheduled; ``accumulate`` is cleared on the first ``MAC`` of each chain (not of a chain
+    continued from a partial sum sent by ``ACCS``).
     """
 
     index: int
@@ -106,11 +114,12 @@ class Op:
     release: int = 0
     cycle: int = -1
     accumulate: int = 1
+    fn: Function | None = None
 
     @property
     def is_mac(self) -> bool:
         """Return whether this is a ``MAC``."""
-        return self.vop is None
+        return self.vop is None and self.fn is None
 
 
 @dataclass
@@ -144,6 +153,8 @@ def write_latency(op: Op, core: int, config: Config) -> int:
     lat = latencies(config)
     if op.is_mac:
         return lat.mac_acc_write
+    if op.fn is not None:
+        return lat.fn_write
     if op.dest == Dest.OUTPUT:
         return lat.vec_output
     return lat.vec_local_write if core == op.core else lat.vec_remote_write
@@ -217,6 +228,7 @@ class _Generator:
         self.vacc_of: dict[int, VAcc] = {}  # id(val) -> its accumulator
         self.old_readers: dict[int, list[Op]] = {}  # id(buf) -> reads of the previous value
         self.slot_buf: dict[int, Buf] = {}  # id(StateSlot) -> buffer
+        self.fn_copies: list[tuple[Buf, FnVal]] = []  # direct FN values and their buffers
 
     def run(self) -> OpGraph:
         live = self.graph.live_values()
@@ -233,6 +245,8 @@ class _Generator:
                     self.need_acc.add(id(v.a))
                 if v.t is not None:
                     self.need_tram.add(id(v.t))
+            elif isinstance(v, FnVal):
+                self.need_tram.add(id(v.x))
         self.out_beats: dict[int, list[int]] = {}
         for k, v in enumerate(self.graph.outputs):
             self.out_beats.setdefault(id(v), []).append(k)
@@ -248,6 +262,7 @@ class _Generator:
                 out_ops[k] = op
         for h in self.histories.values():
             self._shift(h)
+        self._copy_functions()
         for k in range(1, len(out_ops)):
             out_ops[k].preds.append((out_ops[k - 1], 1))
         for buf in self.bufs:
@@ -408,6 +423,23 @@ class _Generator:
             vacc = self._chain(v)
             self.vacc_of[id(v)] = vacc
             tram_core = vacc.core
+        elif isinstance(v, FnVal) and self._fn_direct(v):
+            producer = self.core_of.get(id(v.x), -1)
+            tram_core = producer if producer >= 0 else self._least_loaded()
+            buf = self._new_buf("act", mask={tram_core})
+            self.buf_of[id(v)] = buf
+            buf.writer = self._new_op(tram_core, v.node, fn=v.fn, dest=Dest.TRAM, dbuf=buf)
+            self._read_val(buf.writer, v.x)
+            self.fn_copies.append((buf, v))
+        elif isinstance(v, FnVal):
+            producer = self.core_of.get(id(v.x), -1)
+            tram_core = producer if producer >= 0 else self._least_loaded()
+            vacc = VAcc(tram_core)
+            self.vaccs.append(vacc)
+            op = self._new_op(tram_core, v.node, fn=v.fn, dest=Dest.ACC, dacc=vacc)
+            self._read_val(op, v.x)
+            vacc.writers.append(op)
+            self.vacc_of[id(v)] = vacc
         else:
             assert isinstance(v, VecVal)
             tram_core = self._vec_core(v)
@@ -418,7 +450,7 @@ class _Generator:
                 vacc.writers.append(op)
                 self.vacc_of[id(v)] = vacc
         self.core_of[id(v)] = tram_core if tram_core is not None else -1
-        if id(v) in self.need_tram and tram_core is not None:
+        if id(v) in self.need_tram and tram_core is not None and id(v) not in self.buf_of:
             buf = self._new_buf("act")
             self.buf_of[id(v)] = buf
             buf.writer = self._vec(v, tram_core, Dest.TRAM, dbuf=buf)
@@ -432,6 +464,37 @@ class _Generator:
                 op = self._vec(v, tram_core, Dest.OUTPUT, out=k)
             outs.append((k, op))
         return outs
+
+    def _fn_direct(self, v: FnVal) -> bool:
+        """Return whether ``v`` is computed by an ``FN`` into tensor RAM on each core that
+        reads it: it is needed only in tensor RAM, not as a window's source (whose update
+        has one writer) and not from a window slot (whose reads the update must precede)."""
+        return (id(v) in self.need_tram and id(v) not in self.need_acc
+                and id(v) not in self.out_beats and id(v) not in self.histories
+                and not isinstance(v.x, StateSlot))
+
+    def _copy_functions(self) -> None:
+        """Give every core that reads a direct ``FN`` value its own ``FN`` (same address),
+        and make its reads wait for that one."""
+        for buf, v in self.fn_copies:
+            first = buf.writer
+            assert first is not None
+            readers = {op.core for op in self.ops if op.tram is buf}
+            if readers and first.core not in readers:
+                # Nothing reads it where it was placed: move it to a reader's core.
+                self.load[first.core] -= 1
+                buf.mask.discard(first.core)
+                first.core, first.preds, first.release = min(readers), [], 0
+                self.load[first.core] += 1
+                self._read_val(first, v.x)
+            local = {first.core: first}
+            for core in sorted(buf.mask - {first.core}):
+                local[core] = self._new_op(core, v.node, fn=v.fn, dest=Dest.TRAM, dbuf=buf)
+                self._read_val(local[core], v.x)
+            for op in self.ops:
+                if op.tram is buf and op.core != first.core:
+                    op.preds = [(local[op.core], lat) if pred is first else (pred, lat)
+                                for pred, lat in op.preds]
 
     def _chain(self, v: Chain) -> VAcc:
         """Emit the ``MAC`` s of chain ``v``, piece by piece; return the final accumulator.
@@ -476,8 +539,9 @@ class _Generator:
         return producer if producer >= 0 else self._least_loaded()
 
     def _vec(self, v: Val, core: int, dest: Dest, **fields: Any) -> Op:
-        """Return the ``VEC`` computing ``v`` (a chain or vector value) into ``dest``."""
-        if isinstance(v, Chain):
+        """Return the ``VEC`` computing ``v`` (a chain, function or vector value) into
+        ``dest``."""
+        if isinstance(v, Chain | FnVal):
             op = self._new_op(core, v.node, vop=VecOp.PASS_A, dest=dest, **fields)
             self._read_acc(op, self.vacc_of[id(v)])
             return op

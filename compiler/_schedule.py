@@ -79,6 +79,8 @@ def _tail(op: Op, config: Config) -> int:
     lat = latencies(config)
     if op.is_mac:
         return lat.mac_acc_write
+    if op.fn is not None:
+        return lat.fn_write
     if op.dest == Dest.TRAM and op.dbuf is not None and op.dbuf.mask - {op.core}:
         return lat.vec_remote_write
     if op.dest == Dest.ACCS and op.dacc is not None:
@@ -143,23 +145,26 @@ def schedule(graph: OpGraph, config: Config, interleave: bool = False) -> None:
             waiting[op.core].append((earliest[op.index], op.index))
     for heap in waiting:
         heapq.heapify(heap)
-    # Per core: VECs into an accumulator whose predecessors have all issued. A MAC writes its
-    # accumulator `lead` cycles later than such a VEC would, so a MAC issued `lead` cycles
-    # before the VEC can issue takes the VEC's write port; MACs of lower priority yield to
-    # them.
+    # Per core: VECs and FNs into an accumulator whose predecessors have all issued. A MAC
+    # writes its accumulator `lead` cycles later than such an operation would, so a MAC
+    # issued `lead` cycles before it can issue takes its write port; MACs of lower priority
+    # yield to them.
     acc_vecs: list[set[int]] = [set() for _ in range(n_cores)]
     for op in ops:
         if not count[op.index] and op.dest == Dest.ACC:
             acc_vecs[op.core].add(op.index)
-    lead = mac_write - lats.vec_local_write
+    lead = [mac_write - write_latency(op, op.core, config) for op in ops]
     # The issue cycle from which the next MAC into each accumulator may issue.
     loop_free: dict[int, int] = {}
 
     def writes(op: Op, t: int) -> list[tuple[set[int], int]]:
         if op.is_mac:
             return [(acc_busy[op.core], t + mac_write)]
+        if op.fn is not None:  # its own core's accumulator or tensor RAM
+            busy = acc_busy if op.dest == Dest.ACC else tram_busy
+            return [(busy[op.core], t + lats.fn_write)]
         if op.dest == Dest.ACC:
-            return [(acc_busy[op.core], t + lats.vec_local_write)]
+            return [(acc_busy[op.core], t + write_latency(op, op.core, config))]
         if op.dest == Dest.ACCS:
             # The receiving core's MACs may hold that port: the hand-over then waits for a
             # cycle in which that core issued no MAC (its VECs leave the port free).
@@ -185,7 +190,7 @@ def schedule(graph: OpGraph, config: Config, interleave: bool = False) -> None:
                 ports = writes(op, t)
                 if any(cycle in busy for busy, cycle in ports) or (op.is_mac and (
                         loop_free.get(id(op.acc), 0) > t or any(
-                            earliest[j] <= t + lead and prio[j] > prio[op.index]
+                            earliest[j] <= t + lead[j] and prio[j] > prio[op.index]
                             for j in acc_vecs[core]))):
                     blocked.append(entry)
                     continue

@@ -36,7 +36,7 @@ from compiler._schedule import assign_accumulators, constrain_reuse, schedule
 from compiler.nnir import NNIR
 from compiler.program import AllocationError, Program
 from isa.config import Config
-from isa.instructions import Dest, End, Instruction, Mac, Vec, Wait, encode_program
+from isa.instructions import Dest, End, Fn, Instruction, Mac, Vec, Wait, encode_program
 from isa.program import CoreImage, TensorLayout
 from isa.timing import latencies
 
@@ -290,6 +290,11 @@ def _encode(core: int, ops: OpGraph, weights: dict[int, int],
             assert op.acc is not None and op.tram is not None
             instrs.append(Mac(acc=op.acc.phys, tram=op.tram.addr, weight=weights[op.tile],
                               accumulate=op.accumulate))
+            continue
+        if op.fn is not None:
+            assert op.tram is not None and op.dest is not None
+            addr = op.dacc.phys if op.dacc is not None else op.dbuf.addr  # type: ignore[union-attr]
+            instrs.append(Fn(fn=int(op.fn), tram=op.tram.addr, dest=int(op.dest), addr=addr))
             continue
         assert op.vop is not None and op.dest is not None
         bounds = (float(np.float32(op.lo)), float(np.float32(op.hi)))

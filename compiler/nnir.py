@@ -25,6 +25,9 @@ op                 operands     attrs
 ``minimum``
 ``relu`` ``neg``   x            none
 ``clamp``          x            ``min``, ``max`` (float or None)
+``fn``             x            ``function``: a key of :data:`FUNCTIONS` (elementwise)
+``sum`` ``mean``   x            ``axis``: reduced, kept with size 1 (the back end reduces
+``amax``                        the last axis only)
 ``slice``          x            ``axis``, ``start``, ``stop`` (step 1)
 ``concat``         a, b, ...    ``axis``
 ``transpose``      x            ``perm``
@@ -34,7 +37,9 @@ op                 operands     attrs
 
 Axes in attributes are always non-negative. The two operands of a binary op have the same
 shape, except that a ``constant`` operand of the same rank may broadcast (sizes 1) to the other
-operand's shape. :class:`NNIR` checks all of this, and every node's shape, on construction.
+operand's shape, and any two operands of the same rank broadcast along axes of size 1
+(``x - x.amax(-1, keepdim=True)``). :class:`NNIR` checks all of this, and every node's
+shape, on construction.
 
 :class:`Interpreter` is the float32 reference semantics of every op (and what the front end
 uses for constant folding).
@@ -49,16 +54,20 @@ from typing import Any
 
 import numpy as np
 
+from isa.functions import Function, reference
 from isa.numerics import NumberFormat
 
 __all__ = [
     "BINARY_OPS",
+    "FUNCTIONS",
+    "REDUCTIONS",
     "OPS",
     "NNIR",
     "Interpreter",
     "Node",
     "StreamingError",
     "compact",
+    "broadcastable",
     "evaluate",
     "infer_shape",
 ]
@@ -72,6 +81,30 @@ BINARY_OPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "minimum": np.minimum,
 }
 
+#: Elementwise functions of the ``fn`` op: name -> the machine function computing it.
+FUNCTIONS: dict[str, Function] = {
+    "tanh": Function.TANH,
+    "sigmoid": Function.SIGMOID,
+    "exp": Function.EXP,
+    "silu": Function.SILU,
+    "gelu": Function.GELU,
+    "gelu_tanh": Function.GELU_TANH,
+    "softplus": Function.SOFTPLUS,
+    "elu": Function.ELU,
+    "abs": Function.ABS,
+    "reciprocal": Function.RECIP,
+    "rsqrt": Function.RSQRT,
+    "sqrt": Function.SQRT,
+    "log": Function.LOG,
+}
+
+#: Reductions over one axis (kept, size 1) and their float32 semantics.
+REDUCTIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "sum": lambda x, axis: np.sum(x, axis=axis, keepdims=True, dtype=np.float32),
+    "mean": lambda x, axis: np.mean(x, axis=axis, keepdims=True, dtype=np.float32),
+    "amax": lambda x, axis: np.max(x, axis=axis, keepdims=True),
+}
+
 #: Every op of the table, with its operand count (None: one or more).
 OPS: dict[str, int | None] = {
     "input": 0,
@@ -83,6 +116,8 @@ OPS: dict[str, int | None] = {
     "relu": 1,
     "neg": 1,
     "clamp": 1,
+    "fn": 1,
+    **{op: 1 for op in REDUCTIONS},
     "slice": 1,
     "concat": None,
     "transpose": 1,
@@ -201,6 +236,16 @@ def infer_shape(op: str, shapes: Sequence[tuple[int, ...]], attrs: dict) -> tupl
         return tuple(np.broadcast_shapes(*shapes))
     if op in ("relu", "neg", "clamp", "output"):
         return shapes[0]
+    if op == "fn":
+        if attrs["function"] not in FUNCTIONS:
+            raise ValueError(f"unknown function {attrs['function']!r}")
+        return shapes[0]
+    if op in REDUCTIONS:
+        (x,) = shapes
+        axis = attrs["axis"]
+        if not 0 <= axis < len(x):
+            raise ValueError(f"axis {axis} is outside {list(x)}")
+        return x[:axis] + (1,) + x[axis + 1 :]
     if op == "slice":
         (x,) = shapes
         axis, start, stop = attrs["axis"], attrs["start"], attrs["stop"]
@@ -226,6 +271,12 @@ def infer_shape(op: str, shapes: Sequence[tuple[int, ...]], attrs: dict) -> tupl
             raise ValueError(f"cannot reshape {list(x)} to {list(shape)}")
         return shape
     raise ValueError(f"unknown op {op!r}")
+
+
+def broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Return whether shapes ``a`` and ``b`` have the same rank and broadcast (each axis
+    equal or 1 in one of them), e.g. a value and a reduction's result."""
+    return len(a) == len(b) and all(x == y or 1 in (x, y) for x, y in zip(a, b, strict=True))
 
 
 def _check_bias(attrs: dict, size: int) -> None:
@@ -304,11 +355,12 @@ class NNIR:
                 and (
                     (b.op == "constant" and shape == a.shape)
                     or (a.op == "constant" and shape == b.shape)
+                    or broadcastable(a.shape, b.shape)
                 )
             ):
                 raise ValueError(
-                    f"{where}: operands of shapes {list(a.shape)} and {list(b.shape)}: only a "
-                    f"constant of the same rank may broadcast"
+                    f"{where}: operands of shapes {list(a.shape)} and {list(b.shape)}: only "
+                    f"operands of the same rank may broadcast"
                 )
 
     def node(self, id: int) -> Node:
@@ -425,6 +477,10 @@ def evaluate(node: Node, operands: Sequence[np.ndarray]) -> np.ndarray:
         return np.maximum(x, np.float32(0))
     if op == "neg":
         return -x
+    if op == "fn":
+        return reference(FUNCTIONS[a["function"]], x).astype(np.float32)
+    if op in REDUCTIONS:
+        return REDUCTIONS[op](x, a["axis"])
     if op == "clamp":
         if a["min"] is not None:
             x = np.maximum(x, np.float32(a["min"]))
@@ -611,8 +667,15 @@ def _stream_op(graph: NNIR, node: Node, t: int) -> tuple[str, dict, int]:
                 f"timesteps (transpose time away from the last axis first)",
             )
         return op, attrs, t
-    if op in BINARY_OPS or op in ("relu", "neg", "clamp"):
+    if op in BINARY_OPS or op in ("relu", "neg", "clamp", "fn"):
         return op, attrs, t
+    if op in REDUCTIONS:
+        if attrs["axis"] == t:
+            raise _stream_error(
+                node,
+                f"it reduces the time axis {t} of {list(in_shape)}, which mixes timesteps",
+            )
+        return op, {"axis": attrs["axis"] - (attrs["axis"] > t)}, t
     if op == "output":
         return op, {**attrs, "stream_axis": t}, t
     if op in ("slice", "concat"):

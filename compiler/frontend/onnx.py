@@ -9,6 +9,7 @@ so that a model exported with ``torch.onnx.export`` compiles to the same program
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import os
 import re
@@ -24,8 +25,9 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from compiler.frontend import _composite as composite
 from compiler.frontend.fx.nnir import _Builder, _frozen, _precisions, _Tensor
-from compiler.nnir import NNIR, compact
+from compiler.nnir import NNIR, broadcastable, compact
 from isa.numerics import NumberFormat
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelFileError", "to_nnir"]
@@ -200,6 +202,7 @@ class _Converter:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.graph_outputs = {v.name for v in proto.graph.output}
+        self.producers = {name: node.op_type for node in proto.graph.node for name in node.output}
         # Shapes the file declares (exporters record most), checked against the NNIR's.
         self.declared_shapes = {
             v.name: shape
@@ -223,6 +226,7 @@ class _Converter:
             "Div": self._div,
             "Max": lambda *xs: self._variadic("maximum", xs),
             "Min": lambda *xs: self._variadic("minimum", xs),
+            "Sum": lambda *xs: self._variadic("add", xs),
             "MatMul": self._matmul,
             "Gemm": self._gemm,
             "Conv": self._conv,
@@ -234,6 +238,27 @@ class _Converter:
             "Flatten": self._relabel,
             "Squeeze": self._relabel,
             "Unsqueeze": self._relabel,
+            **{op: functools.partial(self._fn, function) for op, function in (
+                ("Tanh", "tanh"), ("Sigmoid", "sigmoid"), ("Exp", "exp"), ("Log", "log"),
+                ("Abs", "abs"), ("Sqrt", "sqrt"), ("Reciprocal", "reciprocal"),
+                ("Softplus", "softplus"))},
+            "Gelu": self._gelu,
+            "Pow": self._pow,
+            "Elu": lambda x, *, alpha=1.0: composite.elu(
+                self.builder, self._tensor(x), float(alpha), self.name),
+            "LeakyRelu": lambda x, *, alpha=0.01: composite.leaky_relu(
+                self.builder, self._tensor(x), float(alpha), self.name),
+            "HardSigmoid": lambda x, *, alpha=0.2, beta=0.5: composite.hardsigmoid(
+                self.builder, self._tensor(x), float(alpha), float(beta), self.name),
+            "HardSwish": lambda x: composite.hardswish(self.builder, self._tensor(x),
+                                                       self.name),
+            "ReduceSum": self._reduce("sum"),
+            "ReduceMean": self._reduce("mean"),
+            "ReduceMax": self._reduce("amax"),
+            "Softmax": lambda x, *, axis=-1: self._softmax(composite.softmax, x, axis),
+            "LogSoftmax": lambda x, *, axis=-1: self._softmax(composite.log_softmax, x, axis),
+            "LayerNormalization": self._layer_norm,
+            "BatchNormalization": self._batch_norm,
         }
 
     # -- graph boundary -------------------------------------------------------------------
@@ -404,7 +429,7 @@ class _Converter:
             attrs = {"scalar": a, "reverse": op == "sub"}
             return self.builder.add(op, [self._tensor(b)], attrs, self.name)
         shapes = [x.shape for x in (a, b)]
-        if shapes[0] == shapes[1]:
+        if shapes[0] == shapes[1] or broadcastable(shapes[0], shapes[1]):
             return self.builder.add(op, [self._tensor(a), self._tensor(b)], {}, self.name)
         out = tuple(np.broadcast_shapes(*shapes))
         if isinstance(b, np.ndarray) and out == a.shape:
@@ -413,8 +438,8 @@ class _Converter:
             a = self._lift_rank(a, len(out))
         else:
             raise _Unsupported(
-                f"operands of shapes {list(shapes[0])} and {list(shapes[1])}: only a constant "
-                f"operand may be broadcast"
+                f"operands of shapes {list(shapes[0])} and {list(shapes[1])}: only operands "
+                f"of the same rank may be broadcast"
             )
         return self.builder.add(op, [self._tensor(a), self._tensor(b)], {}, self.name)
 
@@ -431,11 +456,97 @@ class _Converter:
 
     def _div(self, a: Any, b: Any) -> _Tensor:
         if not isinstance(b, np.ndarray):
-            raise _Unsupported("division by a non-constant tensor")
+            # By a tensor: 1 / b on the function unit, then a multiply.
+            return self._binary("mul", a, self._fn("reciprocal", b))
         b = self._scalar_of(b, a)
         if isinstance(b, float):
             return self._binary("mul", a, 1.0 / b)
         return self._binary("mul", a, (1.0 / b.astype(np.float32)).astype(np.float32))
+
+    # -- functions, reductions and norms (compiler/frontend/_composite.py) ----------------
+
+    def _fn(self, function: str, x: Any) -> _Tensor:
+        return composite.fn(self.builder, function, self._tensor(x), self.name)
+
+    def _pow(self, x: Any, exponent: Any) -> _Tensor:
+        e = self._scalar_of(exponent, x)
+        y = None
+        if isinstance(e, float):
+            y = composite.power(self.builder, self._tensor(x), e, self.name)
+        if y is None:
+            raise _Unsupported("the exponent must be a constant 1, 2, 0.5, -0.5 or -1")
+        return y
+
+    def _gelu(self, x: Any, *, approximate: str = "none") -> _Tensor:
+        if approximate not in ("none", "tanh"):
+            raise _Unsupported(f"approximate={approximate!r} (only 'none' and 'tanh')")
+        return self._fn("gelu" if approximate == "none" else "gelu_tanh", x)
+
+    def _one_axis(self, x: _Tensor, axes: list[int], what: str) -> int:
+        rank = len(x.shape)
+        listed = sorted({_axis(a, rank) for a in axes})
+        if len(listed) != 1:
+            raise _Unsupported(f"{what} over axes {listed} of a {rank}-d tensor: only over "
+                               "one axis")
+        return listed[0]
+
+    def _reduce(self, op: str) -> Callable[..., Any]:
+        def reduce(x: Any, axes: Any = None, *, keepdims: int = 1,
+                   noop_with_empty_axes: int = 0) -> _Tensor:
+            x = self._tensor(x)
+            if axes is None or (isinstance(axes, np.ndarray) and axes.size == 0):
+                if noop_with_empty_axes:
+                    return x
+                listed = list(range(len(x.shape)))
+            elif isinstance(axes, list):  # the attribute (before opset 18)
+                listed = [int(a) for a in axes]
+            else:
+                listed = self._ints(axes, "axes")
+            axis = self._one_axis(x, listed, op)
+            return composite.reduce(self.builder, op, x, axis, bool(keepdims), self.name)
+
+        return reduce
+
+    def _softmax(self, f: Callable[..., Any], x: Any, axis: int) -> _Tensor:
+        x = self._tensor(x)
+        return f(self.builder, x, self._one_axis(x, [axis], "softmax"), self.name)
+
+    def _used_outputs(self) -> bool:
+        """Return whether any output of the current node but the first is used."""
+        assert self.node is not None
+        return any(name and (self.consumers.get(name) or name in self.graph_outputs)
+                   for name in self.node.output[1:])
+
+    def _layer_norm(self, x: Any, scale: Any, bias: Any = None, *, axis: int = -1,
+                    epsilon: float = 1e-5, stash_type: int = 1) -> _Tensor:
+        x = self._tensor(x)
+        if _axis(axis, len(x.shape)) != len(x.shape) - 1:
+            raise _Unsupported(f"axis={axis}: only the last axis")
+        if self._used_outputs():
+            raise _Unsupported("its Mean or InvStdDev output is used")
+        w = self._constant(scale, "scale")
+        b = None if bias is None else self._constant(bias, "bias")
+        return composite.layer_norm(self.builder, x, w, b, float(epsilon), self.name)
+
+    def _batch_norm(self, x: Any, scale: Any, bias: Any, mean: Any, var: Any, *,
+                    epsilon: float = 1e-5, momentum: float = 0.9,
+                    training_mode: int = 0) -> _Tensor:
+        x = self._tensor(x)
+        if training_mode or self._used_outputs():
+            raise _Unsupported("training mode; export the model in eval mode")
+        if len(x.shape) not in (2, 3):
+            raise _Unsupported(f"input shape {list(x.shape)}: only [N, C] or [N, C, L]")
+        stats = [self._constant(v, what) for v, what in (
+            (mean, "mean"), (var, "variance"), (scale, "scale"), (bias, "bias"))]
+        assert self.node is not None
+        # Folded into the layer before it when that layer's node (a Conv, Gemm, or MatMul
+        # and its bias Add) is the operand and nothing else uses its output.
+        operand = self.node.input[0]
+        foldable = (len(self.consumers.get(operand, [])) == 1
+                    and operand not in self.graph_outputs
+                    and self.producers.get(operand) in ("Conv", "Gemm", "MatMul", "Add"))
+        return composite.batch_norm(self.builder, x, stats, float(epsilon), foldable,
+                                    self.name)
 
     def _clip(self, x: Any, lo: Any = None, hi: Any = None) -> _Tensor:
         bounds = []

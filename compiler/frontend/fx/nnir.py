@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from compiler.frontend import _composite as composite
 from compiler.frontend.nn import PaddedConv1d
-from compiler.nnir import NNIR, Node, compact, evaluate, infer_shape
+from compiler.nnir import NNIR, Node, broadcastable, compact, evaluate, infer_shape
 from isa.numerics import NumberFormat
 
 __all__ = ["to_nnir"]
@@ -130,6 +131,8 @@ class _Builder:
         name: str,
         precision: NumberFormat = NumberFormat.BF16,
     ) -> _Tensor:
+        if _identity(op, attrs):
+            return operands[0]
         shape = infer_shape(op, [t.shape for t in operands], attrs)
         node = Node(len(self.nodes), op, [t.id for t in operands], shape, precision, attrs, name)
         if op != "output" and operands and all(t.id in self.constants for t in operands):
@@ -154,6 +157,14 @@ class _Builder:
     def output(self, x: _Tensor, precision: NumberFormat, name: str) -> None:
         t = self.add("output", [x], {"index": len(self.outputs)}, name, precision)
         self.outputs.append(t.id)
+
+
+def _identity(op: str, attrs: dict) -> bool:
+    """Return whether an op with these attributes returns its operand (``x · 1``, ``x + 0``,
+    ``x − 0``: a multiply by a weight of ones, a norm without shift)."""
+    if "scalar" not in attrs or attrs["reverse"]:
+        return False
+    return (op, attrs["scalar"]) in (("mul", 1.0), ("add", 0.0), ("sub", 0.0))
 
 
 def _frozen(value: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
@@ -299,6 +310,21 @@ class _Converter:
             (nn.Dropout1d, lambda m, x: self._dropout(x, m.p, m.training)),
             (nn.Flatten, lambda m, x: self._relabel(x)),
             (nn.Unflatten, lambda m, x: self._relabel(x)),
+            (nn.Tanh, lambda m, x: self._fn("tanh", x)),
+            (nn.Sigmoid, lambda m, x: self._fn("sigmoid", x)),
+            (nn.SiLU, lambda m, x: self._fn("silu", x)),
+            (nn.GELU, lambda m, x: self._gelu(x, m.approximate)),
+            (nn.Softplus, lambda m, x: self._softplus(x, m.beta, m.threshold)),
+            (nn.ELU, lambda m, x: self._elu(x, m.alpha)),
+            (nn.LeakyReLU, lambda m, x: self._leaky_relu(x, m.negative_slope)),
+            (nn.Hardswish, lambda m, x: composite.hardswish(self.builder, self._tensor(x),
+                                                            self.name)),
+            (nn.Hardsigmoid, lambda m, x: self._hardsigmoid(x)),
+            (nn.Softmax, lambda m, x: self._softmax(False)(x, m.dim)),
+            (nn.LogSoftmax, lambda m, x: self._softmax(True)(x, m.dim)),
+            (nn.LayerNorm, self._layer_norm_module),
+            (nn.RMSNorm, lambda m, x: self._rms_norm(x, m.normalized_shape, m.weight, m.eps)),
+            (nn.BatchNorm1d, self._batch_norm_module),
         ]
 
     def _functions(self) -> dict[Any, Callable[..., Any]]:
@@ -353,6 +379,39 @@ class _Converter:
             F.dropout: lambda input, p=0.5, training=True, inplace=False: self._dropout(
                 input, p, training
             ),
+            torch.tanh: lambda input: self._fn("tanh", input),
+            torch.pow: self._pow,
+            operator.pow: self._pow,
+            F.tanh: lambda input: self._fn("tanh", input),
+            torch.sigmoid: lambda input: self._fn("sigmoid", input),
+            F.sigmoid: lambda input: self._fn("sigmoid", input),
+            torch.exp: lambda input: self._fn("exp", input),
+            torch.log: lambda input: self._fn("log", input),
+            torch.abs: lambda input: self._fn("abs", input),
+            torch.absolute: lambda input: self._fn("abs", input),
+            torch.sqrt: lambda input: self._fn("sqrt", input),
+            torch.rsqrt: lambda input: self._fn("rsqrt", input),
+            torch.reciprocal: lambda input: self._fn("reciprocal", input),
+            F.silu: lambda input, inplace=False: self._fn("silu", input),
+            F.gelu: lambda input, approximate="none": self._gelu(input, approximate),
+            F.softplus: lambda input, beta=1.0, threshold=20.0: self._softplus(
+                input, beta, threshold),
+            F.elu: lambda input, alpha=1.0, inplace=False: self._elu(input, alpha),
+            F.leaky_relu: lambda input, negative_slope=0.01, inplace=False: self._leaky_relu(
+                input, negative_slope),
+            F.hardswish: lambda input, inplace=False: composite.hardswish(
+                self.builder, self._tensor(input), self.name),
+            F.hardsigmoid: lambda input, inplace=False: self._hardsigmoid(input),
+            torch.sum: self._reduction("sum"),
+            torch.mean: self._reduction("mean"),
+            torch.amax: self._reduction("amax"),
+            torch.softmax: self._softmax(False),
+            F.softmax: self._softmax(False),
+            torch.log_softmax: self._softmax(True),
+            F.log_softmax: self._softmax(True),
+            F.layer_norm: self._layer_norm,
+            F.rms_norm: self._rms_norm,
+            F.batch_norm: self._batch_norm,
         }
 
     def _methods(self) -> dict[str, Callable[..., Any]]:
@@ -381,6 +440,16 @@ class _Converter:
             "squeeze": self._relabel,
             "unsqueeze": self._relabel,
             "contiguous": lambda x: x,
+            **{name: functools.partial(self._fn, function) for name, function in (
+                ("tanh", "tanh"), ("sigmoid", "sigmoid"), ("exp", "exp"), ("log", "log"),
+                ("abs", "abs"), ("absolute", "abs"), ("sqrt", "sqrt"), ("rsqrt", "rsqrt"),
+                ("reciprocal", "reciprocal"))},
+            "pow": self._pow,
+            "sum": self._reduction("sum"),
+            "mean": self._reduction("mean"),
+            "amax": self._reduction("amax"),
+            "softmax": self._softmax(False),
+            "log_softmax": self._softmax(True),
             "size": self._size,
             "dim": lambda x: len(self._tensor(x).shape),
         }
@@ -474,7 +543,7 @@ class _Converter:
             reverse = op == "sub"
             attrs = {"scalar": float(a), "reverse": reverse}
             return self.builder.add(op, [b], attrs, self.name)
-        if a.shape == b.shape:
+        if a.shape == b.shape or broadcastable(a.shape, b.shape):
             return self.builder.add(op, [a, b], {}, self.name)
         out = tuple(np.broadcast_shapes(a.shape, b.shape))
         const_a, const_b = self._constant_value(a), self._constant_value(b)
@@ -484,8 +553,8 @@ class _Converter:
             a = self._lift_rank(const_a, len(out))
         else:
             raise _Unsupported(
-                f"operands of shapes {list(a.shape)} and {list(b.shape)}: only a constant "
-                f"operand may be broadcast"
+                f"operands of shapes {list(a.shape)} and {list(b.shape)}: only operands "
+                f"of the same rank may be broadcast"
             )
         return self.builder.add(op, [a, b], {}, self.name)
 
@@ -528,9 +597,11 @@ class _Converter:
         if isinstance(other, numbers.Real):
             return self._binary("mul", input, float(_reciprocal(np.float64(other))))
         divisor = self._constant_value(self._tensor(other))
-        if divisor is None:
-            raise _Unsupported("division by a non-constant tensor")
-        return self._binary("mul", input, self.builder.constant(_reciprocal(divisor), self.name))
+        if divisor is not None:
+            return self._binary(
+                "mul", input, self.builder.constant(_reciprocal(divisor), self.name))
+        # By a tensor: 1 / y on the function unit, then a multiply.
+        return self._binary("mul", input, self._fn("reciprocal", other))
 
     def _pointwise_max(self, op: str) -> Callable[..., Any]:
         def fn(input: Any, other: Any) -> Any:
@@ -653,6 +724,146 @@ class _Converter:
         if len(operands) == 1:
             return operands[0]
         return self.builder.add("concat", operands, {"axis": axis}, self.name)
+
+    # -- functions, reductions and norms (compiler/frontend/_composite.py) ----------------
+
+    def _fn(self, function: str, x: Any) -> _Tensor:
+        return composite.fn(self.builder, function, self._tensor(x), self.name)
+
+    def _pow(self, input: Any, exponent: Any) -> Any:
+        if not isinstance(input, _Tensor) and not isinstance(exponent, _Tensor):
+            return self._static(operator.pow)(input, exponent)
+        exponent = self._scalar_of(exponent)
+        y = None
+        if isinstance(exponent, numbers.Real):
+            y = composite.power(self.builder, self._tensor(input), float(exponent), self.name)
+        if y is None:
+            raise _Unsupported(f"exponent {exponent!r}: only 1, 2, 0.5, -0.5 and -1")
+        return y
+
+    def _gelu(self, x: Any, approximate: str) -> _Tensor:
+        if approximate not in ("none", "tanh"):
+            raise _Unsupported(f"approximate={approximate!r} (only 'none' and 'tanh')")
+        return self._fn("gelu" if approximate == "none" else "gelu_tanh", x)
+
+    def _softplus(self, x: Any, beta: float, threshold: float) -> _Tensor:
+        if not beta > 0:
+            raise _Unsupported(f"beta={beta} (only beta > 0)")
+        if beta * threshold < 15:
+            # Below about 15, x and softplus(x) differ at bf16 resolution, so PyTorch's
+            # switch to x at the threshold would be visible.
+            raise _Unsupported(f"threshold={threshold} with beta={beta}: only thresholds "
+                               "with beta * threshold >= 15 (the default 20 is)")
+        return composite.softplus(self.builder, self._tensor(x), float(beta), self.name)
+
+    def _elu(self, x: Any, alpha: float) -> _Tensor:
+        return composite.elu(self.builder, self._tensor(x), float(alpha), self.name)
+
+    def _leaky_relu(self, x: Any, slope: float) -> _Tensor:
+        return composite.leaky_relu(self.builder, self._tensor(x), float(slope), self.name)
+
+    def _hardsigmoid(self, x: Any) -> _Tensor:
+        return composite.hardsigmoid(self.builder, self._tensor(x), 1.0 / 6.0, 0.5, self.name)
+
+    def _one_axis(self, x: _Tensor, dims: Any, what: str) -> int:
+        """Return the one axis ``dims`` names (None or (): all axes, so ``x`` must be 1-d).
+
+        The back end reduces only the data (last) axis; a streaming model's other axes
+        become it once time is removed, which ``to_program`` checks."""
+        rank = len(x.shape)
+        if dims is None or dims == ():
+            dims = list(range(rank))
+        elif isinstance(dims, int):
+            dims = [dims]
+        axes = sorted({_axis(int(d), rank) for d in dims})
+        if len(axes) != 1:
+            raise _Unsupported(f"{what} over axes {axes} of a {rank}-d tensor: only over one "
+                               "axis")
+        return axes[0]
+
+    def _reduction(self, op: str) -> Callable[..., Any]:
+        def reduce(input: Any, dim: Any = None, keepdim: bool = False, *,
+                   dtype: Any = None) -> _Tensor:
+            x = self._tensor(input)
+            if dtype is not None and not dtype.is_floating_point:
+                raise _Unsupported(f"dtype={dtype}")
+            axis = self._one_axis(x, dim, op)
+            return composite.reduce(self.builder, op, x, axis, bool(keepdim), self.name)
+
+        return reduce
+
+    def _softmax(self, log: bool) -> Callable[..., Any]:
+        def softmax(input: Any, dim: Any = None, _stacklevel: int = 3,
+                    dtype: Any = None) -> _Tensor:
+            x = self._tensor(input)
+            if dim is None:
+                raise _Unsupported("softmax without dim")
+            axis = self._one_axis(x, dim, "softmax")
+            f = composite.log_softmax if log else composite.softmax
+            return f(self.builder, x, axis, self.name)
+
+        return softmax
+
+    def _norm_shape(self, x: _Tensor, normalized_shape: Any) -> None:
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+            tuple(normalized_shape)
+        if shape != x.shape[-1:]:
+            raise _Unsupported(f"normalized_shape {list(shape)} of input {list(x.shape)}: "
+                               "only the last axis")
+
+    def _optional_constant(self, value: Any, what: str) -> np.ndarray | None:
+        if value is None or isinstance(value, torch.Tensor):
+            return _frozen(value)
+        return self._const_operand(value, what)
+
+    def _layer_norm_module(self, m: nn.LayerNorm, x: Any) -> _Tensor:
+        return self._layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
+
+    def _layer_norm(self, input: Any, normalized_shape: Any, weight: Any = None,
+                    bias: Any = None, eps: float = 1e-5) -> _Tensor:
+        x = self._tensor(input)
+        self._norm_shape(x, normalized_shape)
+        w = self._optional_constant(weight, "weight")
+        b = self._optional_constant(bias, "bias")
+        return composite.layer_norm(self.builder, x, w, b, float(eps), self.name)
+
+    def _rms_norm(self, input: Any, normalized_shape: Any, weight: Any = None,
+                  eps: float | None = None) -> _Tensor:
+        x = self._tensor(input)
+        self._norm_shape(x, normalized_shape)
+        w = self._optional_constant(weight, "weight")
+        # PyTorch's default eps is the machine epsilon of the input's dtype (float32).
+        eps = float(torch.finfo(torch.float32).eps) if eps is None else float(eps)
+        return composite.rms_norm(self.builder, x, w, eps, self.name)
+
+    def _batch_norm_module(self, m: nn.BatchNorm1d, x: Any) -> _Tensor:
+        if m.training:
+            raise _Unsupported("batch norm in training mode; call model.eval() before tracing")
+        if m.running_mean is None:
+            raise _Unsupported("track_running_stats=False normalises with the batch's own "
+                               "statistics, which mixes samples")
+        return self._batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias,
+                                False, 0.0, m.eps)
+
+    def _batch_norm(self, input: Any, running_mean: Any, running_var: Any, weight: Any = None,
+                    bias: Any = None, training: bool = False, momentum: float = 0.1,
+                    eps: float = 1e-5) -> _Tensor:
+        x = self._tensor(input)
+        if training:
+            raise _Unsupported("batch norm in training mode; call model.eval() before tracing")
+        if len(x.shape) not in (2, 3):
+            raise _Unsupported(f"input shape {list(x.shape)}: BatchNorm1d takes [N, C] or "
+                               "[N, C, L]")
+        stats = [self._optional_constant(v, what) for v, what in (
+            (running_mean, "running mean"), (running_var, "running variance"),
+            (weight, "weight"), (bias, "bias"))]
+        # Folded into the layer before it when that layer's call is the operand and nothing
+        # else uses its output (not through a pass-through such as Dropout either).
+        source = self.node.args[0] if self.node is not None else None
+        foldable = (isinstance(source, fx.Node) and len(source.users) == 1 and (
+            source.target is F.linear or (source.op == "call_module" and isinstance(
+                self.gm.get_submodule(str(source.target)), PaddedConv1d | nn.Linear))))
+        return composite.batch_norm(self.builder, x, stats, float(eps), foldable, self.name)
 
 
 def _reciprocal(divisor: np.ndarray | np.float64) -> Any:
