@@ -6,7 +6,9 @@ its blocks (:class:`Val`), which are of two families:
 
 * tensor-RAM values, which the machine reads from tensor RAM: model input beats
   (:class:`InputBlock`), constants such as biases and scalars (:class:`ConstBlock`) and the
-  previous inputs of a streaming convolution (:class:`StateSlot`);
+  previous values kept between inferences (:class:`StateSlot`): the window of a streaming
+  convolution, and a recurrent ``state`` (the block its ``state_write`` wrote in the previous
+  inference);
 * accumulator values, computed in an fp32 accumulator: tile multiply-accumulate chains
   (:class:`Chain`, the tile products summed in fp32) and vector operations
   (:class:`VecVal`, one ``VEC`` instruction: ``clamp(op(a, t))``).
@@ -102,10 +104,14 @@ class ConstBlock(Val):
 
 @dataclass(eq=False)
 class StateSlot(Val):
-    """The block of ``history`` from ``age`` inferences ago (1 = the previous one)."""
+    """The block of ``history`` from ``age`` inferences ago (1 = the previous one).
+
+    ``init`` is its value before the first inference (bf16 bit patterns [B]; None: zeros).
+    """
 
     history: History
     age: int
+    init: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -143,14 +149,16 @@ class FnVal(Val):
 
 @dataclass(eq=False)
 class History:
-    """The previous ``depth`` values of block ``src`` (the window of streaming convolutions).
+    """The previous ``depth`` values of block ``src`` (the window of streaming convolutions;
+    for a recurrent state, depth 1 and ``src`` the block its ``state_write`` writes).
 
     ``slots[age]`` is the block from ``age`` inferences ago, ``1 <= age <= depth``. After
     this inference's reads, each slot takes the value of the next younger one and slot 1
-    takes ``src``.
+    takes ``src``. ``src`` is None only while the builder has not reached the
+    ``state_write`` of a recurrent state.
     """
 
-    src: Val
+    src: Val | None
     node: int
     slots: dict[int, StateSlot] = field(default_factory=dict)
 
@@ -192,7 +200,8 @@ class Graph:
     outputs : list of Val
         The value of every output beat, in beat order.
     histories : list of History
-        Streaming-convolution windows, each updated once per inference.
+        Streaming-convolution windows and recurrent states, each updated once per
+        inference; no two share a source block.
     node_tiles : dict
         Nonzero weight tiles per NNIR node id (what the node costs in matrix cycles).
     """
@@ -265,6 +274,7 @@ def operands(v: Val) -> list[Val]:
     if isinstance(v, FnVal):
         return [v.x]
     if isinstance(v, StateSlot):
+        assert v.history.src is not None
         return [v.history.src]
     return []
 
@@ -295,6 +305,7 @@ class _Builder:
         self._consts: dict[bytes, ConstBlock] = {}
         self._loads: dict[int, VecVal] = {}
         self._histories: dict[int, History] = {}
+        self._states: dict[int, list[list[StateSlot]]] = {}  # state key -> its slots
         self.node: Node | None = None
 
     # -- driver --------------------------------------------------------------------------
@@ -318,6 +329,8 @@ class _Builder:
             return self._constant(node.attrs["value"], node.shape)
         if op == "linear":
             return self._linear(node, args[0])
+        if op == "concat" and self._only_matrix_operand(node):
+            return _Tensor(tuple(node.shape), [])
         if op == "stream_conv1d":
             return self._conv(node, args[0])
         if op == "conv1d":
@@ -343,6 +356,15 @@ class _Builder:
             return self._move(node, args)
         if op == "output":
             return args[0]
+        if op == "state":
+            return self._state(node)
+        if op == "state_write":
+            return self._state_write(node, args[0])
+        if op == "scan":
+            raise ValueError(
+                f"node %{node.id} ({node.name!r}): a recurrence over a whole sequence cannot be "
+                f"lowered; apply NNIR.streaming_transform(axis) first"
+            )
         raise ValueError(f"node %{node.id} ({node.name!r}): op {op!r} cannot be lowered")
 
     # -- values --------------------------------------------------------------------------
@@ -555,10 +577,60 @@ class _Builder:
             blocks.append(row)
         return blocks
 
+    def _only_matrix_operand(self, node: Node) -> bool:
+        """Return whether ``node`` is a concat along the last axis whose only users are
+        ``linear`` nodes (which then read its operands' blocks directly)."""
+        users = self.nnir.consumers(node.id)
+        return (node.attrs["axis"] == len(node.shape) - 1 and bool(users)
+                and all(u.op == "linear" for u in users))
+
     def _linear(self, node: Node, x: _Tensor) -> _Tensor:
+        """A Linear; of a last-axis concat (``[x, h]`` of a recurrent cell), one chain per
+        output block over every operand's blocks: the weight's column ranges are separate
+        taps, so no block of the concat is ever built."""
         w = node.attrs["weight"]
-        blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"], w.shape[0])
+        source = self.nnir.node(node.inputs[0])
+        if source.op == "concat" and not x.blocks:
+            taps, start = [], 0
+            for i in source.inputs:
+                part = self.tensors[i]
+                taps.append((self._tiles(w[:, start:start + part.channels]), part.blocks))
+                start += part.channels
+        else:
+            taps = [(self._tiles(w), x.blocks)]
+        blocks = self._matrix(x if x.blocks else self.tensors[source.inputs[0]], taps,
+                              node.attrs["bias"], w.shape[0])
         return _Tensor(tuple(node.shape), blocks)
+
+    def _state(self, node: Node) -> _Tensor:
+        """A recurrent state: one depth-1 history per block, its source set by the
+        ``state_write`` of the same key."""
+        init = self._blocked(np.asarray(node.attrs["init"], np.float32).reshape(
+            _rows(node.shape), node.shape[-1] if node.shape else 1))
+        slots = []
+        for row in init:
+            slot_row = []
+            for block in row:
+                bits = f32_to_bf16_bits(block) if block.any() else None
+                history = History(None, self._id)
+                history.slots[1] = StateSlot(self._id, history, 1, bits)
+                slot_row.append(history.slots[1])
+            slots.append(slot_row)
+        self._states[node.attrs["key"]] = slots
+        return _Tensor(tuple(node.shape), slots)
+
+    def _state_write(self, node: Node, x: _Tensor) -> _Tensor:
+        """Make each block of ``x`` the source of its state block's history. A block that
+        already has a history (another state's, a convolution window's) is copied first, so
+        that each history has a source of its own."""
+        for slot_row, row in zip(self._states[node.attrs["key"]], x.blocks, strict=True):
+            for slot, v in zip(slot_row, row, strict=True):
+                if id(v) in self._histories:
+                    v = (VecVal(self._id, VecOp.PASS_A, v, None) if is_acc(v)
+                         else VecVal(self._id, VecOp.PASS_T, None, v))
+                slot.history.src = v
+                self._histories[id(v)] = slot.history
+        return x
 
     def _conv(self, node: Node, x: _Tensor) -> _Tensor:
         w, k = node.attrs["weight"], node.attrs["kernel_size"]

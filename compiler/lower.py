@@ -257,8 +257,9 @@ def _allocate_tram(bufs: list[Buf], config: Config) -> list[int]:
 
 
 def _tram_image(core: int, bufs: list[Buf], b: int) -> np.ndarray:
-    """Return the load-time tensor RAM of ``core``: its constants (zeros in between)."""
-    consts = [buf for buf in bufs if buf.kind == "const" and core in buf.mask]
+    """Return the load-time tensor RAM of ``core``: its constants and the initial values of
+    its states (zeros in between)."""
+    consts = [buf for buf in bufs if buf.bits is not None and core in buf.mask]
     image = np.zeros((max((buf.addr + 1 for buf in consts), default=0), b), np.uint16)
     for buf in consts:
         assert buf.bits is not None

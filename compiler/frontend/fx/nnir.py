@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from compiler.frontend import _composite as composite
-from compiler.frontend.nn import PaddedConv1d
+from compiler.frontend import _recurrent as recurrent
+from compiler.frontend.nn import PaddedConv1d, Scan
 from compiler.nnir import NNIR, Node, compact, evaluate, infer_shape, last_axis_broadcast
 from isa.numerics import NumberFormat
 
@@ -112,6 +113,14 @@ class _Failed:
 
 
 _FAILED = _Failed()
+
+
+@dataclass(frozen=True)
+class _Unavailable:
+    """A result the machine does not compute (a recurrent layer's final state): using it is
+    an error saying ``why``."""
+
+    why: str
 
 
 class _Builder:
@@ -282,6 +291,8 @@ class _Converter:
 
     def _output(self, result: Any) -> None:
         for i, value in enumerate(_flatten(result)):
+            if isinstance(value, _Unavailable):
+                raise _Unsupported(f"output {i}: {value.why}")
             if not isinstance(value, _Tensor):
                 raise _Unsupported(f"output {i} is a {type(value).__name__}, not a tensor")
             self.builder.output(value, self.outputs_precisions[i], f"output {i}")
@@ -291,6 +302,10 @@ class _Converter:
     def _modules(self) -> list[tuple[type, Callable[..., Any] | str]]:
         return [
             (PaddedConv1d, self._padded_conv1d),
+            (nn.LSTM, self._lstm),
+            (nn.GRU, self._gru),
+            (nn.RNNBase, "only LSTM and GRU among the recurrent layers"),
+            (Scan, self._scan),
             (nn.Linear, lambda m, x: self._linear(x, m.weight, m.bias)),
             (nn.ReLU, lambda m, x: self._unary("relu", x)),
             (nn.ReLU6, lambda m, x: self._clamp(x, 0.0, 6.0)),
@@ -444,6 +459,8 @@ class _Converter:
     # -- operand helpers ------------------------------------------------------------------
 
     def _tensor(self, value: Any) -> _Tensor:
+        if isinstance(value, _Unavailable):
+            raise _Unsupported(value.why)
         if not isinstance(value, _Tensor):
             raise _Unsupported(f"expected a tensor operand, got {value!r}")
         return value
@@ -833,6 +850,105 @@ class _Converter:
         source = self.node.args[0] if self.node is not None else None
         foldable = isinstance(source, fx.Node) and len(source.users) == 1
         return composite.batch_norm(self.builder, x, stats, float(eps), foldable, self.name)
+
+
+    # -- recurrences (compiler/frontend/_recurrent.py) ------------------------------------
+
+    def _lstm(self, m: nn.LSTM, input: Any, hx: Any = None) -> tuple[Any, ...]:
+        x, axis, rows = self._sequence(m, input)
+        hidden, layers = m.hidden_size, m.num_layers
+        if hx is None:
+            h0 = c0 = np.zeros((layers,) + rows + (hidden,), np.float32)
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            h0, c0 = (self._initial_state(v, (layers,) + rows + (hidden,)) for v in hx)
+        else:
+            raise _Unsupported("hx must be a tuple (h0, c0) of constants")
+        for k in range(layers):
+            body = recurrent.lstm_body(*self._layer_weights(m, k), rows, f"{self.name}.l{k}")
+            x = self._scan_node([x], body, (h0[k], c0[k]), axis)
+        final = _Unavailable(f"the final state (h_n, c_n) of {_class_name(type(m))} is not "
+                             "computed: use the output sequence (element 0)")
+        return x, (final, final)
+
+    def _gru(self, m: nn.GRU, input: Any, hx: Any = None) -> tuple[Any, ...]:
+        x, axis, rows = self._sequence(m, input)
+        shape = (m.num_layers,) + rows + (m.hidden_size,)
+        h0 = np.zeros(shape, np.float32) if hx is None else self._initial_state(hx, shape)
+        for k in range(m.num_layers):
+            body = recurrent.gru_body(*self._layer_weights(m, k), rows, f"{self.name}.l{k}")
+            x = self._scan_node([x], body, (h0[k],), axis)
+        return x, _Unavailable(f"the final state h_n of {_class_name(type(m))} is not "
+                               "computed: use the output sequence (element 0)")
+
+    def _sequence(self, m: nn.RNNBase, input: Any) -> tuple[_Tensor, int, tuple[int, ...]]:
+        """Check what a recurrent layer supports; return its input, its sequence axis and
+        the shape of one step's rows (the input without the sequence and feature axes)."""
+        if m.bidirectional:
+            raise _Unsupported("bidirectional=True: the backward direction needs the whole "
+                               "sequence before its first output, which a stream does not have")
+        if getattr(m, "proj_size", 0):
+            raise _Unsupported(f"proj_size={m.proj_size}: LSTM projections are not supported")
+        if m.dropout and m.training and m.num_layers > 1:
+            raise _Unsupported(f"dropout={m.dropout} between layers in training mode; call "
+                               "model.eval() before tracing")
+        x = self._tensor(input)
+        if len(x.shape) not in (2, 3):
+            raise _Unsupported(f"input shape {list(x.shape)}: [T, I] or [T, N, I] "
+                               "([N, T, I] with batch_first) expected")
+        axis = 1 if m.batch_first and len(x.shape) == 3 else 0
+        rows = tuple(s for k, s in enumerate(x.shape[:-1]) if k != axis)
+        return x, axis, rows
+
+    @staticmethod
+    def _layer_weights(m: nn.RNNBase, k: int) -> list[np.ndarray | None]:
+        return [_frozen(getattr(m, f"{what}_l{k}", None))
+                for what in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+    def _initial_state(self, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """Return a constant initial state (``[layers, *rows, H]``) as an array."""
+        array = self._constant_value(self._tensor(value))
+        if array is None:
+            raise _Unsupported("the initial state depends on the model's input: only a "
+                               "constant initial state is supported")
+        if array.shape != shape:
+            raise _Unsupported(f"initial state of shape {list(array.shape)}, expected "
+                               f"{list(shape)}")
+        return array
+
+    def _scan_node(self, xs: list[_Tensor], body: NNIR, init: tuple[np.ndarray, ...],
+                   axis: int, output_axis: int | None = None) -> _Tensor:
+        attrs = {"body": body, "init": tuple(_frozen(v) for v in init), "axis": axis,
+                 "output_axis": axis if output_axis is None else output_axis}
+        try:
+            return self.builder.add("scan", xs, attrs, self.name)
+        except ValueError as e:
+            raise _Unsupported(str(e)) from e
+
+    def _scan(self, m: Scan, x: Any, h0: Any, input_axis: int = 0,
+              output_axis: int = 0) -> _Tensor:
+        from compiler.frontend.fx import prepare_shape  # the package imports this module
+
+        if isinstance(x, (list, tuple)) or isinstance(h0, (list, tuple)):
+            raise _Unsupported("lists of inputs or states: only one input tensor and one "
+                               "state tensor are supported")
+        seq = self._tensor(x)
+        axis = _axis(input_axis, len(seq.shape))
+        state = self._tensor(h0)
+        init = self._constant_value(state)
+        if init is None:
+            raise _Unsupported("the initial state h0 depends on the model's input: only a "
+                               "constant initial state is supported")
+        step_shape = seq.shape[:axis] + seq.shape[axis + 1:]
+        try:
+            step, _ = prepare_shape(m.step, torch.zeros(step_shape), torch.from_numpy(init))
+            body = to_nnir(step)
+        except ValueError as e:
+            raise _Unsupported(f"in its step module: {e}") from e
+        if len(body.outputs) != 2:
+            raise _Unsupported(f"the step returns {len(body.outputs)} tensors: it must return "
+                               "(output, new_state)")
+        out_rank = len(body.node(body.outputs[0]).shape) + 1
+        return self._scan_node([seq], body, (init,), axis, _axis(output_axis, out_rank))
 
 
 def _reciprocal(divisor: np.ndarray | np.float64) -> Any:
