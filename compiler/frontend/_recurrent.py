@@ -17,7 +17,7 @@ import numpy as np
 from compiler.nnir import NNIR, Node, infer_shape
 from isa.numerics import NumberFormat
 
-__all__ = ["lstm_body", "gru_body", "frozen"]
+__all__ = ["lstm_body", "gru_body", "rnn_body", "frozen"]
 
 
 def frozen(value: np.ndarray) -> np.ndarray:
@@ -121,6 +121,24 @@ def gru_body(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
     m = b.linear(h, _gate_rows(w_hh, 2, hidden), _gate_rows(b_hh, 2, hidden))
     n = b.add("fn", [b.add("add", [a, b.add("mul", [r, m])])], function="tanh")
     h_new = b.add("add", [n, b.add("mul", [z, b.add("sub", [h, n])])])
+    b.output(h_new)
+    b.output(h_new)
+    return b.graph()
+
+
+def rnn_body(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
+             b_hh: np.ndarray | None, rows: tuple[int, ...], name: str,
+             nonlinearity: str) -> NNIR:
+    """Return one step of an Elman RNN layer: ``h' = act(W [x, h] + b_ih + b_hh)`` with
+    ``act`` tanh or relu; inputs ``x``, ``h``; outputs ``h'`` twice."""
+    hidden = w_hh.shape[1]
+    b = _Body(name)
+    x, h = b.input(rows + (w_ih.shape[1],)), b.input(rows + (hidden,))
+    xh = b.add("concat", [x, h], axis=len(rows))
+    w = np.concatenate([np.asarray(w_ih, np.float64), np.asarray(w_hh, np.float64)], axis=1)
+    z = b.linear(xh, w, _gate_bias(b_ih, b_hh, 0, hidden))
+    h_new = (b.add("fn", [z], function="tanh") if nonlinearity == "tanh"
+             else b.add("relu", [z]))
     b.output(h_new)
     b.output(h_new)
     return b.graph()

@@ -304,7 +304,7 @@ class _Converter:
             (PaddedConv1d, self._padded_conv1d),
             (nn.LSTM, self._lstm),
             (nn.GRU, self._gru),
-            (nn.RNNBase, "only LSTM and GRU among the recurrent layers"),
+            (nn.RNN, self._rnn),
             (Scan, self._scan),
             (nn.Linear, lambda m, x: self._linear(x, m.weight, m.bias)),
             (nn.ReLU, lambda m, x: self._unary("relu", x)),
@@ -871,11 +871,20 @@ class _Converter:
         return x, (final, final)
 
     def _gru(self, m: nn.GRU, input: Any, hx: Any = None) -> tuple[Any, ...]:
+        return self._one_state(m, input, hx, recurrent.gru_body)
+
+    def _rnn(self, m: nn.RNN, input: Any, hx: Any = None) -> tuple[Any, ...]:
+        body = functools.partial(recurrent.rnn_body, nonlinearity=m.nonlinearity)
+        return self._one_state(m, input, hx, body)
+
+    def _one_state(self, m: nn.RNNBase, input: Any, hx: Any,
+                   make_body: Callable[..., NNIR]) -> tuple[Any, ...]:
+        """A GRU or RNN: one state ``h`` per layer (``hx``: [layers, *rows, H])."""
         x, axis, rows = self._sequence(m, input)
         shape = (m.num_layers,) + rows + (m.hidden_size,)
         h0 = np.zeros(shape, np.float32) if hx is None else self._initial_state(hx, shape)
         for k in range(m.num_layers):
-            body = recurrent.gru_body(*self._layer_weights(m, k), rows, f"{self.name}.l{k}")
+            body = make_body(*self._layer_weights(m, k), rows, f"{self.name}.l{k}")
             x = self._scan_node([x], body, (h0[k],), axis)
         return x, _Unavailable(f"the final state h_n of {_class_name(type(m))} is not "
                                "computed: use the output sequence (element 0)")
