@@ -217,7 +217,13 @@ class _Converter:
             return
         args = fx.node.map_aggregate(node.args, self._value)
         kwargs = fx.node.map_aggregate(node.kwargs, self._value)
-        if any(v is _FAILED for v in _flatten([list(args), list(kwargs.values())])):
+        values = _flatten([list(args), list(kwargs.values())])
+        if any(v is _FAILED for v in values):
+            self.env[node] = _FAILED
+            return
+        unavailable = [v for v in values if isinstance(v, _Unavailable)]
+        if unavailable and handler != self._getitem and node.op != "output":
+            self.errors.append(f"{what} at {_where(node)}: {unavailable[0].why}")
             self.env[node] = _FAILED
             return
         try:
@@ -949,10 +955,12 @@ class _Converter:
                                "constant initial state is supported")
         step_shape = seq.shape[:axis] + seq.shape[axis + 1:]
         try:
-            step, _ = prepare_shape(m.step, torch.zeros(step_shape), torch.from_numpy(init))
+            step, _ = prepare_shape(m.step, torch.zeros(step_shape), torch.tensor(init))
             body = to_nnir(step)
         except ValueError as e:
-            raise _Unsupported(f"in its step module: {e}") from e
+            lines = str(e).splitlines()
+            why = "; ".join(line.strip().removeprefix("- ") for line in lines[1:]) or lines[0]
+            raise _Unsupported(f"in its step module: {why}") from e
         if len(body.outputs) != 2:
             raise _Unsupported(f"the step returns {len(body.outputs)} tensors: it must return "
                                "(output, new_state)")
