@@ -5,7 +5,7 @@ from the step input and the previous states with ordinary NNIR ops, so that the 
 transform, the back end and the reference interpreter need nothing recurrent-specific
 beyond the ``scan`` itself. The gates are computed as ``linear`` of ``concat([x, h])``: the
 input and recurrent weights side by side, which the back end lowers to one chain of tile
-products per output block (``docs/compiler.md`` §11).
+products per output block (``docs/compiler.md`` §9a).
 """
 
 from __future__ import annotations

@@ -943,29 +943,63 @@ class _Converter:
               output_axis: int = 0) -> _Tensor:
         from compiler.frontend.fx import prepare_shape  # the package imports this module
 
-        if isinstance(x, (list, tuple)) or isinstance(h0, (list, tuple)):
-            raise _Unsupported("lists of inputs or states: only one input tensor and one "
-                               "state tensor are supported")
-        seq = self._tensor(x)
-        axis = _axis(input_axis, len(seq.shape))
-        state = self._tensor(h0)
-        init = self._constant_value(state)
-        if init is None:
-            raise _Unsupported("the initial state h0 depends on the model's input: only a "
-                               "constant initial state is supported")
-        step_shape = seq.shape[:axis] + seq.shape[axis + 1:]
+        x_list, h_list = isinstance(x, (list, tuple)), isinstance(h0, (list, tuple))
+        seqs = [self._tensor(v) for v in (x if x_list else [x])]
+        axis = _axis(input_axis, len(seqs[0].shape))
+        inits = []
+        for v in h0 if h_list else [h0]:
+            init = self._constant_value(self._tensor(v))
+            if init is None:
+                raise _Unsupported("the initial state h0 depends on the model's input: only a "
+                                   "constant initial state is supported")
+            inits.append(init)
+        example = [torch.zeros(s.shape[:axis] + s.shape[axis + 1:]) for s in seqs]
+        example += [torch.tensor(init) for init in inits]
         try:
-            step, _ = prepare_shape(m.step, torch.zeros(step_shape), torch.tensor(init))
+            call = _step_call(m.step, len(seqs), len(inits), x_list, h_list)
+            step, _ = prepare_shape(call, *example)
             body = to_nnir(step)
         except ValueError as e:
             lines = str(e).splitlines()
             why = "; ".join(line.strip().removeprefix("- ") for line in lines[1:]) or lines[0]
             raise _Unsupported(f"in its step module: {why}") from e
-        if len(body.outputs) != 2:
+        if len(body.outputs) != 1 + len(inits):
             raise _Unsupported(f"the step returns {len(body.outputs)} tensors: it must return "
-                               "(output, new_state)")
+                               f"(output, new_state) with one output tensor and "
+                               f"{len(inits)} state tensor(s)")
         out_rank = len(body.node(body.outputs[0]).shape) + 1
-        return self._scan_node([seq], body, (init,), axis, _axis(output_axis, out_rank))
+        return self._scan_node(seqs, body, tuple(inits), axis, _axis(output_axis, out_rank))
+
+
+class _StepCall(nn.Module):
+    """A ``Scan`` step as a module of flat tensor arguments (inputs, then states) returning
+    a flat tuple (output, new states), which is what tracing needs; ``x_list``/``h_list``:
+    whether the step takes lists. Its ``forward`` takes exactly ``step_inputs + states``
+    arguments, because torch.fx makes one placeholder per named parameter."""
+
+    def __init__(self, step: nn.Module, step_inputs: int, x_list: bool, h_list: bool) -> None:
+        super().__init__()
+        self.step = step
+        self.step_inputs, self.x_list, self.h_list = step_inputs, x_list, h_list
+
+    def call(self, *args: torch.Tensor) -> tuple[Any, ...]:
+        n = self.step_inputs
+        x = list(args[:n]) if self.x_list else args[0]
+        h = list(args[n:]) if self.h_list else args[n]
+        y, new = self.step(x, h)
+        return (y, *new) if self.h_list and isinstance(new, (list, tuple)) else (y, new)
+
+
+def _step_call(step: nn.Module, step_inputs: int, states: int, x_list: bool,
+               h_list: bool) -> _StepCall:
+    """Return a :class:`_StepCall` whose ``forward`` has ``step_inputs + states`` named
+    parameters (generated: torch.fx reads a function's parameter names, and ``*args``
+    would be one placeholder)."""
+    params = ", ".join(f"a{k}" for k in range(step_inputs + states))
+    scope: dict[str, Any] = {}
+    exec(f"def forward(self, {params}):\n    return self.call({params})\n", scope)
+    cls = type("StepCall", (_StepCall,), {"forward": scope["forward"]})
+    return cls(step, step_inputs, x_list, h_list)
 
 
 def _reciprocal(divisor: np.ndarray | np.float64) -> Any:
