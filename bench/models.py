@@ -99,6 +99,41 @@ class ResidualCNN(nn.Module):
         return x
 
 
+class ResidualRMSMLP(nn.Module):
+    """The reference zoo's activation benchmark: ``blocks`` × (x + Linear ``hidden`` → ``d``
+    (act(Linear ``d`` → ``hidden`` (RMSNorm(x))))); 985,856 parameters at d 320, hidden 768.
+
+    ``act`` is ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"softplus"``, ``"silu"`` or ``"elu"``.
+    """
+
+    def __init__(self, act: str, d: int = 320, hidden: int = 768, blocks: int = 2) -> None:
+        super().__init__()
+        self.act = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+                    "softplus": F.softplus, "silu": F.silu, "elu": F.elu}[act]
+        self.norms = nn.ModuleList(nn.RMSNorm(d) for _ in range(blocks))
+        self.ups = nn.ModuleList(nn.Linear(d, hidden) for _ in range(blocks))
+        self.downs = nn.ModuleList(nn.Linear(hidden, d) for _ in range(blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, up, down in zip(self.norms, self.ups, self.downs, strict=True):
+            x = x + down(self.act(up(norm(x))))
+        return x
+
+
+class LayerNormMLP(nn.Module):
+    """``layers`` × (LayerNorm → Linear ``width`` → ``width`` → GELU)."""
+
+    def __init__(self, width: int = 512, layers: int = 2) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.linears = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, linear in zip(self.norms, self.linears, strict=True):
+            x = F.gelu(linear(norm(x)))
+        return x
+
+
 class LSTM(nn.Module):
     """One LSTM layer (hidden 128) over a [N, T, 128] sequence."""
 
@@ -160,4 +195,9 @@ MODELS: dict[str, Factory] = {
     "LSTM 1 layer hidden 128": _make(LSTM, (1, 4, 128), 1, 105),
     "lstm_tiny: 2x LSTM 128 + Linear 32": _make(LSTMHead, (4, 128), 0, None),
     "GRU 1 layer hidden 128": _make(GRU, (4, 128), 0, None),
+    **{f"MLP-res-RMSNorm d320 h768 {act}": _make(
+        lambda act=act: ResidualRMSMLP(act), (1, 320), None, reference)
+       for act, reference in (("relu", 591), ("sigmoid", 619), ("tanh", 619),
+                              ("softplus", 619), ("silu", 619), ("elu", 703))},
+    "LayerNorm MLP 2x(LayerNorm+512->512+GELU)": _make(LayerNormMLP, (1, 512), None, None),
 }

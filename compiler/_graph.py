@@ -140,8 +140,9 @@ class VecVal(Val):
 
 @dataclass(eq=False)
 class FnVal(Val):
-    """``fn(x)``: one ``FN`` on the tensor-RAM block ``x``, into an accumulator of the core
-    that holds ``x`` (the bf16 result is exact there; a ``VEC`` moves it on)."""
+    """``fn(x)``: an ``FN`` on the tensor-RAM block ``x``; the placement
+    (:mod:`compiler._ops`) runs it into an accumulator, or into the tensor RAM of each core
+    that reads it."""
 
     fn: Function
     x: Val
@@ -485,6 +486,11 @@ class _Builder:
     def _reduce(self, node: Node, x: _Tensor) -> _Tensor:
         """``sum``/``mean``: a chain of (scaled) ones tiles per row; ``amax``: ``VEC MAX``
         across the row's blocks (padding lanes −inf), then ``FN MAX_LANES``."""
+        if node.attrs["axis"] != len(x.shape) - 1:
+            raise ValueError(
+                f"node %{node.id} ({node.name!r}): {node.op} over axis {node.attrs['axis']} of "
+                f"{list(x.shape)}: the machine reduces over the last (data) axis only (in a "
+                f"streaming model, the axis that is last once time is removed)")
         c = self.b if x.splat else x.channels
         n = x.channels
         blocks = []
@@ -666,11 +672,7 @@ class _Builder:
         x, y = (self._constant(self.nnir.node(i).attrs["value"], shape)
                 if self.nnir.node(i).op == "constant" else t
                 for i, t in zip(node.inputs, args, strict=True))
-        if x.shape != y.shape:  # a last axis of 1 broadcast: its splat serves every block
-            x, y = (self._splat(t) if t.shape[-1] == 1 else t for t in (x, y))
-            nb = max(len(x.blocks[0]), len(y.blocks[0]))
-            x, y = (_Tensor(shape, [row * nb for row in t.blocks]) if t.shape[-1] == 1 else t
-                    for t in (x, y))
+        x, y = self._broadcast(x, shape), self._broadcast(y, shape)
         blocks = []
         for row_x, row_y in zip(x.blocks, y.blocks, strict=True):
             row = []
@@ -683,6 +685,20 @@ class _Builder:
                     row.append(self._vec(op, a, t))
             blocks.append(row)
         return _Tensor(shape, blocks, x.splat and y.splat)
+
+    def _broadcast(self, t: _Tensor, shape: tuple[int, ...]) -> _Tensor:
+        """Return ``t`` broadcast to ``shape`` (same rank): rows by reusing their blocks, a
+        last axis of 1 by its splat, which serves every block of the row."""
+        if t.shape == shape:
+            return t
+        nb = -(-shape[-1] // self.b)
+        lanes = t.shape[-1] != shape[-1]
+        if lanes:
+            t = self._splat(t)
+        rows = np.arange(_rows(t.shape)).reshape(t.shape[:-1])
+        rows = np.broadcast_to(rows, shape[:-1]).reshape(-1)
+        blocks = [t.blocks[r] * nb if lanes else t.blocks[r] for r in rows]
+        return _Tensor(shape, blocks, t.splat and shape[-1] == 1)
 
     def _scalar_op(self, node: Node, x: _Tensor) -> _Tensor:
         s, reverse = float(node.attrs["scalar"]), bool(node.attrs["reverse"])

@@ -5,7 +5,9 @@ the instructions that compute it (not yet scheduled), with the tensor-RAM buffer
 accumulators they use and the timing constraints between them:
 
 * a function value (``FN``) runs on a core that holds its operand block, near the
-  operand's producer, into an accumulator of that core;
+  operand's producer, into an accumulator of that core; when it is needed only in tensor
+  RAM, every core that reads it runs its own ``FN`` into its own tensor RAM instead (an
+  ``FN`` cannot write another core), which saves the ``VEC`` copy and its latency;
 * a chain runs on the core its layer's placement gives it (output blocks balanced over the
   cores by tile count, weight-store capacity permitting), or, with a :class:`SplitPlan`,
   its first terms on a less loaded core, whose partial sum a ``VEC -> ACCS`` hands over to
@@ -228,6 +230,7 @@ class _Generator:
         self.vacc_of: dict[int, VAcc] = {}  # id(val) -> its accumulator
         self.old_readers: dict[int, list[Op]] = {}  # id(buf) -> reads of the previous value
         self.slot_buf: dict[int, Buf] = {}  # id(StateSlot) -> buffer
+        self.fn_copies: list[tuple[Buf, FnVal]] = []  # direct FN values and their buffers
 
     def run(self) -> OpGraph:
         live = self.graph.live_values()
@@ -261,6 +264,7 @@ class _Generator:
                 out_ops[k] = op
         for h in self.histories.values():
             self._shift(h)
+        self._copy_functions()
         for k in range(1, len(out_ops)):
             out_ops[k].preds.append((out_ops[k - 1], 1))
         for buf in self.bufs:
@@ -427,6 +431,14 @@ class _Generator:
             vacc = self._chain(v)
             self.vacc_of[id(v)] = vacc
             tram_core = vacc.core
+        elif isinstance(v, FnVal) and self._fn_direct(v):
+            producer = self.core_of.get(id(v.x), -1)
+            tram_core = producer if producer >= 0 else self._least_loaded()
+            buf = self._new_buf("act", mask={tram_core})
+            self.buf_of[id(v)] = buf
+            buf.writer = self._new_op(tram_core, v.node, fn=v.fn, dest=Dest.TRAM, dbuf=buf)
+            self._read_val(buf.writer, v.x)
+            self.fn_copies.append((buf, v))
         elif isinstance(v, FnVal):
             producer = self.core_of.get(id(v.x), -1)
             tram_core = producer if producer >= 0 else self._least_loaded()
@@ -446,7 +458,9 @@ class _Generator:
                 vacc.writers.append(op)
                 self.vacc_of[id(v)] = vacc
         self.core_of[id(v)] = tram_core if tram_core is not None else -1
-        if id(v) in self.need_tram and tram_core is not None:
+        if id(v) in self.need_tram and tram_core is not None and (
+                id(v) not in self.buf_of or self.buf_of[id(v)].writer is None):
+            # A recurrent state's source may already have its buffer (made by _slot).
             buf = self.buf_of.get(id(v)) or self._new_buf("act")
             self.buf_of[id(v)] = buf
             buf.writer = self._vec(v, tram_core, Dest.TRAM, dbuf=buf)
@@ -460,6 +474,37 @@ class _Generator:
                 op = self._vec(v, tram_core, Dest.OUTPUT, out=k)
             outs.append((k, op))
         return outs
+
+    def _fn_direct(self, v: FnVal) -> bool:
+        """Return whether ``v`` is computed by an ``FN`` into tensor RAM on each core that
+        reads it: it is needed only in tensor RAM, not as a window's source (whose update
+        has one writer) and not from a window slot (whose reads the update must precede)."""
+        return (id(v) in self.need_tram and id(v) not in self.need_acc
+                and id(v) not in self.out_beats and id(v) not in self.histories
+                and not isinstance(v.x, StateSlot))
+
+    def _copy_functions(self) -> None:
+        """Give every core that reads a direct ``FN`` value its own ``FN`` (same address),
+        and make its reads wait for that one."""
+        for buf, v in self.fn_copies:
+            first = buf.writer
+            assert first is not None
+            readers = {op.core for op in self.ops if op.tram is buf}
+            if readers and first.core not in readers:
+                # Nothing reads it where it was placed: move it to a reader's core.
+                self.load[first.core] -= 1
+                buf.mask.discard(first.core)
+                first.core, first.preds, first.release = min(readers), [], 0
+                self.load[first.core] += 1
+                self._read_val(first, v.x)
+            local = {first.core: first}
+            for core in sorted(buf.mask - {first.core}):
+                local[core] = self._new_op(core, v.node, fn=v.fn, dest=Dest.TRAM, dbuf=buf)
+                self._read_val(local[core], v.x)
+            for op in self.ops:
+                if op.tram is buf and op.core != first.core:
+                    op.preds = [(local[op.core], lat) if pred is first else (pred, lat)
+                                for pred, lat in op.preds]
 
     def _chain(self, v: Chain) -> VAcc:
         """Emit the ``MAC`` s of chain ``v``, piece by piece; return the final accumulator.

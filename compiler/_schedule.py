@@ -160,6 +160,9 @@ def schedule(graph: OpGraph, config: Config, interleave: bool = False) -> None:
     def writes(op: Op, t: int) -> list[tuple[set[int], int]]:
         if op.is_mac:
             return [(acc_busy[op.core], t + mac_write)]
+        if op.fn is not None:  # its own core's accumulator or tensor RAM
+            busy = acc_busy if op.dest == Dest.ACC else tram_busy
+            return [(busy[op.core], t + lats.fn_write)]
         if op.dest == Dest.ACC:
             return [(acc_busy[op.core], t + write_latency(op, op.core, config))]
         if op.dest == Dest.ACCS:

@@ -293,9 +293,9 @@ def _encode(core: int, ops: OpGraph, weights: dict[int, int],
                               accumulate=op.accumulate))
             continue
         if op.fn is not None:
-            assert op.tram is not None and op.dacc is not None
-            instrs.append(Fn(fn=int(op.fn), tram=op.tram.addr, dest=int(Dest.ACC),
-                             addr=op.dacc.phys))
+            assert op.tram is not None and op.dest is not None
+            addr = op.dacc.phys if op.dacc is not None else op.dbuf.addr  # type: ignore[union-attr]
+            instrs.append(Fn(fn=int(op.fn), tram=op.tram.addr, dest=int(op.dest), addr=addr))
             continue
         assert op.vop is not None and op.dest is not None
         bounds = (float(np.float32(op.lo)), float(np.float32(op.hi)))

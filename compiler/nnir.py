@@ -26,8 +26,8 @@ op                 operands     attrs
 ``relu`` ``neg``   x            none
 ``clamp``          x            ``min``, ``max`` (float or None)
 ``fn``             x            ``function``: a key of :data:`FUNCTIONS` (elementwise)
-``sum`` ``mean``   x            none; over the last axis, kept with size 1
-``amax``
+``sum`` ``mean``   x            ``axis``: reduced, kept with size 1 (the back end reduces
+``amax``                        the last axis only)
 ``slice``          x            ``axis``, ``start``, ``stop`` (step 1)
 ``concat``         a, b, ...    ``axis``
 ``transpose``      x            ``perm``
@@ -49,7 +49,7 @@ first) and a ``state_write`` node (the value the next inference's ``state`` node
 
 Axes in attributes are always non-negative. The two operands of a binary op have the same
 shape, except that a ``constant`` operand of the same rank may broadcast (sizes 1) to the other
-operand's shape, and any operand whose last axis is 1 may broadcast along the last axis
+operand's shape, and any two operands of the same rank broadcast along axes of size 1
 (``x - x.amax(-1, keepdim=True)``). :class:`NNIR` checks all of this, and every node's
 shape, on construction.
 
@@ -79,7 +79,7 @@ __all__ = [
     "Node",
     "StreamingError",
     "compact",
-    "last_axis_broadcast",
+    "broadcastable",
     "evaluate",
     "infer_shape",
 ]
@@ -110,11 +110,11 @@ FUNCTIONS: dict[str, Function] = {
     "log": Function.LOG,
 }
 
-#: Reductions over the last axis (kept, size 1) and their float32 semantics.
-REDUCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sum": lambda x: np.sum(x, axis=-1, keepdims=True, dtype=np.float32),
-    "mean": lambda x: np.mean(x, axis=-1, keepdims=True, dtype=np.float32),
-    "amax": lambda x: np.max(x, axis=-1, keepdims=True),
+#: Reductions over one axis (kept, size 1) and their float32 semantics.
+REDUCTIONS: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "sum": lambda x, axis: np.sum(x, axis=axis, keepdims=True, dtype=np.float32),
+    "mean": lambda x, axis: np.mean(x, axis=axis, keepdims=True, dtype=np.float32),
+    "amax": lambda x, axis: np.max(x, axis=axis, keepdims=True),
 }
 
 #: Every op of the table, with its operand count (None: one or more).
@@ -270,9 +270,10 @@ def infer_shape(op: str, shapes: Sequence[tuple[int, ...]], attrs: dict) -> tupl
         return shapes[0]
     if op in REDUCTIONS:
         (x,) = shapes
-        if not x:
-            raise ValueError("a reduction needs an operand with at least one axis")
-        return x[:-1] + (1,)
+        axis = attrs["axis"]
+        if not 0 <= axis < len(x):
+            raise ValueError(f"axis {axis} is outside {list(x)}")
+        return x[:axis] + (1,) + x[axis + 1 :]
     if op == "slice":
         (x,) = shapes
         axis, start, stop = attrs["axis"], attrs["start"], attrs["stop"]
@@ -331,11 +332,10 @@ def _scan_shape(shapes: Sequence[tuple[int, ...]], attrs: dict) -> tuple[int, ..
     return y[:out_axis] + (lengths.pop(),) + y[out_axis:]
 
 
-def last_axis_broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    """Return whether shapes ``a`` and ``b`` differ only in a last axis of size 1 in one of
-    them (a reduction's result applied to every element of its row)."""
-    return (len(a) == len(b) >= 1 and a[:-1] == b[:-1] and a[-1] != b[-1]
-            and 1 in (a[-1], b[-1]))
+def broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Return whether shapes ``a`` and ``b`` have the same rank and broadcast (each axis
+    equal or 1 in one of them), e.g. a value and a reduction's result."""
+    return len(a) == len(b) and all(x == y or 1 in (x, y) for x, y in zip(a, b, strict=True))
 
 
 def _check_bias(attrs: dict, size: int) -> None:
@@ -426,12 +426,12 @@ class NNIR:
                 and (
                     (b.op == "constant" and shape == a.shape)
                     or (a.op == "constant" and shape == b.shape)
-                    or last_axis_broadcast(a.shape, b.shape)
+                    or broadcastable(a.shape, b.shape)
                 )
             ):
                 raise ValueError(
-                    f"{where}: operands of shapes {list(a.shape)} and {list(b.shape)}: only a "
-                    f"constant of the same rank, or a last axis of size 1, may broadcast"
+                    f"{where}: operands of shapes {list(a.shape)} and {list(b.shape)}: only "
+                    f"operands of the same rank may broadcast"
                 )
 
     def node(self, id: int) -> Node:
@@ -555,7 +555,7 @@ def evaluate(node: Node, operands: Sequence[np.ndarray]) -> np.ndarray:
     if op == "fn":
         return reference(FUNCTIONS[a["function"]], x).astype(np.float32)
     if op in REDUCTIONS:
-        return REDUCTIONS[op](x)
+        return REDUCTIONS[op](x, a["axis"])
     if op == "clamp":
         if a["min"] is not None:
             x = np.maximum(x, np.float32(a["min"]))
@@ -774,13 +774,12 @@ def _stream_op(graph: NNIR, node: Node, t: int) -> tuple[str, dict, int]:
     if op in BINARY_OPS or op in ("relu", "neg", "clamp", "fn"):
         return op, attrs, t
     if op in REDUCTIONS:
-        if t == last:
+        if attrs["axis"] == t:
             raise _stream_error(
                 node,
-                f"it reduces the time axis {t} of {list(in_shape)}, which mixes timesteps "
-                f"(reduce over another axis, or transpose time away from the last axis)",
+                f"it reduces the time axis {t} of {list(in_shape)}, which mixes timesteps",
             )
-        return op, attrs, t
+        return op, {"axis": attrs["axis"] - (attrs["axis"] > t)}, t
     if op == "output":
         return op, {**attrs, "stream_axis": t}, t
     if op in ("slice", "concat"):

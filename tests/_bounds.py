@@ -100,17 +100,15 @@ def _node_error(node: Node, xs: list[np.ndarray], es: list[np.ndarray], y: np.nd
         function = FUNCTIONS[a["function"]]
         factor = 1.5 if function == Function.RECIP else 1.0  # ≤ 0.75 ulp (subnormals)
         return _round(y, _fn_error(function, xs[0], es[0]), factor)
-    if op == "sum":
-        mag = np.sum(np.abs(xs[0]), axis=-1, keepdims=True)
-        n = xs[0].shape[-1]
-        return _round(y, np.sum(es[0], axis=-1, keepdims=True) + n * _U32 * mag)
-    if op == "mean":  # a sum by tiles of bf16(1/n), which R uses too
-        n = xs[0].shape[-1]
-        mag = np.sum(np.abs(xs[0]), axis=-1, keepdims=True)
-        scale = float(round_to_bf16(np.float32(1.0 / n)))
-        return _round(y, scale * (np.sum(es[0], axis=-1, keepdims=True) + n * _U32 * mag))
-    if op == "amax":
-        return np.max(es[0], axis=-1, keepdims=True) + 0 * y
+    if op in REDUCTIONS:
+        axis = a["axis"]
+        n = xs[0].shape[axis]
+        mag = np.sum(np.abs(xs[0]), axis=axis, keepdims=True)
+        if op == "amax":
+            return np.max(es[0], axis=axis, keepdims=True) + 0 * y
+        # A mean is a sum by tiles of bf16(1/n), which R uses too.
+        scale = 1.0 if op == "sum" else _inverse(n)
+        return _round(y, scale * (np.sum(es[0], axis=axis, keepdims=True) + n * _U32 * mag))
     raise ValueError(f"no error rule for op {op!r}")
 
 
@@ -136,6 +134,11 @@ def error_bound(nnir: NNIR, *inputs: np.ndarray) -> list[tuple[np.ndarray, np.nd
     return [(values[i], errors[i]) for i in nnir.outputs]
 
 
+def _inverse(n: int) -> float:
+    """1/n as the compiler's mean tile holds it (bf16)."""
+    return float(round_to_bf16(np.float32(1.0 / n)))
+
+
 def _bf16(x: np.ndarray) -> np.ndarray:
     return np.asarray(round_to_bf16(np.asarray(x, np.float32)), np.float64)
 
@@ -157,13 +160,12 @@ def _evaluate64(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     a = node.attrs
     if node.op == "fn":
         return reference(FUNCTIONS[a["function"]], xs[0])
-    if node.op == "sum":
-        return np.sum(xs[0], axis=-1, keepdims=True)
-    if node.op == "mean":
-        scale = float(round_to_bf16(np.float32(1.0 / xs[0].shape[-1])))
-        return np.sum(xs[0], axis=-1, keepdims=True) * scale
-    if node.op == "amax":
-        return np.max(xs[0], axis=-1, keepdims=True)
+    if node.op in REDUCTIONS:
+        axis = a["axis"]
+        if node.op == "amax":
+            return np.max(xs[0], axis=axis, keepdims=True)
+        scale = 1.0 if node.op == "sum" else _inverse(xs[0].shape[axis])
+        return np.sum(xs[0], axis=axis, keepdims=True) * scale
     f = BINARY_OPS[node.op]
     if len(xs) == 2:
         return f(*xs)

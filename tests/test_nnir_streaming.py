@@ -459,13 +459,20 @@ def test_nnir_rejects_malformed_graphs(edit: Callable[[list[Node]], None], messa
 
 
 def test_nnir_rejects_broadcast_of_non_constants() -> None:
-    x = Node(0, "input", [], (1, 2), BF16, {"index": 0}, "x")
-    first = Node(1, "slice", [0], (1, 1), BF16, {"axis": 1, "start": 0, "stop": 1}, "s")
-    for operand in (first, Node(1, "constant", [], (2,), BF16, {"value": np.ones(2)}, "c")):
-        add = Node(2, "add", [0, 1], (1, 2), BF16, {}, "add")
-        out = Node(3, "output", [2], (1, 2), BF16, {"index": 0}, "out")
-        with pytest.raises(ValueError, match="only a constant of the same rank may broadcast"):
-            NNIR([x, operand, add, out], [0], [3])
+    # Operands broadcast only at the same rank (along axes of size 1).
+    x = Node(0, "input", [], (2, 2), BF16, {"index": 0}, "x")
+    first = Node(1, "reshape", [0], (4,), BF16, {"shape": (4,)}, "r")
+    row = Node(2, "slice", [1], (2,), BF16, {"axis": 0, "start": 0, "stop": 2}, "s")
+    const = Node(2, "constant", [], (2,), BF16, {"value": np.ones(2, np.float32)}, "c")
+    for operand in (row, const):
+        add = Node(3, "add", [0, 2], (2, 2), BF16, {}, "add")
+        out = Node(4, "output", [3], (2, 2), BF16, {"index": 0}, "out")
+        with pytest.raises(ValueError, match="only operands of the same rank may broadcast"):
+            NNIR([x, first, operand, add, out], [0], [4])
+    rows = Node(2, "slice", [0], (1, 2), BF16, {"axis": 0, "start": 0, "stop": 1}, "s")
+    add = Node(3, "add", [0, 2], (2, 2), BF16, {}, "add")
+    out = Node(4, "output", [3], (2, 2), BF16, {"index": 0}, "out")
+    NNIR([x, first, rows, add, out], [0], [4])  # same rank: broadcast along axis 0
 
 
 def test_to_program_delegates_to_the_back_end(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -459,27 +459,27 @@ def test_precisions_and_opset_range() -> None:
 
 def test_unsupported_ops_are_collected_into_one_error() -> None:
     model = make_model(
-        [helper.make_node("Softmax", ["x"], ["a"], name="soft"),
-         helper.make_node("Relu", ["a"], ["b"], name="after_soft"),   # not reported again
-         helper.make_node("Sigmoid", ["x"], ["c"], name="sig"),
+        [helper.make_node("Erf", ["x"], ["a"], name="erf"),
+         helper.make_node("Relu", ["a"], ["b"], name="after_erf"),   # not reported again
+         helper.make_node("Sin", ["x"], ["c"], name="sin"),
          helper.make_node("Add", ["b", "c"], ["y"], name="sum")],
         [2, 3], {})
     with pytest.raises(ValueError) as info:
         onnx_frontend.to_nnir(model)
     assert str(info.value).splitlines() == [
         "Unsupported operations encountered translating to NNIR:",
-        "  - unsupported op Softmax at node 'soft'",
-        "  - unsupported op Sigmoid at node 'sig'",
+        "  - unsupported op Erf at node 'erf'",
+        "  - unsupported op Sin at node 'sin'",
     ]
 
 
 def test_unsupported_op_of_a_pytorch_export_names_the_source_line(tmp_path: Path) -> None:
     class Gate(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(x) + 1
+            return torch.erf(x) + 1
 
     path = export(Gate(), torch.randn(2, 3), tmp_path / "s.onnx")
-    with pytest.raises(ValueError, match=r"unsupported op Sigmoid at node '\w+' "
+    with pytest.raises(ValueError, match=r"unsupported op Erf at node '\w+' "
                                          r"\(test_onnx\.py:\d+\)"):
         onnx_frontend.to_nnir(path)
 
@@ -520,8 +520,6 @@ LIMIT_CASES: dict[str, tuple[list[onnx.NodeProto], list[int], dict[str, Any], st
     "right padding": (
         [helper.make_node("Pad", ["x", "p"], ["y"])], [1, 2, 5],
         {"p": np.array([0, 0, 0, 0, 0, 1], I64)}, "only zeros before the last axis"),
-    "division by a tensor": (
-        [helper.make_node("Div", ["x", "x"], ["y"])], [2], {}, "division by a non-constant"),
     "dynamic matmul": (
         [helper.make_node("MatMul", ["x", "x"], ["y"])], [2, 2], {}, "needs one operand to be"),
     "slice step": (
@@ -531,7 +529,7 @@ LIMIT_CASES: dict[str, tuple[list[onnx.NodeProto], list[int], dict[str, Any], st
     "broadcast tensor": (
         [helper.make_node("Unsqueeze", ["x", "a"], ["u"]), helper.make_node("Add", ["x", "u"],
                                                                             ["y"])],
-        [3], {"a": np.array([1], I64)}, "only a constant operand may be broadcast"),
+        [3], {"a": np.array([1], I64)}, "only a constant operand, or a last axis of size 1"),
     "dropout in training mode": (
         [helper.make_node("Dropout", ["x", "r", "t"], ["y"])], [3],
         {"r": np.array(0.5, F32), "t": np.array(True)}, "training mode"),

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 __all__ = [
-    "Builder", "Tensor", "fn", "scalar", "reduce", "softmax", "log_softmax", "layer_norm",
+    "Builder", "Tensor", "fn", "scalar", "reduce", "power", "softmax", "log_softmax", "layer_norm",
     "rms_norm", "batch_norm", "divide", "leaky_relu", "hardsigmoid", "hardswish", "elu",
     "softplus",
 ]
@@ -59,35 +59,51 @@ def _row_constant(b: Builder, value: np.ndarray, rank: int, name: str) -> Any:
     return b.constant(value.reshape((1,) * (rank - 1) + value.shape), name)
 
 
-def reduce(b: Builder, op: str, x: Tensor, keepdim: bool, name: str) -> Any:
-    """Return ``sum``/``mean``/``amax`` of ``x`` over its last axis (dropped unless
+def reduce(b: Builder, op: str, x: Tensor, axis: int, keepdim: bool, name: str) -> Any:
+    """Return ``sum``/``mean``/``amax`` of ``x`` over ``axis`` (dropped unless
     ``keepdim``)."""
-    y = b.add(op, [x], {}, name)
+    y = b.add(op, [x], {"axis": axis}, name)
     if keepdim:
         return y
-    return b.add("reshape", [y], {"shape": tuple(x.shape[:-1])}, name)
+    return b.add("reshape", [y], {"shape": tuple(x.shape[:axis] + x.shape[axis + 1:])}, name)
 
 
-def softmax(b: Builder, x: Tensor, name: str) -> Any:
-    """Return softmax over the last axis: ``e = exp(x − max x)``, ``e · (1 / Σ e)``."""
-    e = fn(b, "exp", _binary(b, "sub", x, b.add("amax", [x], {}, name), name), name)
-    r = fn(b, "reciprocal", b.add("sum", [e], {}, name), name)
+def _last(b: Builder, op: str, x: Tensor, name: str) -> Any:
+    return reduce(b, op, x, len(x.shape) - 1, True, name)
+
+
+def softmax(b: Builder, x: Tensor, axis: int, name: str) -> Any:
+    """Return softmax over ``axis``: ``e = exp(x − max x)``, ``e · (1 / Σ e)``."""
+    e = fn(b, "exp", _binary(b, "sub", x, reduce(b, "amax", x, axis, True, name), name), name)
+    r = fn(b, "reciprocal", reduce(b, "sum", e, axis, True, name), name)
     return _binary(b, "mul", e, r, name)
 
 
-def log_softmax(b: Builder, x: Tensor, name: str) -> Any:
-    """Return log-softmax over the last axis: ``d − log Σ exp d`` with ``d = x − max x``."""
-    d = _binary(b, "sub", x, b.add("amax", [x], {}, name), name)
-    s = b.add("sum", [fn(b, "exp", d, name)], {}, name)
+def log_softmax(b: Builder, x: Tensor, axis: int, name: str) -> Any:
+    """Return log-softmax over ``axis``: ``d − log Σ exp d`` with ``d = x − max x``."""
+    d = _binary(b, "sub", x, reduce(b, "amax", x, axis, True, name), name)
+    s = reduce(b, "sum", fn(b, "exp", d, name), axis, True, name)
     return _binary(b, "sub", d, fn(b, "log", s, name), name)
+
+
+def power(b: Builder, x: Tensor, exponent: float, name: str) -> Any:
+    """Return ``x ** exponent`` for the exponents the machine has: 1, 2 (``x · x``), ½
+    (sqrt), −½ (rsqrt) and −1 (reciprocal); None for any other."""
+    if exponent == 1:
+        return x
+    if exponent == 2:
+        return _binary(b, "mul", x, x, name)
+    functions = {0.5: "sqrt", -0.5: "rsqrt", -1: "reciprocal"}
+    return fn(b, functions[exponent], x, name) if exponent in functions else None
 
 
 def _affine(b: Builder, y: Any, weight: np.ndarray | None, bias: np.ndarray | None,
             name: str) -> Any:
     rank = len(y.shape)
-    if weight is not None:
+    # A weight of ones and a bias of zeros (how norms are initialised) change nothing.
+    if weight is not None and (weight != 1).any():
         y = _binary(b, "mul", y, _row_constant(b, weight, rank, name), name)
-    if bias is not None:
+    if bias is not None and (bias != 0).any():
         y = _binary(b, "add", y, _row_constant(b, bias, rank, name), name)
     return y
 
@@ -96,15 +112,15 @@ def layer_norm(b: Builder, x: Tensor, weight: np.ndarray | None, bias: np.ndarra
                eps: float, name: str) -> Any:
     """Return LayerNorm over the last axis: ``d = x − mean x``,
     ``d · rsqrt(mean d² + eps)``, then ``· weight + bias`` (each optional)."""
-    d = _binary(b, "sub", x, b.add("mean", [x], {}, name), name)
-    var = b.add("mean", [_binary(b, "mul", d, d, name)], {}, name)
+    d = _binary(b, "sub", x, _last(b, "mean", x, name), name)
+    var = _last(b, "mean", _binary(b, "mul", d, d, name), name)
     r = fn(b, "rsqrt", scalar(b, "add", var, eps, name), name)
     return _affine(b, _binary(b, "mul", d, r, name), weight, bias, name)
 
 
 def rms_norm(b: Builder, x: Tensor, weight: np.ndarray | None, eps: float, name: str) -> Any:
     """Return RMSNorm over the last axis: ``x · rsqrt(mean x² + eps) · weight``."""
-    ms = b.add("mean", [_binary(b, "mul", x, x, name)], {}, name)
+    ms = _last(b, "mean", _binary(b, "mul", x, x, name), name)
     r = fn(b, "rsqrt", scalar(b, "add", ms, eps, name), name)
     return _affine(b, _binary(b, "mul", x, r, name), weight, None, name)
 

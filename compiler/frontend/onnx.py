@@ -27,7 +27,7 @@ from onnx.reference import ReferenceEvaluator
 
 from compiler.frontend import _composite as composite
 from compiler.frontend.fx.nnir import _Builder, _frozen, _precisions, _Tensor
-from compiler.nnir import NNIR, compact, last_axis_broadcast
+from compiler.nnir import NNIR, broadcastable, compact
 from isa.numerics import NumberFormat
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "ModelFileError", "to_nnir"]
@@ -225,6 +225,7 @@ class _Converter:
             "Div": self._div,
             "Max": lambda *xs: self._variadic("maximum", xs),
             "Min": lambda *xs: self._variadic("minimum", xs),
+            "Sum": lambda *xs: self._variadic("add", xs),
             "MatMul": self._matmul,
             "Gemm": self._gemm,
             "Conv": self._conv,
@@ -241,6 +242,7 @@ class _Converter:
                 ("Abs", "abs"), ("Sqrt", "sqrt"), ("Reciprocal", "reciprocal"),
                 ("Softplus", "softplus"))},
             "Gelu": self._gelu,
+            "Pow": self._pow,
             "Elu": lambda x, *, alpha=1.0: composite.elu(
                 self.builder, self._tensor(x), float(alpha), self.name),
             "LeakyRelu": lambda x, *, alpha=0.01: composite.leaky_relu(
@@ -426,7 +428,7 @@ class _Converter:
             attrs = {"scalar": a, "reverse": op == "sub"}
             return self.builder.add(op, [self._tensor(b)], attrs, self.name)
         shapes = [x.shape for x in (a, b)]
-        if shapes[0] == shapes[1] or last_axis_broadcast(shapes[0], shapes[1]):
+        if shapes[0] == shapes[1] or broadcastable(shapes[0], shapes[1]):
             return self.builder.add(op, [self._tensor(a), self._tensor(b)], {}, self.name)
         out = tuple(np.broadcast_shapes(*shapes))
         if isinstance(b, np.ndarray) and out == a.shape:
@@ -435,8 +437,8 @@ class _Converter:
             a = self._lift_rank(a, len(out))
         else:
             raise _Unsupported(
-                f"operands of shapes {list(shapes[0])} and {list(shapes[1])}: only a constant "
-                f"operand, or a last axis of size 1, may be broadcast"
+                f"operands of shapes {list(shapes[0])} and {list(shapes[1])}: only operands "
+                f"of the same rank may be broadcast"
             )
         return self.builder.add(op, [self._tensor(a), self._tensor(b)], {}, self.name)
 
@@ -465,16 +467,27 @@ class _Converter:
     def _fn(self, function: str, x: Any) -> _Tensor:
         return composite.fn(self.builder, function, self._tensor(x), self.name)
 
+    def _pow(self, x: Any, exponent: Any) -> _Tensor:
+        e = self._scalar_of(exponent, x)
+        y = None
+        if isinstance(e, float):
+            y = composite.power(self.builder, self._tensor(x), e, self.name)
+        if y is None:
+            raise _Unsupported("the exponent must be a constant 1, 2, 0.5, -0.5 or -1")
+        return y
+
     def _gelu(self, x: Any, *, approximate: str = "none") -> _Tensor:
         if approximate not in ("none", "tanh"):
             raise _Unsupported(f"approximate={approximate!r} (only 'none' and 'tanh')")
         return self._fn("gelu" if approximate == "none" else "gelu_tanh", x)
 
-    def _last_axis(self, x: _Tensor, axes: list[int], what: str) -> None:
+    def _one_axis(self, x: _Tensor, axes: list[int], what: str) -> int:
         rank = len(x.shape)
-        if sorted({_axis(a, rank) for a in axes}) != [rank - 1]:
-            raise _Unsupported(f"{what} over axes {axes} of a {rank}-d tensor: only over the "
-                               "last axis")
+        listed = sorted({_axis(a, rank) for a in axes})
+        if len(listed) != 1:
+            raise _Unsupported(f"{what} over axes {listed} of a {rank}-d tensor: only over "
+                               "one axis")
+        return listed[0]
 
     def _reduce(self, op: str) -> Callable[..., Any]:
         def reduce(x: Any, axes: Any = None, *, keepdims: int = 1,
@@ -488,15 +501,14 @@ class _Converter:
                 listed = [int(a) for a in axes]
             else:
                 listed = self._ints(axes, "axes")
-            self._last_axis(x, listed, op)
-            return composite.reduce(self.builder, op, x, bool(keepdims), self.name)
+            axis = self._one_axis(x, listed, op)
+            return composite.reduce(self.builder, op, x, axis, bool(keepdims), self.name)
 
         return reduce
 
     def _softmax(self, f: Callable[..., Any], x: Any, axis: int) -> _Tensor:
         x = self._tensor(x)
-        self._last_axis(x, [axis], "softmax")
-        return f(self.builder, x, self.name)
+        return f(self.builder, x, self._one_axis(x, [axis], "softmax"), self.name)
 
     def _used_outputs(self) -> bool:
         """Return whether any output of the current node but the first is used."""

@@ -20,7 +20,7 @@ from torch import fx, nn
 from compiler.frontend import _composite as composite
 from compiler.frontend import _recurrent as recurrent
 from compiler.frontend.nn import PaddedConv1d, Scan
-from compiler.nnir import NNIR, Node, compact, evaluate, infer_shape, last_axis_broadcast
+from compiler.nnir import NNIR, Node, broadcastable, compact, evaluate, infer_shape
 from isa.numerics import NumberFormat
 
 __all__ = ["to_nnir"]
@@ -140,6 +140,8 @@ class _Builder:
         name: str,
         precision: NumberFormat = NumberFormat.BF16,
     ) -> _Tensor:
+        if _identity(op, attrs):
+            return operands[0]
         shape = infer_shape(op, [t.shape for t in operands], attrs)
         node = Node(len(self.nodes), op, [t.id for t in operands], shape, precision, attrs, name)
         if op != "output" and operands and all(t.id in self.constants for t in operands):
@@ -164,6 +166,14 @@ class _Builder:
     def output(self, x: _Tensor, precision: NumberFormat, name: str) -> None:
         t = self.add("output", [x], {"index": len(self.outputs)}, name, precision)
         self.outputs.append(t.id)
+
+
+def _identity(op: str, attrs: dict) -> bool:
+    """Return whether an op with these attributes returns its operand (``x · 1``, ``x + 0``,
+    ``x − 0``: a multiply by a weight of ones, a norm without shift)."""
+    if "scalar" not in attrs or attrs["reverse"]:
+        return False
+    return (op, attrs["scalar"]) in (("mul", 1.0), ("add", 0.0), ("sub", 0.0))
 
 
 def _frozen(value: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
@@ -391,6 +401,8 @@ class _Converter:
                 input, p, training
             ),
             torch.tanh: lambda input: self._fn("tanh", input),
+            torch.pow: self._pow,
+            operator.pow: self._pow,
             F.tanh: lambda input: self._fn("tanh", input),
             torch.sigmoid: lambda input: self._fn("sigmoid", input),
             F.sigmoid: lambda input: self._fn("sigmoid", input),
@@ -453,6 +465,7 @@ class _Converter:
                 ("tanh", "tanh"), ("sigmoid", "sigmoid"), ("exp", "exp"), ("log", "log"),
                 ("abs", "abs"), ("absolute", "abs"), ("sqrt", "sqrt"), ("rsqrt", "rsqrt"),
                 ("reciprocal", "reciprocal"))},
+            "pow": self._pow,
             "sum": self._reduction("sum"),
             "mean": self._reduction("mean"),
             "amax": self._reduction("amax"),
@@ -553,7 +566,7 @@ class _Converter:
             reverse = op == "sub"
             attrs = {"scalar": float(a), "reverse": reverse}
             return self.builder.add(op, [b], attrs, self.name)
-        if a.shape == b.shape or last_axis_broadcast(a.shape, b.shape):
+        if a.shape == b.shape or broadcastable(a.shape, b.shape):
             return self.builder.add(op, [a, b], {}, self.name)
         out = tuple(np.broadcast_shapes(a.shape, b.shape))
         const_a, const_b = self._constant_value(a), self._constant_value(b)
@@ -563,8 +576,8 @@ class _Converter:
             a = self._lift_rank(const_a, len(out))
         else:
             raise _Unsupported(
-                f"operands of shapes {list(a.shape)} and {list(b.shape)}: only a constant "
-                f"operand, or a last axis of size 1, may be broadcast"
+                f"operands of shapes {list(a.shape)} and {list(b.shape)}: only operands "
+                f"of the same rank may be broadcast"
             )
         return self.builder.add(op, [a, b], {}, self.name)
 
@@ -740,6 +753,17 @@ class _Converter:
     def _fn(self, function: str, x: Any) -> _Tensor:
         return composite.fn(self.builder, function, self._tensor(x), self.name)
 
+    def _pow(self, input: Any, exponent: Any) -> Any:
+        if not isinstance(input, _Tensor) and not isinstance(exponent, _Tensor):
+            return self._static(operator.pow)(input, exponent)
+        exponent = self._scalar_of(exponent)
+        y = None
+        if isinstance(exponent, numbers.Real):
+            y = composite.power(self.builder, self._tensor(input), float(exponent), self.name)
+        if y is None:
+            raise _Unsupported(f"exponent {exponent!r}: only 1, 2, 0.5, -0.5 and -1")
+        return y
+
     def _gelu(self, x: Any, approximate: str) -> _Tensor:
         if approximate not in ("none", "tanh"):
             raise _Unsupported(f"approximate={approximate!r} (only 'none' and 'tanh')")
@@ -764,17 +788,21 @@ class _Converter:
     def _hardsigmoid(self, x: Any) -> _Tensor:
         return composite.hardsigmoid(self.builder, self._tensor(x), 1.0 / 6.0, 0.5, self.name)
 
-    def _last_axis(self, x: _Tensor, dims: Any, what: str) -> None:
-        """Check that ``dims`` names exactly the last axis of ``x`` (None/(): all axes)."""
+    def _one_axis(self, x: _Tensor, dims: Any, what: str) -> int:
+        """Return the one axis ``dims`` names (None or (): all axes, so ``x`` must be 1-d).
+
+        The back end reduces only the data (last) axis; a streaming model's other axes
+        become it once time is removed, which ``to_program`` checks."""
         rank = len(x.shape)
         if dims is None or dims == ():
             dims = list(range(rank))
         elif isinstance(dims, int):
             dims = [dims]
         axes = sorted({_axis(int(d), rank) for d in dims})
-        if axes != [rank - 1]:
-            raise _Unsupported(f"{what} over axes {axes} of a {rank}-d tensor: only over the "
-                               "last axis")
+        if len(axes) != 1:
+            raise _Unsupported(f"{what} over axes {axes} of a {rank}-d tensor: only over one "
+                               "axis")
+        return axes[0]
 
     def _reduction(self, op: str) -> Callable[..., Any]:
         def reduce(input: Any, dim: Any = None, keepdim: bool = False, *,
@@ -782,8 +810,8 @@ class _Converter:
             x = self._tensor(input)
             if dtype is not None and not dtype.is_floating_point:
                 raise _Unsupported(f"dtype={dtype}")
-            self._last_axis(x, dim, op)
-            return composite.reduce(self.builder, op, x, bool(keepdim), self.name)
+            axis = self._one_axis(x, dim, op)
+            return composite.reduce(self.builder, op, x, axis, bool(keepdim), self.name)
 
         return reduce
 
@@ -793,9 +821,9 @@ class _Converter:
             x = self._tensor(input)
             if dim is None:
                 raise _Unsupported("softmax without dim")
-            self._last_axis(x, dim, "softmax")
+            axis = self._one_axis(x, dim, "softmax")
             f = composite.log_softmax if log else composite.softmax
-            return f(self.builder, x, self.name)
+            return f(self.builder, x, axis, self.name)
 
         return softmax
 
