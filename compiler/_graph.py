@@ -205,6 +205,8 @@ class Graph:
         inference; no two share a source block.
     node_tiles : dict
         Nonzero weight tiles per NNIR node id (what the node costs in matrix cycles).
+    concat_linears : int
+        Linears of a concat read straight from the concat's operands (see :func:`build`).
     """
 
     tiles: list[np.ndarray] = field(default_factory=list)
@@ -212,6 +214,7 @@ class Graph:
     outputs: list[Val] = field(default_factory=list)
     histories: list[History] = field(default_factory=list)
     node_tiles: dict[int, int] = field(default_factory=dict)
+    concat_linears: int = 0
 
     def live_values(self) -> list[Val]:
         """Return the values the outputs depend on, operands before users.
@@ -280,15 +283,21 @@ def operands(v: Val) -> list[Val]:
     return []
 
 
-def build(nnir: NNIR, block_size: int) -> Graph:
+def build(nnir: NNIR, block_size: int, split_concat: bool = False) -> Graph:
     """Return the fused block graph of ``nnir`` for block size ``block_size``.
+
+    A ``linear`` of a last-axis ``concat`` (a recurrent cell's ``W [x, h]``) is one chain per
+    output block over every operand's blocks; with ``split_concat``, one chain per operand
+    instead, added by ``VEC`` s (the chains on ``h`` and the bias go to tensor RAM while the
+    chain on ``x`` waits for the input): shorter chains, one ``VEC`` more.
+    ``Graph.concat_linears`` counts the linears this applies to.
 
     Raises
     ------
     ValueError
         For a node the back end cannot lower (non-streaming ``conv1d``); the message names it.
     """
-    builder = _Builder(nnir, block_size)
+    builder = _Builder(nnir, block_size, split_concat)
     graph = builder.run()
     graph.fuse()
     return graph
@@ -297,9 +306,10 @@ def build(nnir: NNIR, block_size: int) -> Graph:
 class _Builder:
     """Translates NNIR nodes, in order, to the block values of their outputs."""
 
-    def __init__(self, nnir: NNIR, block_size: int) -> None:
+    def __init__(self, nnir: NNIR, block_size: int, split_concat: bool = False) -> None:
         self.nnir = nnir
         self.b = block_size
+        self.split_concat = split_concat
         self.graph = Graph()
         self.tensors: dict[int, _Tensor] = {}
         self._tile_ids: dict[bytes, int] = {}
@@ -596,16 +606,35 @@ class _Builder:
         taps, so no block of the concat is ever built."""
         w = node.attrs["weight"]
         source = self.nnir.node(node.inputs[0])
-        if source.op == "concat" and not x.blocks:
-            taps, start = [], 0
-            for i in source.inputs:
-                part = self.tensors[i]
-                taps.append((self._tiles(w[:, start:start + part.channels]), part.blocks))
-                start += part.channels
-        else:
-            taps = [(self._tiles(w), x.blocks)]
-        blocks = self._matrix(x if x.blocks else self.tensors[source.inputs[0]], taps,
-                              node.attrs["bias"], w.shape[0])
+        if source.op != "concat" or x.blocks:
+            blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"],
+                                  w.shape[0])
+            return _Tensor(tuple(node.shape), blocks)
+        self.graph.concat_linears += 1
+        taps, start = [], 0
+        for i in source.inputs:
+            part = self.tensors[i]
+            taps.append((self._tiles(w[:, start:start + part.channels]), part.blocks))
+            start += part.channels
+        first = self.tensors[source.inputs[0]]
+        if not self.split_concat:
+            blocks = self._matrix(first, taps, node.attrs["bias"], w.shape[0])
+            return _Tensor(tuple(node.shape), blocks)
+        # One chain per operand; the last carries the bias; all but the first are summed
+        # into the tensor-RAM operand of the VEC that adds the first's accumulator.
+        parts = [self._matrix(first, [tap], node.attrs["bias"] if k == len(taps) - 1 else None,
+                              w.shape[0]) for k, tap in enumerate(taps)]
+        self.graph.node_tiles[self._id] = sum(t is not None for tiles, _ in taps
+                                              for row in tiles for t in row)
+        blocks = []
+        for r, row in enumerate(parts[0]):
+            out = []
+            for o, v in enumerate(row):
+                rest = parts[-1][r][o]
+                for part in reversed(parts[1:-1]):
+                    rest = VecVal(self._id, VecOp.ADD, part[r][o], rest)
+                out.append(VecVal(self._id, VecOp.ADD, v, rest))
+            blocks.append(out)
         return _Tensor(tuple(node.shape), blocks)
 
     def _state(self, node: Node) -> _Tensor:
