@@ -34,18 +34,21 @@ op                 operands     attrs
 ``reshape``        x            ``shape``
 ``output``         x            ``index``; after streaming also ``stream_axis``
 ``scan``           x, ...       ``body`` (an NNIR: one timestep), ``init`` (tuple of
-                                arrays), ``axis``, ``output_axis``; not streaming
+                                arrays), ``axis``, ``output_axis``, ``outputs``,
+                                ``output``; not streaming
 ``state``          none         ``key`` (int), ``init`` (array); streaming only
 ``state_write``    x            ``key``; streaming only
 =================  ===========  ==========================================================
 
 ``scan`` is a recurrence over the sequence axis ``axis`` of its operands (all have the same
 length T there). Its ``body`` is a non-streaming graph of one timestep: its inputs are the
-operands' step slices (``axis`` removed) then the S states, its outputs the step's output
-then the S new states; ``init`` holds the S initial states. The scan's output stacks the T
-step outputs along ``output_axis``. :meth:`NNIR.streaming_transform` inlines the body: every
-state becomes a ``state`` node (the value of the previous inference, ``init`` before the
-first) and a ``state_write`` node (the value the next inference's ``state`` node gives).
+operands' step slices (``axis`` removed) then the S states, its outputs the ``outputs``
+step outputs then the S new states; ``init`` holds the S initial states. The scan's output
+stacks the T values of step output number ``output`` along ``output_axis``; a recurrence
+with several step outputs is one ``scan`` node per output, sharing one ``body`` object and
+the operands. :meth:`NNIR.streaming_transform` inlines each body once: every state becomes a
+``state`` node (the value of the previous inference, ``init`` before the first) and a
+``state_write`` node (the value the next inference's ``state`` node gives).
 
 Axes in attributes are always non-negative. The two operands of a binary op have the same
 shape, except that a ``constant`` operand of the same rank may broadcast (sizes 1) to the other
@@ -306,9 +309,13 @@ def _scan_shape(shapes: Sequence[tuple[int, ...]], attrs: dict) -> tuple[int, ..
     body, init, axis = attrs["body"], attrs["init"], attrs["axis"]
     if body.streaming or any(n.op in _SEQUENCE_OPS for n in body.nodes):
         raise ValueError("the body of a scan must be one timestep of stateless ops")
-    if len(body.inputs) != len(shapes) + len(init) or len(body.outputs) != 1 + len(init):
+    m, k_out = attrs["outputs"], attrs["output"]
+    if len(body.inputs) != len(shapes) + len(init) or len(body.outputs) != m + len(init):
         raise ValueError(f"a body with {len(body.inputs)} inputs and {len(body.outputs)} "
-                         f"outputs does not fit {len(shapes)} operands and {len(init)} states")
+                         f"outputs does not fit {len(shapes)} operands, {m} step outputs and "
+                         f"{len(init)} states")
+    if not 0 <= k_out < m:
+        raise ValueError(f"output {k_out} is not one of the {m} step outputs")
     lengths = set()
     for k, x in enumerate(shapes):
         if not 0 <= axis < len(x):
@@ -321,11 +328,11 @@ def _scan_shape(shapes: Sequence[tuple[int, ...]], attrs: dict) -> tuple[int, ..
         raise ValueError(f"the operands have different lengths {sorted(lengths)} on axis {axis}")
     for k, value in enumerate(init):
         state = body.node(body.inputs[len(shapes) + k]).shape
-        new = body.node(body.outputs[1 + k]).shape
+        new = body.node(body.outputs[m + k]).shape
         if not value.shape == state == new:
             raise ValueError(f"state {k}: initial value {list(value.shape)}, body input "
                              f"{list(state)} and body output {list(new)} differ")
-    y = body.node(body.outputs[0]).shape
+    y = body.node(body.outputs[k_out]).shape
     out_axis = attrs["output_axis"]
     if not 0 <= out_axis <= len(y):
         raise ValueError(f"output_axis {out_axis} is out of range for a step output {list(y)}")
@@ -579,10 +586,12 @@ def _scan(operands: Sequence[np.ndarray], attrs: dict) -> np.ndarray:
     """Run a ``scan``: the body once per step of ``axis``, the states carried along."""
     body, axis = Interpreter(attrs["body"]), attrs["axis"]
     states = [np.asarray(v, np.float32) for v in attrs["init"]]
+    m = attrs["outputs"]
     ys = []
     for t in range(operands[0].shape[axis]):
-        y, *states = body.run(*(np.take(x, t, axis=axis) for x in operands), *states)
-        ys.append(y)
+        results = body.run(*(np.take(x, t, axis=axis) for x in operands), *states)
+        ys.append(results[attrs["output"]])
+        states = results[m:]
     return np.stack(ys, axis=attrs["output_axis"])
 
 
@@ -686,6 +695,7 @@ def _streaming_transform(graph: NNIR, axis: int) -> tuple[NNIR, int]:
     if not -rank <= axis < rank:
         raise StreamingError(f"axis {axis} is out of range for the {rank}-d input")
     time: dict[int, int | None] = {}  # node id -> its time axis in the original graph
+    inlined: dict[int, list[int]] = {}  # id(scan body) -> ids of its inlined step outputs
     alias: dict[int, int] = {}  # relabels that became identities -> their operand
     nodes: list[Node] = []
     fresh = iter(range(max(n.id for n in graph.nodes) + 1, 1 << 62))
@@ -714,7 +724,7 @@ def _streaming_transform(graph: NNIR, axis: int) -> tuple[NNIR, int]:
                     raise _stream_error(node, f"it scans axis {node.attrs['axis']}, but the "
                                         f"streamed time axis is {t_in}")
                 time[node.id] = node.attrs["output_axis"]
-                alias[node.id] = _inline_scan(node, inputs, fresh, nodes)
+                alias[node.id] = _inline_scan(node, inputs, fresh, nodes, inlined)
                 continue
             op, attrs, t = _stream_op(graph, node, t_in)
             if _is_identity(op, attrs, _drop(graph.node(node.inputs[0]).shape, t_in)):
@@ -805,10 +815,15 @@ def _stream_op(graph: NNIR, node: Node, t: int) -> tuple[str, dict, int]:
     raise _stream_error(node, "this op has no streaming form")
 
 
-def _inline_scan(scan: Node, operands: list[int], fresh: Any, nodes: list[Node]) -> int:
+def _inline_scan(scan: Node, operands: list[int], fresh: Any, nodes: list[Node],
+                 inlined: dict[int, list[int]]) -> int:
     """Append one step of ``scan`` (its body, a ``state`` and a ``state_write`` node per
-    state) to ``nodes``, reading the streamed ``operands``; return the step output's id."""
+    state) to ``nodes``, reading the streamed ``operands``, unless a scan of the same body
+    was inlined already (``inlined``); return the id of its step output."""
     body: NNIR = scan.attrs["body"]
+    m = scan.attrs["outputs"]
+    if id(body) in inlined:
+        return inlined[id(body)][scan.attrs["output"]]
     new: dict[int, int] = dict(zip(body.inputs, operands, strict=False))
     keys = []
     for k, init in enumerate(scan.attrs["init"]):
@@ -824,11 +839,12 @@ def _inline_scan(scan: Node, operands: list[int], fresh: Any, nodes: list[Node])
                     node.precision, node.attrs, node.name)
         nodes.append(copy)
         new[node.id] = copy.id
-    for key, out in zip(keys, body.outputs[1:], strict=True):
+    for key, out in zip(keys, body.outputs[m:], strict=True):
         value = body.node(body.node(out).inputs[0])
         nodes.append(Node(next(fresh), "state_write", [new[value.id]], tuple(value.shape),
                           scan.precision, {"key": key}, scan.name))
-    return new[body.node(body.outputs[0]).inputs[0]]
+    inlined[id(body)] = [new[body.node(out).inputs[0]] for out in body.outputs[:m]]
+    return inlined[id(body)][scan.attrs["output"]]
 
 
 def _drop_constant_time(const: Node, consumer: Node, t: int, fresh: Any, nodes: list[Node]) -> int:

@@ -83,7 +83,8 @@ class ScanModel(nn.Module):
 
 
 class TwoStates(nn.Module):
-    """A Scan step over lists: two inputs, two states (a leaky sum and a gated one)."""
+    """A Scan step over lists: two inputs, two states (a leaky sum and a gated one), two
+    outputs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,17 +95,20 @@ class TwoStates(nn.Module):
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         s = 0.5 * hs[0] + self.a(xs[0])
         g = torch.sigmoid(self.b(xs[1])) * hs[1] + s
-        return s - g, [s, torch.tanh(g)]
+        return [s - g, torch.relu(g)], [s, torch.tanh(g)]
 
 
 class ListScan(nn.Module):
+    """Lists of inputs, states and outputs; the two output sequences are combined."""
+
     def __init__(self) -> None:
         super().__init__()
         self.scan = vollo_torch.nn.Scan(TwoStates())
         self.register_buffer("h1", torch.full((5,), -0.5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scan([x[:, :3], x[:, 3:]], [torch.zeros(5), self.h1])
+        y, z = self.scan([x[:, :3], x[:, 3:]], [torch.zeros(5), self.h1])
+        return y * z + z
 
 
 #: name -> (model factory, input shape, streaming axis).
@@ -257,6 +261,17 @@ def test_initial_state_is_loaded_with_the_program() -> None:
     assert any(np.any(core.tram_init) for core in program.cores)
     first = program.to_vm().run(x[0])
     assert np.abs(first - expected[0]).max() <= K * U * np.abs(expected).max()
+
+
+def test_scan_outputs_share_one_recurrence() -> None:
+    """A step with two outputs is two scan nodes sharing one body, inlined once when
+    streamed: two states, not four."""
+    nnir, _, _, axis = _traced("scan_lists")
+    scans = [n for n in nnir.nodes if n.op == "scan"]
+    assert [n.attrs["output"] for n in scans] == [0, 1]
+    assert scans[0].attrs["body"] is scans[1].attrs["body"]
+    streaming, _ = nnir.streaming_transform(axis)
+    assert sum(n.op == "state" for n in streaming.nodes) == 2
 
 
 def test_state_is_on_chip_not_an_input() -> None:

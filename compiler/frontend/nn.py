@@ -95,12 +95,13 @@ class Scan(nn.Module):
     """A recurrence: ``step`` applied along a sequence axis, its state carried along.
 
     ``step(x_t, state) -> (y_t, new_state)`` is any module the front end translates; it
-    sees one step of ``x`` (the sequence axis removed). ``x`` and the state may each be a
-    tensor or a list of tensors (``step`` then takes and returns lists likewise).
+    sees one step of ``x`` (the sequence axis removed). ``x``, the state and ``y_t`` may each
+    be a tensor or a list of tensors (``step`` then takes and returns lists likewise).
 
     ``scan(x, h0, input_axis=0, output_axis=0)`` returns the outputs ``y_t`` stacked along
-    ``output_axis``. For the compiler, ``h0`` must be a constant (a buffer, a parameter, or
-    made by ``torch.zeros``/``torch.full`` in ``forward``), and each state keeps its shape.
+    ``output_axis`` (a list of such stacks when ``y_t`` is a list). For the compiler, ``h0``
+    must be a constant (a buffer, a parameter, or made by ``torch.zeros``/``torch.full`` in
+    ``forward``), and each state keeps its shape.
     """
 
     def __init__(self, step: nn.Module) -> None:
@@ -108,7 +109,7 @@ class Scan(nn.Module):
         self.step = step
 
     def forward(self, x: Any, h0: Any, input_axis: int = 0,
-                output_axis: int = 0) -> torch.Tensor:
+                output_axis: int = 0) -> Any:
         """Run ``step`` over the ``input_axis`` of ``x``; return the stacked outputs."""
         xs = x if isinstance(x, (list, tuple)) else [x]
         state = h0
@@ -117,4 +118,6 @@ class Scan(nn.Module):
             x_t = [v.select(input_axis, t) for v in xs]
             y, state = self.step(x_t if isinstance(x, (list, tuple)) else x_t[0], state)
             ys.append(y)
+        if isinstance(ys[0], (list, tuple)):
+            return [torch.stack(y, dim=output_axis) for y in zip(*ys, strict=True)]
         return torch.stack(ys, dim=output_axis)

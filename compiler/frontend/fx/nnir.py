@@ -960,15 +960,22 @@ class _Converter:
 
     def _scan_node(self, xs: list[_Tensor], body: NNIR, init: tuple[np.ndarray, ...],
                    axis: int, output_axis: int | None = None) -> _Tensor:
-        attrs = {"body": body, "init": tuple(_frozen(v) for v in init), "axis": axis,
-                 "output_axis": axis if output_axis is None else output_axis}
+        return self._scan_nodes(xs, body, init, axis, axis if output_axis is None
+                                else output_axis, 1)[0]
+
+    def _scan_nodes(self, xs: list[_Tensor], body: NNIR, init: Sequence[np.ndarray],
+                    axis: int, output_axis: int, outputs: int) -> list[_Tensor]:
+        """Return one ``scan`` node per step output, all sharing ``body``."""
+        init = tuple(_frozen(v) for v in init)
         try:
-            return self.builder.add("scan", xs, attrs, self.name)
+            return [self.builder.add("scan", xs, {
+                "body": body, "init": init, "axis": axis, "output_axis": output_axis,
+                "outputs": outputs, "output": k}, self.name) for k in range(outputs)]
         except ValueError as e:
             raise _Unsupported(str(e)) from e
 
     def _scan(self, m: Scan, x: Any, h0: Any, input_axis: int = 0,
-              output_axis: int = 0) -> _Tensor:
+              output_axis: int = 0) -> _Tensor | list[_Tensor]:
         from compiler.frontend.fx import prepare_shape  # the package imports this module
 
         x_list, h_list = isinstance(x, (list, tuple)), isinstance(h0, (list, tuple))
@@ -985,23 +992,24 @@ class _Converter:
         example += [torch.tensor(init) for init in inits]
         try:
             call = _step_call(m.step, len(seqs), len(inits), x_list, h_list)
-            step, _ = prepare_shape(call, *example)
+            step, flat = prepare_shape(call, *example)
             body = to_nnir(step)
+            outputs = len(flat) - len(inits)
         except ValueError as e:
             lines = str(e).splitlines()
             why = "; ".join(line.strip().removeprefix("- ") for line in lines[1:]) or lines[0]
             raise _Unsupported(f"in its step module: {why}") from e
-        if len(body.outputs) != 1 + len(inits):
-            raise _Unsupported(f"the step returns {len(body.outputs)} tensors: it must return "
-                               f"(output, new_state) with one output tensor and "
-                               f"{len(inits)} state tensor(s)")
+        if outputs < 1:
+            raise _Unsupported(f"the step returns {len(flat)} tensors: it must return "
+                               f"(output, new_state) with {len(inits)} state tensor(s)")
         out_rank = len(body.node(body.outputs[0]).shape) + 1
-        return self._scan_node(seqs, body, tuple(inits), axis, _axis(output_axis, out_rank))
+        ys = self._scan_nodes(seqs, body, inits, axis, _axis(output_axis, out_rank), outputs)
+        return ys if call.y_list else ys[0]
 
 
 class _StepCall(nn.Module):
     """A ``Scan`` step as a module of flat tensor arguments (inputs, then states) returning
-    a flat tuple (output, new states), which is what tracing needs; ``x_list``/``h_list``:
+    a flat tuple (outputs, new states), which is what tracing needs; ``x_list``/``h_list``:
     whether the step takes lists. Its ``forward`` takes exactly ``step_inputs + states``
     arguments, because torch.fx makes one placeholder per named parameter."""
 
@@ -1009,13 +1017,16 @@ class _StepCall(nn.Module):
         super().__init__()
         self.step = step
         self.step_inputs, self.x_list, self.h_list = step_inputs, x_list, h_list
+        self.y_list = False  # whether the step returns a list of outputs (set by tracing)
 
     def call(self, *args: torch.Tensor) -> tuple[Any, ...]:
         n = self.step_inputs
         x = list(args[:n]) if self.x_list else args[0]
         h = list(args[n:]) if self.h_list else args[n]
         y, new = self.step(x, h)
-        return (y, *new) if self.h_list and isinstance(new, (list, tuple)) else (y, new)
+        self.y_list = isinstance(y, (list, tuple))
+        ys = list(y) if self.y_list else [y]
+        return (*ys, *new) if self.h_list and isinstance(new, (list, tuple)) else (*ys, new)
 
 
 def _step_call(step: nn.Module, step_inputs: int, states: int, x_list: bool,
