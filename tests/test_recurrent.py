@@ -18,6 +18,7 @@ from torch import nn
 
 import compiler.frontend as vollo_torch
 from compiler import Config
+from compiler._graph import Chain
 from compiler.nnir import NNIR, Interpreter, Node
 from isa.numerics import NumberFormat
 
@@ -201,6 +202,30 @@ def test_vm_small_configs(name: str, config: str) -> None:
                                   "scan", "scan_lists"])
 def test_vm_c6b32(name: str) -> None:
     _vm_check(name, C6B32)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["fused", "split"])
+def test_both_gate_forms(monkeypatch: pytest.MonkeyPatch, split: bool) -> None:
+    """The gates as one chain over [x, h] and as separate input and recurrent chains
+    (``compiler._graph.build(split_concat=True)``, which ``lower`` keeps when faster) both
+    stay within the tolerance; the split form is what the LSTM 128 benchmark uses."""
+    import compiler.lower
+
+    real = compiler.lower.build
+    monkeypatch.setattr(compiler.lower, "build",
+                        lambda nnir, b, split_concat=False: real(nnir, b, split))
+    torch.manual_seed(0)
+    model = Sequence(nn.LSTM(40, 40))
+    x = torch.randn(12, 40)
+    gm, expected = vollo_torch.fx.prepare_shape(model, x)
+    streaming, _ = vollo_torch.fx.nnir.to_nnir(gm).streaming_transform(0)
+    graph = real(streaming, 32, split)
+    assert graph.concat_linears == 4
+    # Four gates of two output blocks: one chain each, or one per operand (x and h).
+    assert sum(isinstance(v, Chain) for v in graph.live_values()) == (16 if split else 8)
+    got = streaming.to_program(C6B32).to_vm().run_timesteps(x.numpy(), 0, 0)
+    err = np.abs(got - expected.numpy())
+    assert err.max() <= K * U * np.abs(expected.numpy()).max(), err.max()
 
 
 def test_tolerance_catches_a_missing_bias() -> None:
