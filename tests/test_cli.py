@@ -56,7 +56,7 @@ MODELS = textwrap.dedent("""\
 
 
     def unsupported():
-        return nn.Sequential(nn.Linear(8, 8), nn.Sigmoid()), torch.randn(8)
+        return nn.Sequential(nn.Linear(8, 8), nn.Mish()), torch.randn(8)
 
 
     def huge():
@@ -221,7 +221,7 @@ def test_compile_bad_model_spec(work: Path, spec: str, words: list[str],
 
 
 @pytest.mark.parametrize("factory, words", [
-    ("unsupported", ["unsupported model", "Sigmoid"]),
+    ("unsupported", ["unsupported model", "Mish"]),
     ("huge", ["does not fit"]),
     ("not_a_pair", ["(model, example_input)"]),
     ("misfit", ["the model fails on the example input: RuntimeError: mat1 and mat2"]),

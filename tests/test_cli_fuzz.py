@@ -93,8 +93,8 @@ MODELS = textwrap.dedent("""\
         return nn.Linear(width, width), torch.randn(width)
 
 
-    def sigmoid():
-        return nn.Sequential(nn.Linear(8, 8), nn.Sigmoid()), torch.randn(8)
+    def mish():
+        return nn.Sequential(nn.Linear(8, 8), nn.Mish()), torch.randn(8)
 
 
     def plain_conv():
@@ -306,7 +306,7 @@ def _cases() -> list[tuple[str, list[str], int]]:
     for name in BROKEN_FILES:
         add(f"compile {{w}}/{name}:f -o {{w}}/out.bin", 1)
     for factory in ["returns_none", "returns_three", "not_a_module", "list_input",
-                    "int_input", "misfit", "raises", "exits", "sigmoid", "plain_conv",
+                    "int_input", "misfit", "raises", "exits", "mish", "plain_conv",
                     "strided_conv", "data_dependent", "huge"]:
         add(f"compile {m}:{factory} --config c2b8 -o {{w}}/out.bin", 1)
     for axis in ["5", "-5", "0", "1"]:

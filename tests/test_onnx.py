@@ -529,7 +529,7 @@ LIMIT_CASES: dict[str, tuple[list[onnx.NodeProto], list[int], dict[str, Any], st
     "broadcast tensor": (
         [helper.make_node("Unsqueeze", ["x", "a"], ["u"]), helper.make_node("Add", ["x", "u"],
                                                                             ["y"])],
-        [3], {"a": np.array([1], I64)}, "only a constant operand, or a last axis of size 1"),
+        [3], {"a": np.array([1], I64)}, "only operands of the same rank may be broadcast"),
     "dropout in training mode": (
         [helper.make_node("Dropout", ["x", "r", "t"], ["y"])], [3],
         {"r": np.array(0.5, F32), "t": np.array(True)}, "training mode"),
