@@ -4,7 +4,8 @@ The front end turns each layer into an NNIR ``scan`` whose reference semantics m
 PyTorch's (float32, tight tolerance), the streaming transform must give the same sequence
 one step per inference, and the compiled program must stay within the recurrent tolerance
 of ``docs/compiler.md`` §9a of PyTorch, over 1,000 steps for the two-layer LSTM, without
-drift. Unsupported variants get one clear error each.
+drift; random recurrent stacks (Hypothesis) on small configurations likewise. Unsupported
+variants get one clear error each.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import compiler.frontend as vollo_torch
@@ -241,6 +244,57 @@ def test_tolerance_catches_a_missing_bias() -> None:
     streaming, _ = vollo_torch.fx.nnir.to_nnir(gm).streaming_transform(0)
     got = streaming.to_program(C6B32).to_vm().run_timesteps(x.numpy(), 0, 0)
     assert np.abs(got - expected.numpy()).max() > K * U * np.abs(expected.numpy()).max()
+
+
+@st.composite
+def random_recurrences(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], str]:
+    """A random LSTM/GRU/RNN stack (sizes 1–20, 1–2 layers, bias or not, batched or not,
+    batch first or not, zero or constant initial state) and a config name."""
+    kind = draw(st.sampled_from([nn.LSTM, nn.GRU, nn.RNN]))
+    i, h, layers = draw(st.integers(1, 20)), draw(st.integers(1, 20)), draw(st.integers(1, 2))
+    batch_first, bias = draw(st.booleans()), draw(st.booleans())
+    batch = draw(st.sampled_from([None, 1, 2]))
+    rnn = kind(i, h, num_layers=layers, bias=bias, batch_first=batch_first)
+    steps = 5
+    shape = ((steps, i) if batch is None else (batch, steps, i) if batch_first
+             else (steps, batch, i))
+    rows = () if batch is None else (batch,)
+    n_states = 2 if kind is nn.LSTM else 1
+    init = [torch.randn(layers, *rows, h) * 0.5 for _ in range(n_states)] \
+        if draw(st.booleans()) else None
+    return _Recurrence(rnn, init), shape, draw(st.sampled_from(sorted(SMALL)))
+
+
+class _Recurrence(nn.Module):
+    def __init__(self, rnn: nn.RNNBase, init: list[torch.Tensor] | None) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.init = init
+        for k, v in enumerate(init or []):
+            self.register_buffer(f"s{k}", v)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.init is None:
+            return self.rnn(x)[0]
+        states = [getattr(self, f"s{k}") for k in range(len(self.init))]
+        return self.rnn(x, tuple(states) if len(states) == 2 else states[0])[0]
+
+
+@settings(max_examples=10, deadline=None, database=None)
+@given(random_recurrences())
+def test_random_recurrences_on_small_configs(case: tuple[nn.Module, tuple[int, ...], str]
+                                             ) -> None:
+    """Any size (including one lane, and partial blocks), layout and initial state."""
+    model, shape, config = case
+    x = torch.randn(*shape)
+    axis = 1 if model.rnn.batch_first and len(shape) == 3 else 0
+    gm, expected = vollo_torch.fx.prepare_shape(model, x)
+    streaming, out_axis = vollo_torch.fx.nnir.to_nnir(gm).streaming_transform(axis)
+    vm = streaming.to_program(SMALL[config]).to_vm()
+    got = vm.run_timesteps(x.numpy(), axis, out_axis)
+    expected = expected.numpy()
+    # (+ 1e-6: a ReLU RNN may output only zeros, whose bound would be 0.)
+    assert np.abs(got - expected).max() <= K * U * np.abs(expected).max() + 1e-6
 
 
 class LstmTiny(nn.Module):
