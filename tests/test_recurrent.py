@@ -250,6 +250,7 @@ def test_tolerance_catches_a_missing_bias() -> None:
 def random_recurrences(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], str]:
     """A random LSTM/GRU/RNN stack (sizes 1–20, 1–2 layers, bias or not, batched or not,
     batch first or not, zero or constant initial state) and a config name."""
+    torch.manual_seed(draw(st.integers(0, 1 << 16)))  # weights, initial state and input
     kind = draw(st.sampled_from([nn.LSTM, nn.GRU, nn.RNN]))
     i, h, layers = draw(st.integers(1, 20)), draw(st.integers(1, 20)), draw(st.integers(1, 2))
     batch_first, bias = draw(st.booleans()), draw(st.booleans())
@@ -286,15 +287,16 @@ def test_random_recurrences_on_small_configs(case: tuple[nn.Module, tuple[int, .
                                              ) -> None:
     """Any size (including one lane, and partial blocks), layout and initial state."""
     model, shape, config = case
-    x = torch.randn(*shape)
+    x = torch.randn(*shape)  # seeded by the strategy
     axis = 1 if model.rnn.batch_first and len(shape) == 3 else 0
     gm, expected = vollo_torch.fx.prepare_shape(model, x)
     streaming, out_axis = vollo_torch.fx.nnir.to_nnir(gm).streaming_transform(axis)
     vm = streaming.to_program(SMALL[config]).to_vm()
     got = vm.run_timesteps(x.numpy(), axis, out_axis)
     expected = expected.numpy()
-    # (+ 1e-6: a ReLU RNN may output only zeros, whose bound would be 0.)
-    assert np.abs(got - expected).max() <= K * U * np.abs(expected).max() + 1e-6
+    # The output is a layer's h: its error is roundings of gate values of up to 1, however
+    # small h is (docs/compiler.md §9a), so the scale is at least 1.
+    assert np.abs(got - expected).max() <= K * U * max(np.abs(expected).max(), 1.0)
 
 
 class LstmTiny(nn.Module):
