@@ -145,6 +145,30 @@ class LSTM(nn.Module):
         return self.lstm(x)[0]
 
 
+class LSTMHead(nn.Module):
+    """The reference zoo's ``lstm_*`` shape: ``compiler.frontend.nn.LSTM(hidden, hidden,
+    layers)`` then Linear(hidden, 32), over a [T, hidden] sequence."""
+
+    def __init__(self, hidden: int = 128, layers: int = 2) -> None:
+        super().__init__()
+        self.lstm = vollo_torch.nn.LSTM(hidden, hidden, num_layers=layers)
+        self.fc = nn.Linear(hidden, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.lstm(x))
+
+
+class GRU(nn.Module):
+    """One GRU layer (hidden 128) over a [T, 128] sequence."""
+
+    def __init__(self, hidden: int = 128) -> None:
+        super().__init__()
+        self.gru = nn.GRU(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0]
+
+
 def _make(build: Callable[[], nn.Module], shape: tuple[int, ...], axis: int | None,
           reference: int | None) -> Factory:
     def factory() -> tuple[nn.Module, torch.Tensor, int | None, int | None]:
@@ -169,6 +193,8 @@ MODELS: dict[str, Factory] = {
     "CNN 4x(conv+ReLU+res) 64ch k8, no norm": _make(
         lambda: ResidualCNN(norm=False), (1, 64, 16), 2, None),
     "LSTM 1 layer hidden 128": _make(LSTM, (1, 4, 128), 1, 105),
+    "lstm_tiny: 2x LSTM 128 + Linear 32": _make(LSTMHead, (4, 128), 0, None),
+    "GRU 1 layer hidden 128": _make(GRU, (4, 128), 0, None),
     **{f"MLP-res-RMSNorm d320 h768 {act}": _make(
         lambda act=act: ResidualRMSMLP(act), (1, 320), None, reference)
        for act, reference in (("relu", 591), ("sigmoid", 619), ("tanh", 619),

@@ -6,7 +6,9 @@ its blocks (:class:`Val`), which are of two families:
 
 * tensor-RAM values, which the machine reads from tensor RAM: model input beats
   (:class:`InputBlock`), constants such as biases and scalars (:class:`ConstBlock`) and the
-  previous inputs of a streaming convolution (:class:`StateSlot`);
+  previous values kept between inferences (:class:`StateSlot`): the window of a streaming
+  convolution, and a recurrent ``state`` (the block its ``state_write`` wrote in the previous
+  inference);
 * accumulator values, computed in an fp32 accumulator: tile multiply-accumulate chains
   (:class:`Chain`, the tile products summed in fp32) and vector operations
   (:class:`VecVal`, one ``VEC`` instruction: ``clamp(op(a, t))``).
@@ -102,10 +104,14 @@ class ConstBlock(Val):
 
 @dataclass(eq=False)
 class StateSlot(Val):
-    """The block of ``history`` from ``age`` inferences ago (1 = the previous one)."""
+    """The block of ``history`` from ``age`` inferences ago (1 = the previous one).
+
+    ``init`` is its value before the first inference (bf16 bit patterns [B]; None: zeros).
+    """
 
     history: History
     age: int
+    init: np.ndarray | None = None
 
 
 @dataclass(eq=False)
@@ -144,14 +150,16 @@ class FnVal(Val):
 
 @dataclass(eq=False)
 class History:
-    """The previous ``depth`` values of block ``src`` (the window of streaming convolutions).
+    """The previous ``depth`` values of block ``src`` (the window of streaming convolutions;
+    for a recurrent state, depth 1 and ``src`` the block its ``state_write`` writes).
 
     ``slots[age]`` is the block from ``age`` inferences ago, ``1 <= age <= depth``. After
     this inference's reads, each slot takes the value of the next younger one and slot 1
-    takes ``src``.
+    takes ``src``. ``src`` is None only while the builder has not reached the
+    ``state_write`` of a recurrent state.
     """
 
-    src: Val
+    src: Val | None
     node: int
     slots: dict[int, StateSlot] = field(default_factory=dict)
 
@@ -193,9 +201,12 @@ class Graph:
     outputs : list of Val
         The value of every output beat, in beat order.
     histories : list of History
-        Streaming-convolution windows, each updated once per inference.
+        Streaming-convolution windows and recurrent states, each updated once per
+        inference; no two share a source block.
     node_tiles : dict
         Nonzero weight tiles per NNIR node id (what the node costs in matrix cycles).
+    concat_linears : int
+        Linears of a concat read straight from the concat's operands (see :func:`build`).
     """
 
     tiles: list[np.ndarray] = field(default_factory=list)
@@ -203,6 +214,7 @@ class Graph:
     outputs: list[Val] = field(default_factory=list)
     histories: list[History] = field(default_factory=list)
     node_tiles: dict[int, int] = field(default_factory=dict)
+    concat_linears: int = 0
 
     def live_values(self) -> list[Val]:
         """Return the values the outputs depend on, operands before users.
@@ -266,19 +278,26 @@ def operands(v: Val) -> list[Val]:
     if isinstance(v, FnVal):
         return [v.x]
     if isinstance(v, StateSlot):
+        assert v.history.src is not None
         return [v.history.src]
     return []
 
 
-def build(nnir: NNIR, block_size: int) -> Graph:
+def build(nnir: NNIR, block_size: int, split_concat: bool = False) -> Graph:
     """Return the fused block graph of ``nnir`` for block size ``block_size``.
+
+    A ``linear`` of a last-axis ``concat`` (a recurrent cell's ``W [x, h]``) is one chain per
+    output block over every operand's blocks; with ``split_concat``, one chain per operand
+    instead, added by ``VEC`` s (the chains on ``h`` and the bias go to tensor RAM while the
+    chain on ``x`` waits for the input): shorter chains, one ``VEC`` more.
+    ``Graph.concat_linears`` counts the linears this applies to.
 
     Raises
     ------
     ValueError
         For a node the back end cannot lower (non-streaming ``conv1d``); the message names it.
     """
-    builder = _Builder(nnir, block_size)
+    builder = _Builder(nnir, block_size, split_concat)
     graph = builder.run()
     graph.fuse()
     return graph
@@ -287,15 +306,17 @@ def build(nnir: NNIR, block_size: int) -> Graph:
 class _Builder:
     """Translates NNIR nodes, in order, to the block values of their outputs."""
 
-    def __init__(self, nnir: NNIR, block_size: int) -> None:
+    def __init__(self, nnir: NNIR, block_size: int, split_concat: bool = False) -> None:
         self.nnir = nnir
         self.b = block_size
+        self.split_concat = split_concat
         self.graph = Graph()
         self.tensors: dict[int, _Tensor] = {}
         self._tile_ids: dict[bytes, int] = {}
         self._consts: dict[bytes, ConstBlock] = {}
         self._loads: dict[int, VecVal] = {}
         self._histories: dict[int, History] = {}
+        self._states: dict[int, list[list[StateSlot]]] = {}  # state key -> its slots
         self.node: Node | None = None
 
     # -- driver --------------------------------------------------------------------------
@@ -319,6 +340,8 @@ class _Builder:
             return self._constant(node.attrs["value"], node.shape)
         if op == "linear":
             return self._linear(node, args[0])
+        if op == "concat" and self._only_matrix_operand(node):
+            return _Tensor(tuple(node.shape), [])
         if op == "stream_conv1d":
             return self._conv(node, args[0])
         if op == "conv1d":
@@ -344,6 +367,15 @@ class _Builder:
             return self._move(node, args)
         if op == "output":
             return args[0]
+        if op == "state":
+            return self._state(node)
+        if op == "state_write":
+            return self._state_write(node, args[0])
+        if op == "scan":
+            raise ValueError(
+                f"node %{node.id} ({node.name!r}): a recurrence over a whole sequence cannot be "
+                f"lowered; apply NNIR.streaming_transform(axis) first"
+            )
         raise ValueError(f"node %{node.id} ({node.name!r}): op {op!r} cannot be lowered")
 
     # -- values --------------------------------------------------------------------------
@@ -561,10 +593,79 @@ class _Builder:
             blocks.append(row)
         return blocks
 
+    def _only_matrix_operand(self, node: Node) -> bool:
+        """Return whether ``node`` is a concat along the last axis whose only users are
+        ``linear`` nodes (which then read its operands' blocks directly)."""
+        users = self.nnir.consumers(node.id)
+        return (node.attrs["axis"] == len(node.shape) - 1 and bool(users)
+                and all(u.op == "linear" for u in users))
+
     def _linear(self, node: Node, x: _Tensor) -> _Tensor:
+        """A Linear; of a last-axis concat (``[x, h]`` of a recurrent cell), one chain per
+        output block over every operand's blocks: the weight's column ranges are separate
+        taps, so no block of the concat is ever built."""
         w = node.attrs["weight"]
-        blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"], w.shape[0])
+        source = self.nnir.node(node.inputs[0])
+        if source.op != "concat" or x.blocks:
+            blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"],
+                                  w.shape[0])
+            return _Tensor(tuple(node.shape), blocks)
+        self.graph.concat_linears += 1
+        taps, start = [], 0
+        for i in source.inputs:
+            part = self.tensors[i]
+            taps.append((self._tiles(w[:, start:start + part.channels]), part.blocks))
+            start += part.channels
+        first = self.tensors[source.inputs[0]]
+        if not self.split_concat:
+            blocks = self._matrix(first, taps, node.attrs["bias"], w.shape[0])
+            return _Tensor(tuple(node.shape), blocks)
+        # One chain per operand; the last carries the bias; all but the first are summed
+        # into the tensor-RAM operand of the VEC that adds the first's accumulator.
+        parts = [self._matrix(first, [tap], node.attrs["bias"] if k == len(taps) - 1 else None,
+                              w.shape[0]) for k, tap in enumerate(taps)]
+        self.graph.node_tiles[self._id] = sum(t is not None for tiles, _ in taps
+                                              for row in tiles for t in row)
+        blocks = []
+        for r, row in enumerate(parts[0]):
+            out = []
+            for o, v in enumerate(row):
+                rest = parts[-1][r][o]
+                for part in reversed(parts[1:-1]):
+                    rest = VecVal(self._id, VecOp.ADD, part[r][o], rest)
+                out.append(VecVal(self._id, VecOp.ADD, v, rest))
+            blocks.append(out)
         return _Tensor(tuple(node.shape), blocks)
+
+    def _state(self, node: Node) -> _Tensor:
+        """A recurrent state: one depth-1 history per block, its source set by the
+        ``state_write`` of the same key."""
+        init = self._blocked(np.asarray(node.attrs["init"], np.float32).reshape(
+            _rows(node.shape), node.shape[-1] if node.shape else 1))
+        slots = []
+        for row in init:
+            slot_row = []
+            for block in row:
+                bits = f32_to_bf16_bits(block) if block.any() else None
+                history = History(None, self._id)
+                history.slots[1] = StateSlot(self._id, history, 1, bits)
+                slot_row.append(history.slots[1])
+            slots.append(slot_row)
+        self._states[node.attrs["key"]] = slots
+        return _Tensor(tuple(node.shape), slots)
+
+    def _state_write(self, node: Node, x: _Tensor) -> _Tensor:
+        """Make each block of ``x`` the source of its state block's history. A block that
+        already has a history (another state's, a convolution window's) is copied first, so
+        that each history has a source of its own."""
+        for slot_row, row in zip(self._states[node.attrs["key"]], x.blocks, strict=True):
+            for slot, v in zip(slot_row, row, strict=True):
+                if id(v) in self._histories:
+                    v = (VecVal(self._id, VecOp.PASS_A, v, None) if is_acc(v)
+                         else VecVal(self._id, VecOp.PASS_T, None, v))
+                slot.history.src = v
+                self._histories[id(v)] = slot.history
+        return x
 
     def _conv(self, node: Node, x: _Tensor) -> _Tensor:
         w, k = node.attrs["weight"], node.attrs["kernel_size"]

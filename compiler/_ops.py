@@ -58,8 +58,10 @@ class Buf:
     """A tensor-RAM block, at address ``addr`` on every core of ``mask``.
 
     ``kind`` is ``"input"`` (written by input beat ``beat``), ``"const"`` (``bits`` loaded with
-    the program), ``"state"`` (persists between inferences, zero at load) or ``"act"``
-    (written once per inference by ``writer``).
+    the program), ``"state"`` (persists between inferences) or ``"act"`` (written once per
+    inference by ``writer``; the youngest slot of a window or a recurrent state persists
+    too). A non-constant buffer with ``bits`` holds them at load (a state's initial value),
+    else zeros.
     """
 
     kind: str
@@ -404,9 +406,15 @@ class _Generator:
             src = slot.history.src
             if slot.age == 1 and is_acc(src):
                 # The producer of the source writes the youngest slot directly (see _shift).
-                self.slot_buf[id(slot)] = self.buf_of[id(src)]
+                # A recurrent state is read before its source is computed: the source's
+                # buffer is made here, and _emit writes it.
+                if id(src) not in self.buf_of:
+                    self.buf_of[id(src)] = self._new_buf("act")
+                buf = self.buf_of[id(src)]
             else:
-                self.slot_buf[id(slot)] = self._new_buf("state")
+                buf = self._new_buf("state")
+            buf.bits = slot.init  # the value before the first inference (None: zeros)
+            self.slot_buf[id(slot)] = buf
         return self.slot_buf[id(slot)]
 
     def _emit(self, v: Val) -> list[tuple[int, Op]]:
@@ -450,8 +458,10 @@ class _Generator:
                 vacc.writers.append(op)
                 self.vacc_of[id(v)] = vacc
         self.core_of[id(v)] = tram_core if tram_core is not None else -1
-        if id(v) in self.need_tram and tram_core is not None and id(v) not in self.buf_of:
-            buf = self._new_buf("act")
+        if id(v) in self.need_tram and tram_core is not None and (
+                id(v) not in self.buf_of or self.buf_of[id(v)].writer is None):
+            # A recurrent state's source may already have its buffer (made by _slot).
+            buf = self.buf_of.get(id(v)) or self._new_buf("act")
             self.buf_of[id(v)] = buf
             buf.writer = self._vec(v, tram_core, Dest.TRAM, dbuf=buf)
         outs = []

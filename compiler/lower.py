@@ -95,6 +95,17 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
     ops = _scheduled(graph, nnir, config)
     if split_reduction and config.num_cores > 1:
         ops = _try_split(graph, nnir, config, ops)
+    if graph.concat_linears:
+        # A recurrent cell: also try its input and recurrent chains apart (_graph.build).
+        split = build(nnir, b, split_concat=True)
+        try:
+            other = _scheduled(split, nnir, config)
+            if split_reduction and config.num_cores > 1:
+                other = _try_split(split, nnir, config, other)
+        except AllocationError:  # the extra VECs' accumulators or instructions
+            other = None
+        if other is not None and _latency(other, config) < _latency(ops, config):
+            graph, ops = split, other
     weights = _weight_slots(ops, nnir, config)
     for v in ops.vaccs:
         macs = [op for op in v.writers if op.is_mac]
@@ -257,8 +268,9 @@ def _allocate_tram(bufs: list[Buf], config: Config) -> list[int]:
 
 
 def _tram_image(core: int, bufs: list[Buf], b: int) -> np.ndarray:
-    """Return the load-time tensor RAM of ``core``: its constants (zeros in between)."""
-    consts = [buf for buf in bufs if buf.kind == "const" and core in buf.mask]
+    """Return the load-time tensor RAM of ``core``: its constants and the initial values of
+    its states (zeros in between)."""
+    consts = [buf for buf in bufs if buf.bits is not None and core in buf.mask]
     image = np.zeros((max((buf.addr + 1 for buf in consts), default=0), b), np.uint16)
     for buf in consts:
         assert buf.bits is not None

@@ -33,7 +33,22 @@ op                 operands     attrs
 ``transpose``      x            ``perm``
 ``reshape``        x            ``shape``
 ``output``         x            ``index``; after streaming also ``stream_axis``
+``scan``           x, ...       ``body`` (an NNIR: one timestep), ``init`` (tuple of
+                                arrays), ``axis``, ``output_axis``, ``outputs``,
+                                ``output``; not streaming
+``state``          none         ``key`` (int), ``init`` (array); streaming only
+``state_write``    x            ``key``; streaming only
 =================  ===========  ==========================================================
+
+``scan`` is a recurrence over the sequence axis ``axis`` of its operands (all have the same
+length T there). Its ``body`` is a non-streaming graph of one timestep: its inputs are the
+operands' step slices (``axis`` removed) then the S states, its outputs the ``outputs``
+step outputs then the S new states; ``init`` holds the S initial states. The scan's output
+stacks the T values of step output number ``output`` along ``output_axis``; a recurrence
+with several step outputs is one ``scan`` node per output, sharing one ``body`` object and
+the operands. :meth:`NNIR.streaming_transform` inlines each body once: every state becomes a
+``state`` node (the value of the previous inference, ``init`` before the first) and a
+``state_write`` node (the value the next inference's ``state`` node gives).
 
 Axes in attributes are always non-negative. The two operands of a binary op have the same
 shape, except that a ``constant`` operand of the same rank may broadcast (sizes 1) to the other
@@ -123,10 +138,17 @@ OPS: dict[str, int | None] = {
     "transpose": 1,
     "reshape": 1,
     "output": 1,
+    "scan": None,
+    "state": 0,
+    "state_write": 1,
 }
 
+#: Ops allowed only in a non-streaming graph / only in a streaming graph.
+_SEQUENCE_OPS = ("conv1d", "scan")
+_STREAMING_OPS = ("stream_conv1d", "state", "state_write")
+
 # Attributes left out of ``str(nnir)`` because they repeat something already printed.
-_UNPRINTED_ATTRS = {"kernel_size"}
+_UNPRINTED_ATTRS = {"kernel_size", "body"}
 
 
 class StreamingError(ValueError):
@@ -171,12 +193,17 @@ class Node:
         )
         line = f"%{self.id} = {self.op}({operands}){attrs} -> {list(self.shape)}"
         line += f" {self.precision.value}"
-        return f"{line}  # {self.name}" if self.name else line
+        line = f"{line}  # {self.name}" if self.name else line
+        if self.op == "scan":  # the body, indented under the node
+            line += "".join(f"\n    {row}" for row in str(self.attrs["body"]).splitlines())
+        return line
 
 
 def _format_attr(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return str(value.shape[0]) if value.ndim == 1 else str(tuple(value.shape))
+    if isinstance(value, tuple) and value and isinstance(value[0], np.ndarray):
+        return "(" + ", ".join(_format_attr(v) for v in value) + ")"
     return repr(value)
 
 
@@ -234,8 +261,12 @@ def infer_shape(op: str, shapes: Sequence[tuple[int, ...]], attrs: dict) -> tupl
         if len(shapes) != 2:
             raise ValueError(f"{len(shapes)} operands")
         return tuple(np.broadcast_shapes(*shapes))
-    if op in ("relu", "neg", "clamp", "output"):
+    if op in ("relu", "neg", "clamp", "output", "state_write"):
         return shapes[0]
+    if op == "state":
+        return tuple(attrs["init"].shape)
+    if op == "scan":
+        return _scan_shape(shapes, attrs)
     if op == "fn":
         if attrs["function"] not in FUNCTIONS:
             raise ValueError(f"unknown function {attrs['function']!r}")
@@ -271,6 +302,41 @@ def infer_shape(op: str, shapes: Sequence[tuple[int, ...]], attrs: dict) -> tupl
             raise ValueError(f"cannot reshape {list(x)} to {list(shape)}")
         return shape
     raise ValueError(f"unknown op {op!r}")
+
+
+def _scan_shape(shapes: Sequence[tuple[int, ...]], attrs: dict) -> tuple[int, ...]:
+    """Check a ``scan`` node against its body; return its output shape."""
+    body, init, axis = attrs["body"], attrs["init"], attrs["axis"]
+    if body.streaming or any(n.op in _SEQUENCE_OPS for n in body.nodes):
+        raise ValueError("the body of a scan must be one timestep of stateless ops")
+    m, k_out = attrs["outputs"], attrs["output"]
+    if len(body.inputs) != len(shapes) + len(init) or len(body.outputs) != m + len(init):
+        raise ValueError(f"a body with {len(body.inputs)} inputs and {len(body.outputs)} "
+                         f"outputs does not fit {len(shapes)} operands, {m} step outputs and "
+                         f"{len(init)} states")
+    if not 0 <= k_out < m:
+        raise ValueError(f"output {k_out} is not one of the {m} step outputs")
+    lengths = set()
+    for k, x in enumerate(shapes):
+        if not 0 <= axis < len(x):
+            raise ValueError(f"axis {axis} is out of range for operand {k} of shape {list(x)}")
+        lengths.add(x[axis])
+        if body.node(body.inputs[k]).shape != x[:axis] + x[axis + 1:]:
+            raise ValueError(f"operand {k} of shape {list(x)} without axis {axis} is not the "
+                             f"body's input {list(body.node(body.inputs[k]).shape)}")
+    if len(lengths) != 1:
+        raise ValueError(f"the operands have different lengths {sorted(lengths)} on axis {axis}")
+    for k, value in enumerate(init):
+        state = body.node(body.inputs[len(shapes) + k]).shape
+        new = body.node(body.outputs[m + k]).shape
+        if not value.shape == state == new:
+            raise ValueError(f"state {k}: initial value {list(value.shape)}, body input "
+                             f"{list(state)} and body output {list(new)} differ")
+    y = body.node(body.outputs[k_out]).shape
+    out_axis = attrs["output_axis"]
+    if not 0 <= out_axis <= len(y):
+        raise ValueError(f"output_axis {out_axis} is out of range for a step output {list(y)}")
+    return y[:out_axis] + (lengths.pop(),) + y[out_axis:]
 
 
 def broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
@@ -324,6 +390,19 @@ class NNIR:
                 raise ValueError(f"{kind}s {ids} are not the {kind} nodes in index order")
             if sum(n.op == kind for n in nodes) != len(ids):
                 raise ValueError(f"some {kind} nodes are missing from the {kind}s list")
+        for op in ("state", "state_write"):
+            keys = [n.attrs["key"] for n in nodes if n.op == op]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"two {op} nodes share a key: {sorted(keys)}")
+        reads = {n.attrs["key"]: n for n in nodes if n.op == "state"}
+        writes = {n.attrs["key"]: n for n in nodes if n.op == "state_write"}
+        if reads.keys() != writes.keys():
+            raise ValueError(f"state keys {sorted(reads)} are not the state_write keys "
+                             f"{sorted(writes)}")
+        for key, read in reads.items():
+            if read.shape != self.node(writes[key].inputs[0]).shape:
+                raise ValueError(f"state {key} has shape {list(read.shape)} but is written "
+                                 f"a value of shape {list(writes[key].shape)}")
 
     def _check_node(self, node: Node) -> None:
         where = f"node %{node.id} ({node.op}, {node.name!r})"
@@ -337,8 +416,7 @@ class NNIR:
         missing = [i for i in node.inputs if i not in self._by_id]
         if missing:
             raise ValueError(f"{where}: operands {missing} are not earlier nodes")
-        conv_ops = {False: "conv1d", True: "stream_conv1d"}
-        if node.op == conv_ops[not self.streaming]:
+        if node.op in (_SEQUENCE_OPS if self.streaming else _STREAMING_OPS):
             raise ValueError(f"{where}: not allowed in a graph with streaming={self.streaming}")
         if node.op == "input":
             return
@@ -420,16 +498,20 @@ class NNIR:
 def compact(nodes: list[Node], inputs: list[int], outputs: list[int], streaming: bool) -> NNIR:
     """Return a graph of the nodes that inputs or outputs need, with ids renumbered from 0.
 
-    Nodes that no output depends on are dropped (``input`` nodes are kept).
+    Nodes that no output depends on are dropped (``input`` nodes are kept); a state is kept,
+    with its ``state_write`` and what that needs, when something kept reads it.
     """
     live: set[int] = set(inputs)
     stack = list(outputs)
     by_id = {n.id: n for n in nodes}
+    writes = {n.attrs["key"]: n.id for n in nodes if n.op == "state_write"}
     while stack:
         i = stack.pop()
         if i not in live:
             live.add(i)
             stack.extend(by_id[i].inputs)
+            if by_id[i].op == "state":
+                stack.append(writes[by_id[i].attrs["key"]])
     kept = [n for n in nodes if n.id in live]
     new_id = {n.id: k for k, n in enumerate(kept)}
     renumbered = [
@@ -495,7 +577,22 @@ def evaluate(node: Node, operands: Sequence[np.ndarray]) -> np.ndarray:
         return x.reshape(a["shape"])
     if op == "output":
         return x
+    if op == "scan":
+        return _scan(operands, a)
     raise ValueError(f"op {op!r} of node %{node.id} has no stateless semantics")
+
+
+def _scan(operands: Sequence[np.ndarray], attrs: dict) -> np.ndarray:
+    """Run a ``scan``: the body once per step of ``axis``, the states carried along."""
+    body, axis = Interpreter(attrs["body"]), attrs["axis"]
+    states = [np.asarray(v, np.float32) for v in attrs["init"]]
+    m = attrs["outputs"]
+    ys = []
+    for t in range(operands[0].shape[axis]):
+        results = body.run(*(np.take(x, t, axis=axis) for x in operands), *states)
+        ys.append(results[attrs["output"]])
+        states = results[m:]
+    return np.stack(ys, axis=attrs["output_axis"])
 
 
 def _conv_window(windows: np.ndarray, attrs: dict, time_axis: bool) -> np.ndarray:
@@ -515,8 +612,8 @@ class Interpreter:
     """Float32 reference execution of an :class:`NNIR` graph.
 
     For a streaming graph each :meth:`run` is one timestep; the window of every
-    ``stream_conv1d`` node is state kept here between calls, zero at construction and after
-    :meth:`reset`.
+    ``stream_conv1d`` node and the value of every ``state`` key are kept here between calls:
+    zero (a state: its ``init``) at construction and after :meth:`reset`.
 
     Parameters
     ----------
@@ -530,12 +627,14 @@ class Interpreter:
         self.reset()
 
     def reset(self) -> None:
-        """Zero the state of every ``stream_conv1d`` node."""
+        """Zero every ``stream_conv1d`` window; set every ``state`` to its ``init``."""
         self.state = {
             n.id: np.zeros(n.attrs["state_shape"], np.float32)
             for n in self.nnir.nodes
             if n.op == "stream_conv1d"
         }
+        self.recurrent = {n.attrs["key"]: np.array(n.attrs["init"], np.float32)
+                          for n in self.nnir.nodes if n.op == "state"}
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Run one inference (one timestep of a streaming graph).
@@ -572,8 +671,15 @@ class Interpreter:
                 window = np.concatenate([self.state[node.id], x[..., None]], axis=-1)
                 self.state[node.id] = window[..., 1:]
                 values[node.id] = _conv_window(window, node.attrs, time_axis=False)
+            elif node.op == "state":
+                values[node.id] = self.recurrent[node.attrs["key"]]
+            elif node.op == "state_write":
+                values[node.id] = values[node.inputs[0]]
             else:
                 values[node.id] = evaluate(node, [values[i] for i in node.inputs])
+        for node in self.nnir.nodes:  # every state read this step's old value
+            if node.op == "state_write":
+                self.recurrent[node.attrs["key"]] = values[node.id]
         return [values[i] for i in self.nnir.outputs]
 
 
@@ -589,6 +695,7 @@ def _streaming_transform(graph: NNIR, axis: int) -> tuple[NNIR, int]:
     if not -rank <= axis < rank:
         raise StreamingError(f"axis {axis} is out of range for the {rank}-d input")
     time: dict[int, int | None] = {}  # node id -> its time axis in the original graph
+    inlined: dict[int, list[int]] = {}  # id(scan body) -> ids of its inlined step outputs
     alias: dict[int, int] = {}  # relabels that became identities -> their operand
     nodes: list[Node] = []
     fresh = iter(range(max(n.id for n in graph.nodes) + 1, 1 << 62))
@@ -612,6 +719,13 @@ def _streaming_transform(graph: NNIR, axis: int) -> tuple[NNIR, int]:
                 else _drop_constant_time(graph.node(i), node, t_in, fresh, nodes)
                 for i in node.inputs
             ]
+            if node.op == "scan":
+                if t_in != node.attrs["axis"]:
+                    raise _stream_error(node, f"it scans axis {node.attrs['axis']}, but the "
+                                        f"streamed time axis is {t_in}")
+                time[node.id] = node.attrs["output_axis"]
+                alias[node.id] = _inline_scan(node, inputs, fresh, nodes, inlined)
+                continue
             op, attrs, t = _stream_op(graph, node, t_in)
             if _is_identity(op, attrs, _drop(graph.node(node.inputs[0]).shape, t_in)):
                 time[node.id] = t
@@ -699,6 +813,38 @@ def _stream_op(graph: NNIR, node: Node, t: int) -> tuple[str, dict, int]:
             node, f"reshape {list(in_shape)} -> {list(shape)} merges or splits the time axis {t}"
         )
     raise _stream_error(node, "this op has no streaming form")
+
+
+def _inline_scan(scan: Node, operands: list[int], fresh: Any, nodes: list[Node],
+                 inlined: dict[int, list[int]]) -> int:
+    """Append one step of ``scan`` (its body, a ``state`` and a ``state_write`` node per
+    state) to ``nodes``, reading the streamed ``operands``, unless a scan of the same body
+    was inlined already (``inlined``); return the id of its step output."""
+    body: NNIR = scan.attrs["body"]
+    m = scan.attrs["outputs"]
+    if id(body) in inlined:
+        return inlined[id(body)][scan.attrs["output"]]
+    new: dict[int, int] = dict(zip(body.inputs, operands, strict=False))
+    keys = []
+    for k, init in enumerate(scan.attrs["init"]):
+        state = Node(next(fresh), "state", [], tuple(init.shape), scan.precision, {}, scan.name)
+        state.attrs = {"key": state.id, "init": init}
+        nodes.append(state)
+        new[body.inputs[len(operands) + k]] = state.id
+        keys.append(state.id)
+    for node in body.nodes:
+        if node.op in ("input", "output"):
+            continue
+        copy = Node(next(fresh), node.op, [new[i] for i in node.inputs], tuple(node.shape),
+                    node.precision, node.attrs, node.name)
+        nodes.append(copy)
+        new[node.id] = copy.id
+    for key, out in zip(keys, body.outputs[m:], strict=True):
+        value = body.node(body.node(out).inputs[0])
+        nodes.append(Node(next(fresh), "state_write", [new[value.id]], tuple(value.shape),
+                          scan.precision, {"key": key}, scan.name))
+    inlined[id(body)] = [new[body.node(out).inputs[0]] for out in body.outputs[:m]]
+    return inlined[id(body)][scan.attrs["output"]]
 
 
 def _drop_constant_time(const: Node, consumer: Node, t: int, fresh: Any, nodes: list[Node]) -> int:

@@ -1,6 +1,7 @@
 """Model factories for ``tidal compile FILE.py:FACTORY``: each returns (model, example input).
 
-``seed_cnn`` is the streaming CNN of the seed example (32 → 128 → 1 channels, kernel 3).
+``seed_cnn`` is the streaming CNN of the seed example (32 → 128 → 1 channels, kernel 3);
+``lstm_tiny`` the reference zoo's two-layer LSTM (hidden 128) with a Linear to 32.
 """
 
 import torch
@@ -33,3 +34,25 @@ def seed_cnn(sequence_length: int = 5) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = CNN(in_channels=32, out_channels=1, hidden_channels=128)
     return model, torch.randn(1, 32, sequence_length)
+
+
+class LSTMHead(nn.Module):
+    """``vollo_torch.nn.LSTM`` layers, then a Linear on every step's hidden state."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, out: int) -> None:
+        super().__init__()
+        self.lstm = vollo_torch.nn.LSTM(input_size, hidden_size, num_layers=num_layers)
+        self.fc = nn.Linear(hidden_size, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.lstm(x))
+
+
+def lstm_tiny(sequence_length: int = 5) -> tuple[nn.Module, torch.Tensor]:
+    """Return two LSTM layers of 128 and a Linear to 32 (seeded weights) and an input of
+    shape [sequence_length, 128].
+
+    Compile it with ``--streaming-axis 0``: each inference is one step, the states on chip.
+    """
+    torch.manual_seed(0)
+    return LSTMHead(128, 128, 2, 32), torch.randn(sequence_length, 128)

@@ -11,20 +11,22 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from compiler.frontend.fx import nnir
-from compiler.frontend.nn import PaddedConv1d
+from compiler.frontend.nn import PaddedConv1d, Scan
 
 __all__ = ["nnir", "prepare_shape"]
 
 
 class _Tracer(fx.Tracer):
-    """The default fx tracer, with :class:`PaddedConv1d` a leaf and source lines recorded."""
+    """The default fx tracer, with :class:`PaddedConv1d` and :class:`Scan` leaves (and, as
+    every ``torch.nn`` module, ``LSTM`` and ``GRU``) and source lines recorded."""
 
     def __init__(self) -> None:
         super().__init__()
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, PaddedConv1d) or super().is_leaf_module(m, module_qualified_name)
+        return (isinstance(m, PaddedConv1d | Scan)
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 def prepare_shape(model: nn.Module, *inputs: torch.Tensor) -> tuple[fx.GraphModule, Any]:

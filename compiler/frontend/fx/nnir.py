@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from compiler.frontend import _composite as composite
-from compiler.frontend.nn import PaddedConv1d
+from compiler.frontend import _recurrent as recurrent
+from compiler.frontend.nn import PaddedConv1d, Scan
 from compiler.nnir import NNIR, Node, broadcastable, compact, evaluate, infer_shape
 from isa.numerics import NumberFormat
 
@@ -112,6 +113,14 @@ class _Failed:
 
 
 _FAILED = _Failed()
+
+
+@dataclass(frozen=True)
+class _Unavailable:
+    """A result the machine does not compute (a recurrent layer's final state): using it is
+    an error saying ``why``."""
+
+    why: str
 
 
 class _Builder:
@@ -218,7 +227,13 @@ class _Converter:
             return
         args = fx.node.map_aggregate(node.args, self._value)
         kwargs = fx.node.map_aggregate(node.kwargs, self._value)
-        if any(v is _FAILED for v in _flatten([list(args), list(kwargs.values())])):
+        values = _flatten([list(args), list(kwargs.values())])
+        if any(v is _FAILED for v in values):
+            self.env[node] = _FAILED
+            return
+        unavailable = [v for v in values if isinstance(v, _Unavailable)]
+        if unavailable and handler != self._getitem and node.op != "output":
+            self.errors.append(f"{what} at {_where(node)}: {unavailable[0].why}")
             self.env[node] = _FAILED
             return
         try:
@@ -292,6 +307,8 @@ class _Converter:
 
     def _output(self, result: Any) -> None:
         for i, value in enumerate(_flatten(result)):
+            if isinstance(value, _Unavailable):
+                raise _Unsupported(f"output {i}: {value.why}")
             if not isinstance(value, _Tensor):
                 raise _Unsupported(f"output {i} is a {type(value).__name__}, not a tensor")
             self.builder.output(value, self.outputs_precisions[i], f"output {i}")
@@ -301,6 +318,10 @@ class _Converter:
     def _modules(self) -> list[tuple[type, Callable[..., Any] | str]]:
         return [
             (PaddedConv1d, self._padded_conv1d),
+            (nn.LSTM, self._lstm),
+            (nn.GRU, self._gru),
+            (nn.RNN, self._rnn),
+            (Scan, self._scan),
             (nn.Linear, lambda m, x: self._linear(x, m.weight, m.bias)),
             (nn.ReLU, lambda m, x: self._unary("relu", x)),
             (nn.ReLU6, lambda m, x: self._clamp(x, 0.0, 6.0)),
@@ -457,6 +478,8 @@ class _Converter:
     # -- operand helpers ------------------------------------------------------------------
 
     def _tensor(self, value: Any) -> _Tensor:
+        if isinstance(value, _Unavailable):
+            raise _Unsupported(value.why)
         if not isinstance(value, _Tensor):
             raise _Unsupported(f"expected a tensor operand, got {value!r}")
         return value
@@ -864,6 +887,161 @@ class _Converter:
             source.target is F.linear or (source.op == "call_module" and isinstance(
                 self.gm.get_submodule(str(source.target)), PaddedConv1d | nn.Linear))))
         return composite.batch_norm(self.builder, x, stats, float(eps), foldable, self.name)
+
+
+    # -- recurrences (compiler/frontend/_recurrent.py) ------------------------------------
+
+    def _lstm(self, m: nn.LSTM, input: Any, hx: Any = None) -> tuple[Any, ...]:
+        x, axis, rows = self._sequence(m, input)
+        hidden, layers = m.hidden_size, m.num_layers
+        if hx is None:
+            h0 = c0 = np.zeros((layers,) + rows + (hidden,), np.float32)
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            h0, c0 = (self._initial_state(v, (layers,) + rows + (hidden,)) for v in hx)
+        else:
+            raise _Unsupported("hx must be a tuple (h0, c0) of constants")
+        for k in range(layers):
+            body = recurrent.lstm_body(*self._layer_weights(m, k), rows, f"{self.name}.l{k}")
+            x = self._scan_node([x], body, (h0[k], c0[k]), axis)
+        final = _Unavailable(f"the final state (h_n, c_n) of {_class_name(type(m))} is not "
+                             "computed: use the output sequence (element 0)")
+        return x, (final, final)
+
+    def _gru(self, m: nn.GRU, input: Any, hx: Any = None) -> tuple[Any, ...]:
+        return self._one_state(m, input, hx, recurrent.gru_body)
+
+    def _rnn(self, m: nn.RNN, input: Any, hx: Any = None) -> tuple[Any, ...]:
+        body = functools.partial(recurrent.rnn_body, nonlinearity=m.nonlinearity)
+        return self._one_state(m, input, hx, body)
+
+    def _one_state(self, m: nn.RNNBase, input: Any, hx: Any,
+                   make_body: Callable[..., NNIR]) -> tuple[Any, ...]:
+        """A GRU or RNN: one state ``h`` per layer (``hx``: [layers, *rows, H])."""
+        x, axis, rows = self._sequence(m, input)
+        shape = (m.num_layers,) + rows + (m.hidden_size,)
+        h0 = np.zeros(shape, np.float32) if hx is None else self._initial_state(hx, shape)
+        for k in range(m.num_layers):
+            body = make_body(*self._layer_weights(m, k), rows, f"{self.name}.l{k}")
+            x = self._scan_node([x], body, (h0[k],), axis)
+        return x, _Unavailable(f"the final state h_n of {_class_name(type(m))} is not "
+                               "computed: use the output sequence (element 0)")
+
+    def _sequence(self, m: nn.RNNBase, input: Any) -> tuple[_Tensor, int, tuple[int, ...]]:
+        """Check what a recurrent layer supports; return its input, its sequence axis and
+        the shape of one step's rows (the input without the sequence and feature axes)."""
+        if m.bidirectional:
+            raise _Unsupported("bidirectional=True: the backward direction needs the whole "
+                               "sequence before its first output, which a stream does not have")
+        if getattr(m, "proj_size", 0):
+            raise _Unsupported(f"proj_size={m.proj_size}: LSTM projections are not supported")
+        if m.dropout and m.training and m.num_layers > 1:
+            raise _Unsupported(f"dropout={m.dropout} between layers in training mode; call "
+                               "model.eval() before tracing")
+        x = self._tensor(input)
+        if len(x.shape) not in (2, 3):
+            raise _Unsupported(f"input shape {list(x.shape)}: [T, I] or [T, N, I] "
+                               "([N, T, I] with batch_first) expected")
+        axis = 1 if m.batch_first and len(x.shape) == 3 else 0
+        rows = tuple(s for k, s in enumerate(x.shape[:-1]) if k != axis)
+        return x, axis, rows
+
+    @staticmethod
+    def _layer_weights(m: nn.RNNBase, k: int) -> list[np.ndarray | None]:
+        return [_frozen(getattr(m, f"{what}_l{k}", None))
+                for what in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+    def _initial_state(self, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """Return a constant initial state (``[layers, *rows, H]``) as an array."""
+        array = self._constant_value(self._tensor(value))
+        if array is None:
+            raise _Unsupported("the initial state depends on the model's input: only a "
+                               "constant initial state is supported")
+        if array.shape != shape:
+            raise _Unsupported(f"initial state of shape {list(array.shape)}, expected "
+                               f"{list(shape)}")
+        return array
+
+    def _scan_node(self, xs: list[_Tensor], body: NNIR, init: tuple[np.ndarray, ...],
+                   axis: int, output_axis: int | None = None) -> _Tensor:
+        return self._scan_nodes(xs, body, init, axis, axis if output_axis is None
+                                else output_axis, 1)[0]
+
+    def _scan_nodes(self, xs: list[_Tensor], body: NNIR, init: Sequence[np.ndarray],
+                    axis: int, output_axis: int, outputs: int) -> list[_Tensor]:
+        """Return one ``scan`` node per step output, all sharing ``body``."""
+        init = tuple(_frozen(v) for v in init)
+        try:
+            return [self.builder.add("scan", xs, {
+                "body": body, "init": init, "axis": axis, "output_axis": output_axis,
+                "outputs": outputs, "output": k}, self.name) for k in range(outputs)]
+        except ValueError as e:
+            raise _Unsupported(str(e)) from e
+
+    def _scan(self, m: Scan, x: Any, h0: Any, input_axis: int = 0,
+              output_axis: int = 0) -> _Tensor | list[_Tensor]:
+        from compiler.frontend.fx import prepare_shape  # the package imports this module
+
+        x_list, h_list = isinstance(x, (list, tuple)), isinstance(h0, (list, tuple))
+        seqs = [self._tensor(v) for v in (x if x_list else [x])]
+        axis = _axis(input_axis, len(seqs[0].shape))
+        inits = []
+        for v in h0 if h_list else [h0]:
+            init = self._constant_value(self._tensor(v))
+            if init is None:
+                raise _Unsupported("the initial state h0 depends on the model's input: only a "
+                                   "constant initial state is supported")
+            inits.append(init)
+        example = [torch.zeros(s.shape[:axis] + s.shape[axis + 1:]) for s in seqs]
+        example += [torch.tensor(init) for init in inits]
+        try:
+            call = _step_call(m.step, len(seqs), len(inits), x_list, h_list)
+            step, flat = prepare_shape(call, *example)
+            body = to_nnir(step)
+            outputs = len(flat) - len(inits)
+        except ValueError as e:
+            lines = str(e).splitlines()
+            why = "; ".join(line.strip().removeprefix("- ") for line in lines[1:]) or lines[0]
+            raise _Unsupported(f"in its step module: {why}") from e
+        if outputs < 1:
+            raise _Unsupported(f"the step returns {len(flat)} tensors: it must return "
+                               f"(output, new_state) with {len(inits)} state tensor(s)")
+        out_rank = len(body.node(body.outputs[0]).shape) + 1
+        ys = self._scan_nodes(seqs, body, inits, axis, _axis(output_axis, out_rank), outputs)
+        return ys if call.y_list else ys[0]
+
+
+class _StepCall(nn.Module):
+    """A ``Scan`` step as a module of flat tensor arguments (inputs, then states) returning
+    a flat tuple (outputs, new states), which is what tracing needs; ``x_list``/``h_list``:
+    whether the step takes lists. Its ``forward`` takes exactly ``step_inputs + states``
+    arguments, because torch.fx makes one placeholder per named parameter."""
+
+    def __init__(self, step: nn.Module, step_inputs: int, x_list: bool, h_list: bool) -> None:
+        super().__init__()
+        self.step = step
+        self.step_inputs, self.x_list, self.h_list = step_inputs, x_list, h_list
+        self.y_list = False  # whether the step returns a list of outputs (set by tracing)
+
+    def call(self, *args: torch.Tensor) -> tuple[Any, ...]:
+        n = self.step_inputs
+        x = list(args[:n]) if self.x_list else args[0]
+        h = list(args[n:]) if self.h_list else args[n]
+        y, new = self.step(x, h)
+        self.y_list = isinstance(y, (list, tuple))
+        ys = list(y) if self.y_list else [y]
+        return (*ys, *new) if self.h_list and isinstance(new, (list, tuple)) else (*ys, new)
+
+
+def _step_call(step: nn.Module, step_inputs: int, states: int, x_list: bool,
+               h_list: bool) -> _StepCall:
+    """Return a :class:`_StepCall` whose ``forward`` has ``step_inputs + states`` named
+    parameters (generated: torch.fx reads a function's parameter names, and ``*args``
+    would be one placeholder)."""
+    params = ", ".join(f"a{k}" for k in range(step_inputs + states))
+    scope: dict[str, Any] = {}
+    exec(f"def forward(self, {params}):\n    return self.call({params})\n", scope)
+    cls = type("StepCall", (_StepCall,), {"forward": scope["forward"]})
+    return cls(step, step_inputs, x_list, h_list)
 
 
 def _reciprocal(divisor: np.ndarray | np.float64) -> Any:
