@@ -7,6 +7,8 @@ the other models do in between.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ import compiler as vollo_compiler
 import compiler.frontend as vollo_torch
 from compiler import AllocationError, Config, ProgramBuilder
 from isa.program import Program, ProgramError, indesc_words, model_table
+from tidal_cli.main import main
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -165,3 +168,47 @@ def test_inconsistent_model_is_refused() -> None:
     model.entry = len(program.cores[0].instructions)
     with pytest.raises(ProgramError, match="model 1 entry pc .* is outside"):
         program.validate()
+
+
+def test_cli_runs_and_reports_each_model(tmp_path, capsys) -> None:
+    """``tidal run --model K`` runs model K; ``tidal report`` lists every model."""
+    program = two_model_program(C2B8, ([0], [1]))
+    path = tmp_path / "two.bin"
+    program.save(path)
+    x = np.random.default_rng(2).standard_normal(12).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["-q", "run", str(path), "--input", str(tmp_path / "x.npy"), "--model", "1",
+                 "-o", str(tmp_path / "y.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "model 1 (mlp) of 2" in out
+    want = _singles(C2B8, ([0], [1]))[1]
+    assert f"{want.cycle_count_per_inference()} cycles" in out
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want.to_vm().run(x))
+
+    assert main(["report", str(path), "--model", "1", "--format", "json",
+                 "-o", str(tmp_path / "r.json")]) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["program"]["model_index"] == 1 and data["program"]["name"] == "mlp"
+    assert data["latency"]["spaced_cycles"] == want.cycle_count_per_inference()
+    assert [m["name"] for m in data["models"]] == ["cnn", "mlp"]
+    assert [m["cores"] for m in data["models"]] == [[0], [1]]
+    capsys.readouterr()
+    assert main(["report", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "cnn on cores 0: " in text and "contiguous (this report)" in text
+    assert "mlp on cores 1: " in text
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_cli_bad_model_is_one_line(tmp_path, capsys, command: str) -> None:
+    path = tmp_path / "two.bin"
+    two_model_program().save(path)
+    np.save(tmp_path / "x.npy", np.zeros(12, np.float32))
+    args = [command, str(path), "--model", "2"]
+    if command == "run":
+        args += ["--input", str(tmp_path / "x.npy")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("tidal: error:")]
+    assert lines == ["tidal: error: --model 2: the program has 2 model(s), 0..1"], err
+    assert "Traceback" not in err
