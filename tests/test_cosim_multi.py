@@ -23,6 +23,8 @@ from sim.cosim import SIMULATORS, compare, run_rtl
 
 #: Interleaved models: a run of one model and both switches.
 ORDER = [0, 1, 1, 0, 1]
+#: A small machine, at the ideal depths (short inferences: Icarus runs few cycles a second).
+CONFIG = "c2b8-ideal"
 
 
 @pytest.mark.cosim
@@ -33,7 +35,7 @@ def test_interleaved_models_match_vm(simulator: str) -> None:
     weights and tensor RAM on the shared core, and the streaming CNN's state kept across
     the other model's inferences."""
     need(simulator)
-    program = two_model_program(core_indices=([1], [0, 1]))
+    program = two_model_program(Config.preset(CONFIG), core_indices=([1], [0, 1]))
     report = compare(program, models=ORDER, simulator=simulator, seed=5)
     assert report.ok, report.summary()
     assert report.inferences == len(ORDER)
