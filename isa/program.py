@@ -58,9 +58,9 @@ MAX_MODELS = 1 << MODEL_INDEX_BITS
 #: (the model table's read, then the instruction memory's read of the model's entry).
 MODEL_SETUP = 2
 #: The machine's model table word (one per model, from :func:`model_table`): the entry pc
-#: at bits [0, 16), the model's first input descriptor at [16, 32), its input beats at
-#: [32, 48). A model with 0 input beats is no model.
-MODEL_FIELD_BITS = 16
+#: at bits [0, 17), the model's first input descriptor at [17, 34), its input beats at
+#: [34, 51) (17 bits: up to io_depth = 2**16 beats). A model with 0 input beats is no model.
+MODEL_FIELD_BITS = 17
 
 MAGIC = b"TIDALPRG"
 FORMAT_VERSION = 3
@@ -623,7 +623,7 @@ def indesc_words(program: Program) -> list[int]:
 
 
 def model_table(program: Program) -> list[int]:
-    """Return the model table: per model, ``entry | base << 16 | beats << 32``.
+    """Return the model table: per model, ``entry | base << 17 | beats << 34``.
 
     ``entry`` is the model's entry pc, ``base`` the index of its first input descriptor in
     :func:`indesc_words` and ``beats`` its input beats (:data:`MODEL_FIELD_BITS` each). The

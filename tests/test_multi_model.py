@@ -17,7 +17,7 @@ from torch import nn
 import compiler as vollo_compiler
 import compiler.frontend as vollo_torch
 from compiler import AllocationError, Config, ProgramBuilder
-from isa.program import Program, ProgramError, indesc_words, model_table
+from isa.program import MODEL_FIELD_BITS, Program, ProgramError, indesc_words, model_table
 from tidal_cli.main import main
 
 pytestmark = pytest.mark.timeout(120)
@@ -126,8 +126,10 @@ def test_save_load_round_trip() -> None:
     # The machine's tables: model 1's descriptors follow model 0's.
     table = model_table(loaded)
     beats0 = len(loaded.model(0).input_dests)
-    assert table[0] == beats0 << 32
-    assert table[1] == loaded.model(1).entry | beats0 << 16 | len(loaded.model(1).input_dests) << 32
+    f = MODEL_FIELD_BITS
+    assert table[0] == beats0 << 2 * f
+    assert table[1] == (loaded.model(1).entry | beats0 << f
+                        | len(loaded.model(1).input_dests) << 2 * f)
     assert len(indesc_words(loaded)) == beats0 + len(loaded.model(1).input_dests)
 
 
