@@ -19,6 +19,7 @@ from isa.instructions import (
 from isa.numerics import NumberFormat
 from isa.program import (
     CoreImage,
+    ModelEntry,
     Program,
     ProgramError,
     ProgramFormatError,
@@ -27,6 +28,6 @@ from isa.program import (
 
 __all__ = [
     "Config", "ConfigError", "Dest", "EncodingError", "End", "Instruction", "Mac", "Opcode",
-    "Vec", "VecOp", "Wait", "decode", "encode", "NumberFormat", "CoreImage", "Program",
-    "ProgramError", "ProgramFormatError", "TensorLayout",
+    "Vec", "VecOp", "Wait", "decode", "encode", "NumberFormat", "CoreImage", "ModelEntry",
+    "Program", "ProgramError", "ProgramFormatError", "TensorLayout",
 ]

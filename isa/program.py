@@ -15,7 +15,8 @@ File format (all integers little-endian)::
     20      32    SHA-256 of the payload
     52      ...   payload: u32 header length, UTF-8 JSON header, then the raw arrays
 
-The JSON header describes each array (offset into the payload, dtype, shape). A file that is
+The JSON header describes each array (offset into the payload, dtype, shape). Version 3
+added multi-model programs (the header's ``models`` list, :class:`ModelEntry`). A file that is
 truncated, corrupted, of another format or of another version raises
 :class:`ProgramFormatError` saying which; nothing is loaded unless the checksum matches and
 every field is consistent with the configuration.
@@ -34,12 +35,14 @@ from typing import Any
 import numpy as np
 
 from isa.config import MAX_CORES, Config, ConfigError
-from isa.instructions import EncodingError, Mac, decode_program
+from isa.instructions import EncodingError, Instruction, Mac, decode_program
 from isa.timing import OUT, TimingError, accesses, issue_cycles, last_effect, latencies
 
 __all__ = [
-    "MAGIC", "FORMAT_VERSION", "INDESC_ADDR_BITS", "INDESC_MASK_BITS", "ProgramFormatError",
-    "ProgramError", "TensorLayout", "CoreImage", "Program", "check_meta",
+    "MAGIC", "FORMAT_VERSION", "INDESC_ADDR_BITS", "INDESC_MASK_BITS", "MODEL_INDEX_BITS",
+    "MAX_MODELS", "MODEL_SETUP", "MODEL_FIELD_BITS", "ProgramFormatError", "ProgramError",
+    "TensorLayout", "CoreImage", "ModelEntry", "Program", "check_meta", "indesc_words",
+    "model_table",
 ]
 
 #: The machine's input descriptor word (one per input beat, from ``Program.input_dests``):
@@ -47,8 +50,20 @@ __all__ = [
 INDESC_ADDR_BITS = Mac.FIELDS[1].width
 INDESC_MASK_BITS = MAX_CORES
 
+#: The model index on the input port (``in_model``): a program holds at most MAX_MODELS
+#: models, selected per inference (``docs/architecture.md`` §2).
+MODEL_INDEX_BITS = 4
+MAX_MODELS = 1 << MODEL_INDEX_BITS
+#: Cycles the model index must be held on the input port before an inference's first beat
+#: (the model table's read, then the instruction memory's read of the model's entry).
+MODEL_SETUP = 2
+#: The machine's model table word (one per model, from :func:`model_table`): the entry pc
+#: at bits [0, 17), the model's first input descriptor at [17, 34), its input beats at
+#: [34, 51) (17 bits: up to io_depth = 2**16 beats). A model with 0 input beats is no model.
+MODEL_FIELD_BITS = 17
+
 MAGIC = b"TIDALPRG"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _HEAD = struct.Struct("<8sHHQ32s")
 
 
@@ -153,8 +168,40 @@ _ARRAYS = {
 
 
 @dataclasses.dataclass
+class ModelEntry:
+    """One model of a program: where its code starts and its I/O.
+
+    :meth:`Program.model` returns one for every model; a multi-model program stores models
+    1, 2, ... as :attr:`Program.extra_models`.
+
+    Attributes
+    ----------
+    entry : int
+        pc of the model's first instruction, the same on every core (0 for model 0).
+    inputs, outputs : list[TensorLayout]
+        The model's input and output tensors, in beat order.
+    input_dests : np.ndarray
+        ``uint32`` [input beats, 2], as :attr:`Program.input_dests`.
+    meta : dict
+        As :attr:`Program.meta` (``name``, ``layers``, ...), for this model.
+    """
+
+    entry: int
+    inputs: list[TensorLayout]
+    outputs: list[TensorLayout]
+    input_dests: np.ndarray
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
 class Program:
     """A compiled program for one :class:`Config` (the reference's ``Program``).
+
+    A program holds one model or several (a multi-model program, built by the compiler's
+    ``ProgramBuilder``); the host selects the model of each inference by its index on the
+    input port (``docs/architecture.md`` §2). Model 0 is described by the fields below and
+    starts at pc 0 on every core; models 1, 2, ... are :attr:`extra_models`. The memories
+    (``cores``) hold every model's code, weights and state.
 
     Attributes
     ----------
@@ -162,13 +209,16 @@ class Program:
     cores : list[CoreImage]
         One image per core of the configuration.
     inputs, outputs : list[TensorLayout]
-        Model inputs and outputs, in beat order.
+        Model 0's inputs and outputs, in beat order.
     input_dests : np.ndarray
-        ``uint32`` [input beats, 2]: for input beat ``i``, the core mask and the tensor-RAM
-        address it is written to (in cycle ``i + latencies(config).input_write``).
+        ``uint32`` [input beats, 2]: for model 0's input beat ``i``, the core mask and the
+        tensor-RAM address it is written to (in cycle ``i + latencies(config).input_write``).
     meta : dict
-        JSON-serialisable metadata: ``name``, ``streaming``, ``input_axis``, ``output_axis``,
-        ``layers`` (per-layer records for reports), and anything else the compiler records.
+        JSON-serialisable metadata of model 0: ``name``, ``streaming``, ``input_axis``,
+        ``output_axis``, ``layers`` (per-layer records for reports), and anything else the
+        compiler records.
+    extra_models : list[ModelEntry]
+        Models 1, 2, ... of a multi-model program (empty for a single model).
     """
 
     config: Config
@@ -177,6 +227,59 @@ class Program:
     outputs: list[TensorLayout]
     input_dests: np.ndarray
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra_models: list[ModelEntry] = dataclasses.field(default_factory=list)
+
+    # -- models --------------------------------------------------------------------------
+
+    @property
+    def num_models(self) -> int:
+        """Return the number of models (1 for a single-model program)."""
+        return 1 + len(self.extra_models)
+
+    def check_model_index(self, model_index: Any) -> int:
+        """Return ``model_index`` if it names a model of this program.
+
+        Raises
+        ------
+        ValueError
+            If it is not an int from 0 to ``num_models - 1``; the message says which.
+        """
+        if not _is_int(model_index) or not 0 <= model_index < self.num_models:
+            raise ValueError(f"model_index {model_index!r} is out of range: the program has "
+                             f"{self.num_models} model(s), 0..{self.num_models - 1}")
+        return int(model_index)
+
+    def model(self, model_index: int = 0) -> ModelEntry:
+        """Return model ``model_index`` (model 0 from the program's own fields).
+
+        Raises
+        ------
+        ValueError
+            If there is no such model.
+        """
+        k = self.check_model_index(model_index)
+        if k:
+            return self.extra_models[k - 1]
+        return ModelEntry(0, self.inputs, self.outputs, self.input_dests, self.meta)
+
+    def model_code(self, model_index: int = 0) -> list[tuple[list[Instruction], list[int]]]:
+        """Return, per core, model ``model_index``'s instructions from its entry up to its
+        ``END`` and their issue cycles.
+
+        Raises
+        ------
+        ValueError
+            If there is no such model.
+        TimingError
+            If a core's code has no ``END`` after the entry.
+        """
+        entry = self.model(model_index).entry
+        code = []
+        for core in self.cores:
+            instrs = decode_program(core.instructions[entry:])
+            cycles = issue_cycles(instrs)
+            code.append((instrs[:len(cycles)], cycles))
+        return code
 
     # -- consistency ---------------------------------------------------------------------
 
@@ -186,7 +289,7 @@ class Program:
         Raises
         ------
         ProgramError
-            Naming the core and the memory or field that is inconsistent.
+            Naming the core (or model) and the memory or field that is inconsistent.
         """
         cfg, b = self.config, self.config.block_size
         if len(self.cores) != cfg.num_cores:
@@ -213,49 +316,78 @@ class Program:
                 raise ProgramError(f"core {c}: tram_init rows must have {b} values and "
                                    "clamps 2")
             try:
-                instrs = decode_program(core.instructions)
-                issue_cycles(instrs)
-            except (EncodingError, TimingError) as exc:
+                decode_program(core.instructions)
+            except EncodingError as exc:
                 raise ProgramError(f"core {c} instructions: {exc}") from None
-        if not self.outputs or not self.inputs:
-            raise ProgramError("a program needs at least one input and one output tensor")
-        beats = sum(t.beats for t in self.inputs)
-        if self.input_dests.shape != (beats, 2):
-            raise ProgramError(f"input_dests has shape {self.input_dests.shape}, expected "
-                               f"({beats}, 2) for {beats} input beats")
+        if self.num_models > MAX_MODELS:
+            raise ProgramError(f"{self.num_models} models: a program holds at most "
+                               f"{MAX_MODELS}")
+        total = 0
+        for k in range(self.num_models):
+            total += self._validate_model(k)
+        if total > cfg.io_depth:
+            raise ProgramError(f"the models' {total} input beats in all exceed the input "
+                               f"descriptor table (io_depth={cfg.io_depth})")
+
+    def _validate_model(self, k: int) -> int:
+        """Check model ``k`` (see :meth:`validate`); return its input beats."""
+        cfg, model = self.config, self.model(k)
+        who = f"model {k} " if self.num_models > 1 else ""
+        if not isinstance(model, ModelEntry) or not _is_int(model.entry):
+            raise ProgramError(f"{who}is not a ModelEntry with an int entry pc")
+        if not 0 <= model.entry < min(len(core.instructions) for core in self.cores):
+            raise ProgramError(f"{who}entry pc {model.entry} is outside a core's "
+                               "instructions")
+        for c, core in enumerate(self.cores):
+            try:
+                issue_cycles(decode_program(core.instructions[model.entry:]))
+            except TimingError as exc:
+                start = f" from its entry pc {model.entry}" if k else ""
+                raise ProgramError(f"{who}core {c} instructions{start}: {exc}") from None
+        if not model.outputs or not model.inputs:
+            raise ProgramError(f"{who or 'a program '}needs at least one input and one "
+                               "output tensor")
+        beats = sum(t.beats for t in model.inputs)
+        dests = model.input_dests
+        if not isinstance(dests, np.ndarray) or dests.shape != (beats, 2):
+            raise ProgramError(f"{who}input_dests has shape "
+                               f"{getattr(dests, 'shape', None)}, expected ({beats}, 2) for "
+                               f"{beats} input beats")
         if beats < 1 or beats > cfg.io_depth:
-            raise ProgramError(f"{beats} input beats: must be 1..io_depth={cfg.io_depth}")
-        masks, addrs = self.input_dests[:, 0], self.input_dests[:, 1]
+            raise ProgramError(f"{who}{beats} input beats: must be 1..io_depth={cfg.io_depth}")
+        masks, addrs = dests[:, 0], dests[:, 1]
         if (masks >= (1 << cfg.num_cores)).any() or (addrs >= cfg.tensor_ram_depth).any():
-            raise ProgramError("input_dests names a core or address outside the machine")
+            raise ProgramError(f"{who}input_dests names a core or address outside the "
+                               "machine")
+        return beats
 
     # -- static timing -------------------------------------------------------------------
 
-    def output_cycles(self) -> list[int]:
-        """Return the cycle each output beat is presented, in beat order."""
+    def output_cycles(self, model_index: int = 0) -> list[int]:
+        """Return the cycle each output beat of model ``model_index`` is presented, in beat
+        order."""
         cycles = []
-        for c, core in enumerate(self.cores):
-            instrs = decode_program(core.instructions)
-            for instr, t in zip(instrs, issue_cycles(instrs), strict=False):
+        for c, (instrs, issue) in enumerate(self.model_code(model_index)):
+            for instr, t in zip(instrs, issue, strict=True):
                 cycles += [a.cycle for a in accesses(self.config, instr, c, t)
                            if a.memory == OUT]
         return sorted(cycles)
 
-    def done_cycle(self) -> int:
-        """Return the last cycle in which anything of an inference happens.
+    def done_cycle(self, model_index: int = 0) -> int:
+        """Return the last cycle in which anything of an inference of model ``model_index``
+        happens.
 
         That is the latest of: an ``END`` issue, a memory write, an output beat, the last
         input beat's write. The next inference's first beat can be accepted one cycle later.
         """
-        last = len(self.input_dests) - 1 + latencies(self.config).input_write
-        for c, core in enumerate(self.cores):
-            instrs = decode_program(core.instructions)
-            for instr, t in zip(instrs, issue_cycles(instrs), strict=False):
+        last = len(self.model(model_index).input_dests) - 1 + latencies(self.config).input_write
+        for c, (instrs, issue) in enumerate(self.model_code(model_index)):
+            for instr, t in zip(instrs, issue, strict=True):
                 last = max(last, last_effect(self.config, instr, c, t))
         return last
 
-    def cycle_count_per_inference(self, spaced: bool = True) -> int:
-        """Return the cycles one inference takes.
+    def cycle_count_per_inference(self, spaced: bool = True, model_index: int = 0) -> int:
+        """Return the cycles one inference of model ``model_index`` takes.
 
         Parameters
         ----------
@@ -263,33 +395,37 @@ class Program:
             True: latency of an inference on an idle machine, from the cycle the first input
             beat is accepted to the cycle the last output beat is presented, inclusive.
             False: the interval between back-to-back (contiguous) inferences.
+        model_index : int
+            The model (0 for a single-model program).
         """
         if spaced:
-            return max(self.output_cycles()) + 1
-        return self.done_cycle() + 1
+            return max(self.output_cycles(model_index)) + 1
+        return self.done_cycle(model_index) + 1
 
-    def compute_duration_per_inference_us(self, spaced: bool = True) -> float:
+    def compute_duration_per_inference_us(self, spaced: bool = True,
+                                          model_index: int = 0) -> float:
         """Return :meth:`cycle_count_per_inference` in µs at the configuration's clock.
 
         Compute only (no host I/O), assuming the design closes timing at ``clock_mhz``.
         """
-        return self.cycle_count_per_inference(spaced) / self.config.clock_mhz
+        return self.cycle_count_per_inference(spaced, model_index) / self.config.clock_mhz
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self, model_index: int = 0) -> dict[str, Any]:
         """Return static resource use and ideal compute figures.
 
         Keys: per-core lists ``weight_store_used``, ``tensor_ram_used``, ``num_instrs``; the
         depths ``weight_store_depth``, ``tensor_ram_depth``, ``instr_mem_depth``; totals
-        ``total_weight_tiles``, ``total_instrs``; ``input_bytes``, ``output_bytes``;
-        ``ideal_compute_cycles`` (Σ over layers of ceil(tiles / cores)),
-        ``cycles_per_inference`` and ``utilisation`` (ideal / actual).
+        ``total_weight_tiles``, ``total_instrs`` (all of the whole program); and of model
+        ``model_index``: ``input_bytes``, ``output_bytes``, ``ideal_compute_cycles`` (Σ over
+        layers of ceil(tiles / cores)), ``cycles_per_inference`` and ``utilisation`` (ideal /
+        actual).
         """
-        cfg = self.config
+        cfg, model = self.config, self.model(model_index)
         tiles = [len(c.weights) for c in self.cores]
         instrs = [len(c.instructions) for c in self.cores]
         ideal = sum(-(-layer.get("tiles", 0) // cfg.num_cores)
-                    for layer in self.meta.get("layers", []))
-        cycles = self.cycle_count_per_inference()
+                    for layer in model.meta.get("layers", []))
+        cycles = self.cycle_count_per_inference(model_index=model_index)
         return {
             "weight_store_used": tiles,
             "weight_store_depth": cfg.weight_store_depth,
@@ -299,8 +435,8 @@ class Program:
             "instr_mem_depth": cfg.instr_mem_depth,
             "total_weight_tiles": sum(tiles),
             "total_instrs": sum(instrs),
-            "input_bytes": sum(t.beats for t in self.inputs) * cfg.block_size * 2,
-            "output_bytes": sum(t.beats for t in self.outputs) * cfg.block_size * 2,
+            "input_bytes": sum(t.beats for t in model.inputs) * cfg.block_size * 2,
+            "output_bytes": sum(t.beats for t in model.outputs) * cfg.block_size * 2,
             "ideal_compute_cycles": ideal,
             "cycles_per_inference": cycles,
             "utilisation": ideal / cycles if cycles else 0.0,
@@ -339,8 +475,21 @@ class Program:
             "outputs": [list(t.shape) for t in self.outputs],
             "input_dests": {"offset": offset, "shape": list(dests.shape)},
             "meta": self.meta,
+            "models": [],
         }
         blobs.append(dests.tobytes())
+        offset += len(blobs[-1])
+        for model in self.extra_models:
+            dests = np.ascontiguousarray(model.input_dests, dtype="<u4")
+            header["models"].append({
+                "entry": model.entry,
+                "inputs": [list(t.shape) for t in model.inputs],
+                "outputs": [list(t.shape) for t in model.outputs],
+                "input_dests": {"offset": offset, "shape": list(dests.shape)},
+                "meta": model.meta,
+            })
+            blobs.append(dests.tobytes())
+            offset += len(blobs[-1])
         head = json.dumps(header, sort_keys=True).encode()
         payload = struct.pack("<I", len(head)) + head + b"".join(blobs)
         digest = hashlib.sha256(payload).digest()
@@ -430,14 +579,21 @@ class Program:
                       for name, (dtype, ndim) in _ARRAYS.items()}
             cores.append(CoreImage(**fields, tram_used=int(entry["tram_used"])))
         b = config.block_size
+
+        def layouts(shapes: list[list[int]]) -> list[TensorLayout]:
+            return [TensorLayout(tuple(int(s) for s in shape), b) for shape in shapes]
+
         program = cls(
             config=config,
             cores=cores,
-            inputs=[TensorLayout(tuple(int(s) for s in shape), b) for shape in header["inputs"]],
-            outputs=[TensorLayout(tuple(int(s) for s in shape), b)
-                     for shape in header["outputs"]],
+            inputs=layouts(header["inputs"]),
+            outputs=layouts(header["outputs"]),
             input_dests=array(header["input_dests"], "<u4", 2),
             meta=header["meta"],  # a fresh dict from JSON, or refused by check_meta
+            extra_models=[ModelEntry(entry["entry"], layouts(entry["inputs"]),
+                                     layouts(entry["outputs"]),
+                                     array(entry["input_dests"], "<u4", 2), entry["meta"])
+                          for entry in header["models"]],
         )
         try:
             program.validate()
@@ -452,6 +608,37 @@ class Program:
         return cls.load_bytes(Path(path).read_bytes())
 
 
+# -- the machine's tables -------------------------------------------------------------------
+
+
+def indesc_words(program: Program) -> list[int]:
+    """Return the input descriptor table: every model's descriptors, model 0's first.
+
+    Word ``i`` is ``addr | mask << INDESC_ADDR_BITS``; model ``k``'s descriptors start at
+    the ``base`` of its :func:`model_table` word.
+    """
+    return [int(addr) | int(mask) << INDESC_ADDR_BITS
+            for k in range(program.num_models)
+            for mask, addr in program.model(k).input_dests.tolist()]
+
+
+def model_table(program: Program) -> list[int]:
+    """Return the model table: per model, ``entry | base << 17 | beats << 34``.
+
+    ``entry`` is the model's entry pc, ``base`` the index of its first input descriptor in
+    :func:`indesc_words` and ``beats`` its input beats (:data:`MODEL_FIELD_BITS` each). The
+    machine reads the word of the index on its input port (``docs/architecture.md`` §2);
+    the words of indices without a model are zero.
+    """
+    words, base = [], 0
+    for k in range(program.num_models):
+        model = program.model(k)
+        beats = len(model.input_dests)
+        words.append(model.entry | base << MODEL_FIELD_BITS | beats << 2 * MODEL_FIELD_BITS)
+        base += beats
+    return words
+
+
 # -- metadata ------------------------------------------------------------------------------
 
 
@@ -460,7 +647,7 @@ def _is_int(value: Any) -> bool:
 
 
 def check_meta(program: Program) -> None:
-    """Check that ``program.meta`` has the types and ranges its readers rely on.
+    """Check that every model's ``meta`` has the types and ranges its readers rely on.
 
     ``meta`` is free-form apart from these keys, each optional: ``name`` and
     ``reference_source`` (str), ``streaming`` (bool), ``input_axis`` and ``output_axis``
@@ -473,14 +660,23 @@ def check_meta(program: Program) -> None:
     Raises
     ------
     ProgramError
-        Naming the first key (``meta["layers"][2]["end"]``) that is wrong and why.
+        Naming the first key (``meta["layers"][2]["end"]``) that is wrong and why (and the
+        model, in a multi-model program).
     """
-    meta = program.meta
+    for k in range(program.num_models):
+        model = program.model(k)
+        _check_model_meta(model.meta, model.inputs, model.outputs, program.config.num_cores,
+                          f"model {k} " if program.num_models > 1 else "")
+
+
+def _check_model_meta(meta: Any, inputs: list[TensorLayout], outputs: list[TensorLayout],
+                      cores: int, who: str) -> None:
+    """Check one model's ``meta`` (see :func:`check_meta`); ``who`` prefixes messages."""
     if not isinstance(meta, dict):
-        raise ProgramError(f"meta must be a dict, not {type(meta).__name__}")
+        raise ProgramError(f"{who}meta must be a dict, not {type(meta).__name__}")
 
     def bad(where: str, value: Any, want: str) -> ProgramError:
-        return ProgramError(f"meta{where} must be {want}, not {value!r}")
+        return ProgramError(f"{who}meta{where} must be {want}, not {value!r}")
 
     for key in ("name", "reference_source"):
         if key in meta and not isinstance(meta[key], str):
@@ -489,9 +685,9 @@ def check_meta(program: Program) -> None:
         raise bad("['streaming']", meta["streaming"], "true or false")
     axes = [key for key in ("input_axis", "output_axis") if meta.get(key) is not None]
     if len(axes) == 1:
-        raise ProgramError(f"meta has {axes[0]!r} without its pair: a streaming program "
+        raise ProgramError(f"{who}meta has {axes[0]!r} without its pair: a streaming program "
                            "records both input_axis and output_axis")
-    for key, tensors in (("input_axis", program.inputs), ("output_axis", program.outputs)):
+    for key, tensors in (("input_axis", inputs), ("output_axis", outputs)):
         if key in axes:
             rank = len(tensors[0].shape)
             if not _is_int(meta[key]) or not 0 <= meta[key] <= rank:
@@ -503,7 +699,6 @@ def check_meta(program: Program) -> None:
     layers = meta.get("layers", [])
     if not isinstance(layers, list):
         raise bad("['layers']", layers, "a list")
-    cores = program.config.num_cores
     for i, layer in enumerate(layers):
         where = f"['layers'][{i}]"
         if not isinstance(layer, dict):
@@ -522,5 +717,5 @@ def check_meta(program: Program) -> None:
             if value is not None and (not _is_int(value) or value < 0):
                 raise bad(f"{where}[{key!r}]", value, "a cycle (an integer >= 0)")
         if (start is None) != (end is None) or (start is not None and start > end):
-            raise ProgramError(f"meta{where}: start {start!r} and end {end!r} must both be "
+            raise ProgramError(f"{who}meta{where}: start {start!r} and end {end!r} must both be "
                                "cycles, start <= end")

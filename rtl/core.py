@@ -68,6 +68,7 @@ def core_signature(config: Config) -> wiring.Signature:
     b, n = config.block_size, config.num_cores
     return wiring.Signature({
         "start": In(1),
+        "entry": In(addr_bits(config.instr_mem_depth)),
         "core_id": In(core_id_bits(config)),
         "in_we": In(1),
         "in_addr": In(addr_bits(config.tensor_ram_depth)),
@@ -141,6 +142,8 @@ class Core(wiring.Component):
     -------
     start : In(1)
         Cycle 0 of an inference (shared by all cores).
+    entry : In(addr_bits(instr_mem_depth))
+        Entry pc of the model selected on the input port (shared by all cores).
     core_id : In(core_id_bits)
         This core's index (decides which bit of a ``VEC`` core mask is a local write).
     in_we : In(1)
@@ -218,7 +221,8 @@ class Core(wiring.Component):
         # Fetch, issue and decode (through the isa layouts only).
         m.submodules.seq = seq = Sequencer(cfg)
         word = imem.rdata
-        m.d.comb += [seq.start.eq(self.start), seq.word.eq(word), imem.raddr.eq(seq.imem_addr)]
+        m.d.comb += [seq.start.eq(self.start), seq.entry.eq(self.entry), seq.word.eq(word),
+                     imem.raddr.eq(seq.imem_addr)]
         opcode = data.View(amaranth_layout(Opcode.END), word).opcode
         mac = data.View(amaranth_layout(Opcode.MAC), word)
         vec = data.View(amaranth_layout(Opcode.VEC), word)

@@ -41,11 +41,19 @@ from amaranth.back import verilog
 from isa.config import Config, ConfigError
 from isa.functions import table
 from isa.instructions import WORD_BITS
-from isa.program import INDESC_ADDR_BITS, INDESC_MASK_BITS, Program
+from isa.program import (
+    INDESC_ADDR_BITS,
+    INDESC_MASK_BITS,
+    MAX_MODELS,
+    MODEL_FIELD_BITS,
+    Program,
+    indesc_words,
+    model_table,
+)
 from rtl.core import Core, core_images
 from rtl.lane import Lane
 from rtl.matrix import Matrix
-from rtl.top import Top, indesc_image
+from rtl.top import Top
 
 __all__ = ["BROKEN", "VERILOG_DIR", "FN_TABLE_FILE", "generate", "manifest_memories",
            "memory_images", "write_memory_images", "main"]
@@ -66,14 +74,17 @@ def manifest_memories(config: Config) -> list[dict[str, Any]]:
     """Return the manifest's ``memories`` list for ``config``.
 
     Each entry: ``path`` (hierarchical, below the top), ``kind`` (``weights``, ``tram``,
-    ``imem``, ``clamp``, ``indesc`` or ``acc``), ``core``, ``lane`` (or None), ``width`` in
-    bits and ``depth`` in words. The ``acc`` entry of a core is the copy the vector unit reads
-    (the accumulate stage's copy, ``acc_mac``, always holds the same words).
+    ``imem``, ``clamp``, ``indesc``, ``models`` or ``acc``), ``core``, ``lane`` (or None),
+    ``width`` in bits and ``depth`` in words. The ``acc`` entry of a core is the copy the
+    vector unit reads (the accumulate stage's copy, ``acc_mac``, always holds the same words).
     """
     b = config.block_size
     mems: list[dict[str, Any]] = [{
         "path": "indesc", "kind": "indesc", "core": None, "lane": None,
         "width": INDESC_ADDR_BITS + INDESC_MASK_BITS, "depth": config.io_depth,
+    }, {
+        "path": "models", "kind": "models", "core": None, "lane": None,
+        "width": 3 * MODEL_FIELD_BITS, "depth": MAX_MODELS,
     }]
     for c in range(config.num_cores):
         def entry(name: str, kind: str, width: int, depth: int, lane: int | None = None,
@@ -98,7 +109,7 @@ def memory_images(program: Program) -> dict[str, list[int]]:
     accumulator store) are absent.
     """
     program.validate()
-    images = {"indesc": indesc_image(program)}
+    images = {"indesc": indesc_words(program), "models": model_table(program)}
     for c, core in enumerate(program.cores):
         for name, words in core_images(core, program.config).items():
             images[f"core{c}.{name}"] = words
@@ -149,8 +160,8 @@ def _check_instance_names(texts: dict[str, str], config: Config) -> None:
     would silently move a memory image to a file nobody writes.
     """
     # The module each instance name (without digits) is placed in.
-    owner = {"core": "tidal_top", "indesc": "tidal_top", "matrix": "tidal_core",
-             "lane": "tidal_matrix", "wmem": "tidal_lane"}
+    owner = {"core": "tidal_top", "indesc": "tidal_top", "models": "tidal_top",
+             "matrix": "tidal_core", "lane": "tidal_matrix", "wmem": "tidal_lane"}
     for mem in manifest_memories(config):
         for part in mem["path"].split("."):
             module = owner.get(part.rstrip("0123456789"), "tidal_core")

@@ -2,14 +2,15 @@
 
 Timing (``docs/architecture.md`` §2): the instruction memory reads synchronously, so the
 sequencer always presents the address of the *next* instruction to issue; while idle that
-is pc 0, so the first instruction is ready in cycle 0 of an inference. ``WAIT n`` makes the
-next instruction issue ``n`` cycles after the ``WAIT``; ``END`` ends the core's inference and
-returns the pc to 0.
+is ``entry``, the entry pc of the model selected on the input port, so the model's first
+instruction is ready in cycle 0 of an inference. ``WAIT n`` makes the next instruction issue
+``n`` cycles after the ``WAIT``; ``END`` ends the core's inference and returns the pc to
+``entry``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +31,10 @@ class Sequencer(wiring.Component):
     Members
     -------
     start : In(1)
-        Cycle 0 of an inference: issue the instruction at pc 0 (which is on ``word``).
+        Cycle 0 of an inference: issue the instruction at the entry pc (which is on
+        ``word``).
+    entry : In(addr_bits(instr_mem_depth))
+        Entry pc of the selected model (the top's model table), presented while idle.
     word : In(64)
         The instruction memory's read data: the word at the address presented on
         ``imem_addr`` in the previous cycle.
@@ -49,6 +53,7 @@ class Sequencer(wiring.Component):
         self.config = config
         super().__init__({
             "start": In(1),
+            "entry": In(addr_bits(config.instr_mem_depth)),
             "word": In(WORD_BITS),
             "imem_addr": Out(addr_bits(config.instr_mem_depth)),
             "issue": Out(1),
@@ -69,12 +74,12 @@ class Sequencer(wiring.Component):
 
         m.d.comb += [
             self.issue.eq((run | self.start) & (wait == 0)),
-            pc_next.eq(pc),
+            pc_next.eq(Mux(run | self.start, pc, self.entry)),
             run_next.eq(run | self.start),
         ]
         with m.If(self.issue):
             with m.If(opcode == Opcode.END):
-                m.d.comb += [pc_next.eq(0), run_next.eq(0)]
+                m.d.comb += [pc_next.eq(self.entry), run_next.eq(0)]
             with m.Else():
                 m.d.comb += pc_next.eq(pc + 1)
             with m.If(opcode == Opcode.WAIT):

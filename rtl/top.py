@@ -15,8 +15,11 @@ link registers, given whole to every core, each of which picks the ``TRAM`` and 
 blocks addressed to it. The top itself only concatenates, and muxes the output beat.
 
 Cycle 0 of an inference is the cycle the first input beat is accepted (``in_valid`` while
-idle). The input port then accepts a beat in each of cycles ``0 .. n_in_beats − 1`` (a
-missing beat is an underrun: ``error``, and its write is dropped); the machine never stalls.
+idle). The model index on ``in_model`` (held from ``MODEL_SETUP`` cycles before) selects a
+word of the model table (``models``): the entry pc every sequencer presents while idle, and
+the model's input beats and first input descriptor. The input port then accepts a beat in
+each of the model's cycles ``0 .. beats − 1`` (a missing beat is an underrun: ``error``, and
+its write is dropped); the machine never stalls.
 The inference is done in the first cycle after which nothing more happens: every core has
 issued its ``END`` and has nothing in flight, and the last input beat has been written
 (``docs/architecture.md`` §2). ``done`` pulses in that cycle, and the next beat can be
@@ -39,13 +42,22 @@ from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
 from isa.instructions import PC_BITS
-from isa.program import INDESC_ADDR_BITS, INDESC_MASK_BITS, Program
+from isa.program import (
+    INDESC_ADDR_BITS,
+    INDESC_MASK_BITS,
+    MAX_MODELS,
+    MODEL_FIELD_BITS,
+    MODEL_INDEX_BITS,
+    Program,
+    indesc_words,
+    model_table,
+)
 from isa.timing import latencies
 from rtl.core import Core, core_signature
 from rtl.interconnect import more_than_one, or_mux
 from rtl.memory import add_memory, check_flavour, place
 
-__all__ = ["top_signature", "Top", "indesc_image"]
+__all__ = ["top_signature", "Top"]
 
 
 def top_signature(config: Config) -> wiring.Signature:
@@ -55,6 +67,7 @@ def top_signature(config: Config) -> wiring.Signature:
         "in_valid": In(1),
         "in_ready": Out(1),
         "in_data": In(16 * b),
+        "in_model": In(MODEL_INDEX_BITS),
         "out_valid": Out(1),
         "out_data": Out(16 * b),
         "out_ready": In(1),
@@ -62,16 +75,9 @@ def top_signature(config: Config) -> wiring.Signature:
         "done": Out(1),
         "cycle": Out(32),
         "error": Out(1),
-        "n_in_beats": In(config.io_count_bits),
         "trace_valid": Out(n),
         "trace_pc": Out(PC_BITS * n),
     })
-
-
-def indesc_image(program: Program) -> list[int]:
-    """Return the input descriptor table words of ``program`` (see :data:`INDESC_ADDR_BITS`)."""
-    return [int(addr) | int(mask) << INDESC_ADDR_BITS
-            for mask, addr in program.input_dests.tolist()]
 
 
 class Top(wiring.Component):
@@ -102,6 +108,9 @@ class Top(wiring.Component):
         High while idle and during the input phase of an inference.
     in_data : In(16 * B)
         Input beat, lane ``i`` at bits ``[16i, 16i + 16)``.
+    in_model : In(MODEL_INDEX_BITS)
+        The model of the next inference, held from ``MODEL_SETUP`` cycles before its first
+        beat up to that beat (``docs/architecture.md`` §2).
     out_valid : Out(1)
         An output beat is presented this cycle.
     out_data : Out(16 * B)
@@ -115,10 +124,9 @@ class Top(wiring.Component):
     cycle : Out(32)
         Cycles since cycle 0 of the current or last inference (0 in cycle 0).
     error : Out(1)
-        Sticky until reset: input underrun, output stall, or a port collision (two writes
-        to one memory, two output beats) that a valid schedule never causes.
-    n_in_beats : In(io_count_bits)
-        Input beats of the loaded program (held constant).
+        Sticky until reset: input underrun, output stall, a model index that is no model of
+        the program or was not held for ``MODEL_SETUP`` cycles, or a port collision (two
+        writes to one memory, two output beats) that a valid schedule never causes.
     trace_valid : Out(num_cores)
         Bit ``c``: core ``c`` issues an instruction this cycle.
     trace_pc : Out(16 * num_cores)
@@ -161,9 +169,26 @@ class Top(wiring.Component):
         slot = Signal()                         # an input beat is due this cycle
         in_phase = Signal()
         done = Signal()
+        # The model table, read with the index on the input port: its entry pc is what the
+        # idle sequencers present, so the word read in cycle -1 (index of cycle -2) gives the
+        # instruction of cycle 0; base and beats are those read in cycle 0 (index of cycle
+        # -1), kept for the input phase.
+        fb = MODEL_FIELD_BITS
+        models = add_memory(m, "models", width=3 * fb, depth=MAX_MODELS, flavour=flavour,
+                            writable=False,
+                            init=model_table(program) if program is not None else None,
+                            registry=self.memories)
+        m.d.comb += models.raddr.eq(self.in_model)
+        entry = models.rdata[:fb]
+        base, beats = Signal(fb), Signal(fb)
+        with m.If(start):
+            m.d.sync += [base.eq(models.rdata[fb:2 * fb]), beats.eq(models.rdata[2 * fb:])]
+        model1, model2 = Signal(MODEL_INDEX_BITS), Signal(MODEL_INDEX_BITS)
+        m.d.sync += [model1.eq(self.in_model), model2.eq(model1)]
+        bad_model = start & ((model1 != model2) | (models.rdata[2 * fb:] == 0))
         m.d.comb += [
             start.eq(~run & self.in_valid),
-            in_phase.eq(run & (in_cnt < self.n_in_beats)),
+            in_phase.eq(run & (in_cnt < beats)),
             slot.eq(start | in_phase),
             self.in_ready.eq(~run | in_phase),
         ]
@@ -174,11 +199,11 @@ class Top(wiring.Component):
 
         indesc = add_memory(m, "indesc", width=INDESC_ADDR_BITS + INDESC_MASK_BITS,
                             depth=cfg.io_depth, flavour=flavour, writable=False,
-                            init=indesc_image(program) if program is not None else None,
+                            init=indesc_words(program) if program is not None else None,
                             registry=self.memories)
         # Beat i is accepted in cycle i; its descriptor is read in cycle i, and both are
         # registered `input_write` times: the beat is written in cycle i + input_write.
-        m.d.comb += indesc.raddr.eq(in_cnt)
+        m.d.comb += indesc.raddr.eq(Mux(start, models.rdata[fb:2 * fb], base) + in_cnt)
         in_we = Signal(name="in_we1")
         in_data = Signal(16 * b, name="in_data1", reset_less=True)
         m.d.sync += [in_we.eq(slot & self.in_valid), in_data.eq(self.in_data)]
@@ -206,7 +231,7 @@ class Top(wiring.Component):
         bus = {f"links_{field}": Cat(*(p[f"link_{field}"] for p in ports))
                for field in ("dest", "acc", "addr", "data")}
         for c, p in enumerate(ports):
-            m.d.comb += [p["start"].eq(start), p["core_id"].eq(c),
+            m.d.comb += [p["start"].eq(start), p["entry"].eq(entry), p["core_id"].eq(c),
                          p["in_we"].eq(in_we & in_mask[c]), p["in_addr"].eq(in_addr),
                          p["in_data"].eq(in_data)]
             m.d.comb += [p[name].eq(value) for name, value in bus.items()]
@@ -242,6 +267,7 @@ class Top(wiring.Component):
         err = Signal()
         err_now = Cat(
             in_phase & ~self.in_valid,                  # input underrun
+            bad_model,
             self.out_valid & ~self.out_ready,           # output stall
             output_collision,
             *(p["error"] for p in ports),

@@ -142,11 +142,12 @@ def _fail(src: Source, message: str, memory: str, addr: int, other: Source | Non
                          addr=addr, other=other.describe() if other is not None else "")
 
 
-def _decode(program: Program) -> tuple[list[list[Instruction]], list[list[int]]]:
+def _decode(program: Program, entry: int) -> tuple[list[list[Instruction]], list[list[int]]]:
+    """Return, per core, the instructions from pc ``entry`` and their issue cycles."""
     instrs, cycles = [], []
     for c, core in enumerate(program.cores):
         try:
-            decoded = decode_program(core.instructions)
+            decoded = decode_program(core.instructions)[entry:]
         except EncodingError as exc:
             raise ProgramError(f"core {c} instructions: {exc}") from None
         try:
@@ -155,9 +156,9 @@ def _decode(program: Program) -> tuple[list[list[Instruction]], list[list[int]]]
             # Name the last instruction, at the cycle it issues.
             issue = issue_cycles([*decoded, End()])
             last = max(len(decoded) - 1, 0)
-            src = Source(c, last, issue[last], decoded[-1] if decoded else None)
+            src = Source(c, entry + last, issue[last], decoded[-1] if decoded else None)
             raise _fail(src, f"core {c}'s program has no END (it must end within its "
-                        f"{len(decoded)} instructions)", "imem", last) from None
+                        f"{len(decoded)} instructions)", "imem", entry + last) from None
         instrs.append(decoded)
         cycles.append(issue)
     return instrs, cycles
@@ -271,8 +272,9 @@ def _check_hazards(cfg: Config, reads: list[Access], writes: list[Access]) -> No
                         r.addr, w.src)
 
 
-def analyse(program: Program) -> Schedule:
-    """Decode ``program``, list its accesses and check the static-schedule rules.
+def analyse(program: Program, model_index: int = 0) -> Schedule:
+    """Decode model ``model_index`` of ``program`` (its code from its entry pc on every
+    core), list its accesses and check the static-schedule rules.
 
     Raises
     ------
@@ -283,14 +285,15 @@ def analyse(program: Program) -> Schedule:
     ProgramError
         If the program is otherwise inconsistent with its configuration.
     """
-    instrs, cycles = _decode(program)
+    model = program.model(model_index)
+    instrs, cycles = _decode(program, model.entry)
     program.validate()
     cfg = program.config
-    n_in = len(program.input_dests)
+    n_in = len(model.input_dests)
     sources = [Source(-1, i, i, None) for i in range(n_in)]
     for c, (code, issue) in enumerate(zip(instrs, cycles, strict=True)):
-        for pc, t in enumerate(issue):
-            src = Source(c, pc, t, code[pc])
+        for i, t in enumerate(issue):
+            src = Source(c, model.entry + i, t, code[i])
             _check_addresses(cfg, src)
             sources.append(src)
     sources.sort(key=lambda s: s.key)
@@ -303,16 +306,16 @@ def analyse(program: Program) -> Schedule:
     writes: list[Access] = []
     for src in sources:
         if src.core < 0:
-            mask, addr = (int(v) for v in program.input_dests[src.pc])
+            mask, addr = (int(v) for v in model.input_dests[src.pc])
             writes += [Access(a.memory, a.core, a.addr, a.cycle, src)
                        for a in timing.input_writes(cfg, src.pc, mask, addr)]
         _accesses(cfg, src, reads, writes, out_index)
     _check_ports(writes)
-    n_out = sum(t.beats for t in program.outputs)
+    n_out = sum(t.beats for t in model.outputs)
     if len(outs) != n_out:
         last = outs[-1] if outs else sources[-1]
         raise _fail(last, f"the program sends {len(outs)} output beats, but its outputs "
-                    f"{[t.shape for t in program.outputs]} have {n_out}", OUT, len(outs))
+                    f"{[t.shape for t in model.outputs]} have {n_out}", OUT, len(outs))
     _check_hazards(cfg, reads, writes)
     # The last END issue is the latest issue; a beat with an empty mask still counts.
     done = max([a.cycle for a in writes] + [s.cycle for s in sources]

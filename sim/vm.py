@@ -24,7 +24,7 @@ from isa.program import Program, TensorLayout
 from sim import _vm_fast
 from sim._vm_cycle import CycleModel
 from sim._vm_plan import Memories, Plan
-from sim._vm_schedule import ScheduleError, analyse
+from sim._vm_schedule import Schedule, ScheduleError, analyse
 from sim._vm_trace import TraceRecord, WriteRecord, format_trace, parse_trace
 
 __all__ = ["VM", "ScheduleError", "TraceRecord", "WriteRecord", "format_trace", "parse_trace",
@@ -89,12 +89,9 @@ class VM:
         executor = _choose_executor(executor)
         self.program = program
         self.tracing = bool(trace)
-        schedule = analyse(program)
+        schedules = [analyse(program, k) for k in range(program.num_models)]
         cfg = program.config
         b = cfg.block_size
-        self._n_in = len(program.input_dests)
-        self._latency = schedule.latency
-        self._interval = schedule.done_cycle + 1
         self._tram_init = np.zeros((cfg.num_cores * cfg.tensor_ram_depth, b), np.float32)
         clamps = []
         for c, core in enumerate(program.cores):
@@ -112,44 +109,46 @@ class VM:
             tram_depth=cfg.tensor_ram_depth,
             acc_depth=cfg.accum_store_depth,
         )
-        self._plan = Plan(schedule, self._mem, program.input_dests)
-        self._fast = (_vm_fast.FastPlan(schedule, self._mem, program.input_dests)
-                      if executor == "compiled" and not self.tracing else None)
+        # One set of plans per model, all on the one set of memories: a model's state lives
+        # in its own tensor-RAM region (the compiler's ProgramBuilder keeps them apart).
+        self._models = [_ModelPlans(program, k, schedule, self._mem, executor, self.tracing)
+                        for k, schedule in enumerate(schedules)]
         self.executor = ("cycle" if self.tracing
-                         else "compiled" if self._fast is not None else "numpy")
-        self._cycle_model = (CycleModel(cfg, schedule, program.input_dests) if self.tracing
-                             else None)
-        self._issue_trace = [
-            TraceRecord(s.cycle, s.core, s.pc, int(program.cores[s.core].instructions[s.pc]))
-            for s in schedule.sources if s.core >= 0
-        ]
+                         else "compiled" if self._models[0].fast is not None else "numpy")
+        self._last = self._models[0]
         self.inferences = 0
         self.trace: list[TraceRecord] = []
         self.write_trace: list[WriteRecord] = []
 
     # -- running -------------------------------------------------------------------------
 
-    def _execute(self, beats: np.ndarray, exact: bool = False) -> np.ndarray:
-        """Run one inference on float32 beats; return the output beats.
+    def _model(self, model_index: Any) -> _ModelPlans:
+        """Return the plans of model ``model_index`` (ValueError if there is none)."""
+        return self._models[self.program.check_model_index(model_index)]
+
+    def _execute(self, model: _ModelPlans, beats: np.ndarray, exact: bool = False
+                 ) -> np.ndarray:
+        """Run one inference of ``model`` on float32 beats; return the output beats.
 
         The beats are rounded to bf16 first, unless ``exact`` (they are bf16 values already,
         whose NaN payloads the machine must see unchanged).
         """
-        if self._fast is not None:
-            out = self._fast.run(self._mem, beats, round_inputs=not exact)
+        if model.fast is not None:
+            out = model.fast.run(self._mem, beats, round_inputs=not exact)
         else:
             beats = beats if exact else round_to_bf16(beats)
-            if self._cycle_model is None:
-                out = self._plan.run(self._mem, beats)
+            if model.cycle_model is None:
+                out = model.plan.run(self._mem, beats)
             else:
                 writes: list[WriteRecord] = []
-                out = self._cycle_model.run(self._mem, beats, writes)
-                self.trace = list(self._issue_trace)
+                out = model.cycle_model.run(self._mem, beats, writes)
+                self.trace = list(model.issue_trace)
                 self.write_trace = sorted(writes, key=lambda w: (w.cycle, w.core, w.memory))
         self.inferences += 1
+        self._last = model
         return out
 
-    def run_beats(self, in_beats: np.ndarray) -> np.ndarray:
+    def run_beats(self, in_beats: np.ndarray, model_index: int = 0) -> np.ndarray:
         """Run one inference at the beat level (what co-simulation compares).
 
         Parameters
@@ -157,6 +156,8 @@ class VM:
         in_beats : numpy.ndarray
             uint16 [input beats, B]: bf16 bit patterns, lane ``j`` of beat ``i`` at
             ``[i, j]``.
+        model_index : int
+            The model to run (0 for a single-model program).
 
         Returns
         -------
@@ -166,42 +167,48 @@ class VM:
         Raises
         ------
         ValueError
-            If ``in_beats`` is not a uint16 array of that shape.
+            If ``in_beats`` is not a uint16 array of that shape, or there is no such model.
         """
+        model = self._model(model_index)
         b = self.program.config.block_size
         if not isinstance(in_beats, np.ndarray) or in_beats.dtype != np.uint16:
             raise ValueError(f"input beats must be a uint16 numpy array, not "
                              f"{getattr(in_beats, 'dtype', type(in_beats).__name__)}")
-        if in_beats.shape != (self._n_in, b):
-            raise ValueError(f"input beats must have shape {(self._n_in, b)}, not "
+        if in_beats.shape != (model.n_in, b):
+            raise ValueError(f"input beats must have shape {(model.n_in, b)}, not "
                              f"{in_beats.shape}")
-        return f32_to_bf16_bits(self._execute(bf16_bits_to_f32(in_beats), exact=True))
+        return f32_to_bf16_bits(self._execute(model, bf16_bits_to_f32(in_beats), exact=True))
 
-    def run(self, x: Any, *more: Any) -> Any:
+    def run(self, x: Any, *more: Any, model_index: int = 0) -> Any:
         """Run one inference (one timestep of a streaming program).
 
         Parameters
         ----------
         x, *more : array_like
-            One array per program input, each of exactly that input's shape (the model's
+            One array per model input, each of exactly that input's shape (the model's
             input without the streaming axis) and of a floating dtype: any numpy floating
             dtype, or a torch tensor of any floating dtype (``torch.bfloat16`` included;
             ``requires_grad`` is fine). Values are converted to float32, then rounded to
             bf16 (to nearest, ties to even).
+        model_index : int
+            The model to run, in a multi-model program (its index in the order the models
+            were added to the ``ProgramBuilder``); 0 for a single-model program. Each
+            model's streaming state is its own.
 
         Returns
         -------
         numpy.ndarray or tuple of numpy.ndarray
-            The output (float32, shaped like ``program.outputs[0]``), or a tuple of all
-            outputs if the program has several.
+            The output (float32, shaped like the model's first output), or a tuple of all
+            outputs if the model has several.
 
         Raises
         ------
         ValueError
-            If the number of inputs, a shape or a dtype is wrong; the message gives the
-            expected and the actual value.
+            If there is no such model, or the number of inputs, a shape or a dtype is
+            wrong; the message gives the expected and the actual value.
         """
-        layouts = self.program.inputs
+        model = self._model(model_index)
+        layouts = model.entry.inputs
         xs = (x, *more)
         if len(xs) != len(layouts):
             raise ValueError(f"the program takes {len(layouts)} input(s), not {len(xs)}")
@@ -211,16 +218,17 @@ class VM:
             if arr.shape != layout.shape:
                 raise ValueError(f"input {k} must have shape {layout.shape}, not {arr.shape}")
             blocks.append(_to_blocks(layout, arr.astype(np.float32, copy=False)))
-        out = self._execute(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
+        out = self._execute(model, blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
         results = []
         start = 0
-        for layout in self.program.outputs:
+        for layout in model.entry.outputs:
             beats = _geometry(layout)[3]
             results.append(_from_blocks(layout, out[start:start + beats]))
             start += beats
         return results[0] if len(results) == 1 else tuple(results)
 
-    def run_timesteps(self, x: Any, input_axis: int, output_axis: int) -> np.ndarray:
+    def run_timesteps(self, x: Any, input_axis: int, output_axis: int,
+                      model_index: int = 0) -> np.ndarray:
         """Run a streaming program over a whole sequence, one inference per timestep.
 
         Parameters
@@ -232,6 +240,8 @@ class VM:
             The streaming axis of ``x``.
         output_axis : int
             Where the timesteps' outputs are stacked in the result.
+        model_index : int
+            The model to run (see :meth:`run`).
 
         Returns
         -------
@@ -241,12 +251,13 @@ class VM:
         Raises
         ------
         ValueError
-            If the program has more than one input or output, or on a wrong shape, dtype
-            or axis.
+            If there is no such model, the model has more than one input or output, or on
+            a wrong shape, dtype or axis.
         """
-        if len(self.program.inputs) != 1 or len(self.program.outputs) != 1:
-            raise ValueError("run_timesteps needs a program with one input and one output")
-        shape = self.program.inputs[0].shape
+        model = self._model(model_index)
+        if len(model.entry.inputs) != 1 or len(model.entry.outputs) != 1:
+            raise ValueError("run_timesteps needs a model with one input and one output")
+        shape = model.entry.inputs[0].shape
         arr = _float_array(x, "the sequence")
         if arr.ndim != len(shape) + 1 or not -arr.ndim <= input_axis < arr.ndim:
             raise ValueError(f"the sequence must have {len(shape) + 1} axes (input shape "
@@ -256,18 +267,20 @@ class VM:
         if steps.shape[1:] != shape:
             raise ValueError(f"the sequence has shape {arr.shape}: without axis {input_axis} "
                              f"that is {steps.shape[1:]}, not the input shape {shape}")
-        out_shape = self.program.outputs[0].shape
+        out_shape = model.entry.outputs[0].shape
         if not -len(out_shape) - 1 <= output_axis <= len(out_shape):
             raise ValueError(f"output_axis {output_axis} is out of range for outputs of "
                              f"shape {out_shape} plus a streaming axis")
-        if self._fast is not None:
+        if model.fast is not None:
             # One compiled call for the whole sequence.
-            layout, out_layout = self.program.inputs[0], self.program.outputs[0]
-            out = self._fast.run(self._mem, _to_blocks(
+            layout, out_layout = model.entry.inputs[0], model.entry.outputs[0]
+            out = model.fast.run(self._mem, _to_blocks(
                 layout, steps.astype(np.float32, copy=False), (len(steps),)))
             self.inferences += len(steps)
+            if len(steps):
+                self._last = model
             return np.moveaxis(_from_blocks(out_layout, out, (len(steps),)), 0, output_axis)
-        outs = [self.run(step) for step in steps]
+        outs = [self.run(step, model_index=model_index) for step in steps]
         if not outs:
             return np.moveaxis(np.empty((0, *out_shape), np.float32), 0, output_axis)
         return np.stack(outs, axis=output_axis)
@@ -275,7 +288,7 @@ class VM:
     # -- timing --------------------------------------------------------------------------
 
     def cycle_count(self, spaced: bool = True) -> int:
-        """Return the cycles of the last inference (the same for every inference).
+        """Return the cycles of the last inference (the same for every inference of a model).
 
         Parameters
         ----------
@@ -291,7 +304,7 @@ class VM:
         """
         if not self.inferences:
             raise RuntimeError("no inference has run yet: call run() first")
-        return self._latency if spaced else self._interval
+        return self._last.latency if spaced else self._last.interval
 
     def compute_duration_us(self, spaced: bool = True) -> float:
         """Return :meth:`cycle_count` in µs at the configuration's clock (compute only)."""
@@ -323,6 +336,26 @@ class VM:
         self.inferences = 0
         self.trace = []
         self.write_trace = []
+
+
+class _ModelPlans:
+    """What runs one model of a program: its schedule's plans and static figures."""
+
+    def __init__(self, program: Program, k: int, schedule: Schedule, mem: Memories, executor: str,
+                 tracing: bool) -> None:
+        self.entry = program.model(k)
+        dests = self.entry.input_dests
+        self.n_in = len(dests)
+        self.latency = schedule.latency
+        self.interval = schedule.done_cycle + 1
+        self.plan = Plan(schedule, mem, dests)
+        self.fast = (_vm_fast.FastPlan(schedule, mem, dests)
+                     if executor == "compiled" and not tracing else None)
+        self.cycle_model = CycleModel(program.config, schedule, dests) if tracing else None
+        self.issue_trace = [
+            TraceRecord(s.cycle, s.core, s.pc, int(program.cores[s.core].instructions[s.pc]))
+            for s in schedule.sources if s.core >= 0
+        ]
 
 
 def _float_array(value: Any, what: str) -> np.ndarray:

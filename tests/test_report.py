@@ -142,8 +142,8 @@ def test_json_schema_keys(report: dict) -> None:
     data = json.loads(json.dumps(report))
     assert data["schema_version"] == rep.SCHEMA_VERSION == 2
     assert data["compute_only"] is True
-    assert set(data) == {"schema_version", "compute_only", "notes", "program", "latency",
-                         "reference", "layers", "cores", "memory", "timeline"}
+    assert set(data) == {"schema_version", "compute_only", "notes", "program", "models",
+                         "latency", "reference", "layers", "cores", "memory", "timeline"}
     assert {"spaced_cycles", "spaced_us", "contiguous_cycles", "contiguous_us", "clock_mhz",
             "ideal_compute_cycles", "utilisation"} <= set(data["latency"])
     assert {"name", "op", "cores", "start", "end", "tiles", "macs", "busy"} \
@@ -157,7 +157,7 @@ def test_schema_doc_lists_every_key(report: dict) -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "report-schema.md").read_text()
     keys = set(report) | set(report["latency"]) | set(report["program"]) \
         | set(report["layers"][0]) | set(report["cores"][0]) | set(report["memory"][0]) \
-        | set(report["timeline"]) | set(report["reference"])
+        | set(report["timeline"]) | set(report["reference"]) | set(report["models"][0])
     missing = sorted(k for k in keys if f"`{k}`" not in doc)
     assert not missing, f"docs/report-schema.md does not document {missing}"
 

@@ -45,7 +45,7 @@ from isa.numerics import (
     unpack_beats,
     vec_op,
 )
-from isa.program import CoreImage, Program, TensorLayout
+from isa.program import MODEL_SETUP, CoreImage, Program, TensorLayout
 from isa.timing import issue_cycles, latencies
 from rtl.top import Top
 from sim.vm import VM, ScheduleError
@@ -229,9 +229,9 @@ def run_rtl(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: i
     n_in = len(prog.input_dests)
 
     async def bench(ctx):
-        ctx.set(top.n_in_beats, n_in)
         ctx.set(top.out_ready, 1)
-        await ctx.tick()            # the instruction memories' read ports fetch pc 0
+        for _ in range(MODEL_SETUP):  # the model table, then the instruction memories, read
+            await ctx.tick()
         for index, beats in enumerate(inferences):
             assert len(beats) == n_in
             outputs, trace = [], []
@@ -773,7 +773,8 @@ def test_generate_verilog(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
     kinds = sorted(m["kind"] for m in manifest["memories"])
     b = C1B4.block_size
-    assert kinds == sorted(["indesc", "imem", "tram", "clamp", "acc"] + ["weights"] * b)
+    assert kinds == sorted(["indesc", "models", "imem", "tram", "clamp", "acc"]
+                           + ["weights"] * b)
     top = (tmp_path / "tidal_top.v").read_text()
     assert top.count("tidal_core core0") == 1
     assert (tmp_path / "tidal_matrix.v").read_text().count("tidal_lane lane") == b

@@ -1087,7 +1087,7 @@ def test_random_program_generator_is_varied() -> None:
     for seed in range(40):
         prog = random_program(seed * 101 + 2, C2B8)
         vm = VM(prog)
-        seen.add(f"levels{min(len(vm._plan.levels), 6)}")
+        seen.add(f"levels{min(len(vm._models[0].plan.levels), 6)}")
         for c, core in enumerate(prog.cores):
             for instr in decode_program(core.instructions):
                 if isinstance(instr, Mac) and instr.accumulate:
@@ -1096,7 +1096,7 @@ def test_random_program_generator_is_varied() -> None:
                     seen.add("accs-remote")
                 if isinstance(instr, Wait) and instr.cycles > 1:
                     seen.add("wait")
-        for lv in vm._plan.levels:
+        for lv in vm._models[0].plan.levels:
             if lv.chains is not None and len(lv.chains.steps) > 1:
                 seen.add("chain")
             if lv.chains is not None and lv.chains.add_rows is not None:

@@ -22,6 +22,7 @@ from typing import NoReturn
 import numpy as np
 
 import isa
+from isa.program import ModelEntry
 from tidal_cli import __version__
 from tidal_cli.loader import (
     EXIT_FAILURE,
@@ -103,33 +104,42 @@ def _show_output(array: np.ndarray, out: str | None) -> None:
         print(np.array2string(array, precision=5, threshold=64))
 
 
-def _check_io(program: isa.Program, command: str) -> None:
-    if len(program.inputs) != 1 or len(program.outputs) != 1:
-        raise CliError(f"tidal {command} handles programs with one input and one output; "
-                       f"this one has {len(program.inputs)} and {len(program.outputs)} "
+def _model(program: isa.Program, index: int) -> ModelEntry:
+    """Return model ``index`` of the program (``--model``), or a one-line usage error."""
+    try:
+        return program.model(index)
+    except ValueError:
+        raise CliError(f"--model {index}: the program has {program.num_models} model(s), "
+                       f"0..{program.num_models - 1}", EXIT_USAGE) from None
+
+
+def _check_io(model: ModelEntry, command: str) -> None:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise CliError(f"tidal {command} handles models with one input and one output; "
+                       f"this one has {len(model.inputs)} and {len(model.outputs)} "
                        "(use the Python API: program.to_vm().run(*inputs))")
 
 
-def _stream_axes(program: isa.Program) -> tuple[int, int]:
-    """Return the recorded (input, output) time axes of a streaming program."""
-    meta = program.meta
+def _stream_axes(model: ModelEntry) -> tuple[int, int]:
+    """Return the recorded (input, output) time axes of a streaming model."""
+    meta = model.meta
     if not meta.get("streaming") or meta.get("input_axis") is None:
         raise CliError("--timesteps needs a streaming program (compile with "
                        "--streaming-axis N); this one runs whole inputs", EXIT_USAGE)
     return int(meta["input_axis"]), int(meta["output_axis"])
 
 
-def _load_input(program: isa.Program, path: str, timesteps: bool, command: str) -> np.ndarray:
-    """Load ``path`` and check it against the program's input shape.
+def _load_input(model: ModelEntry, path: str, timesteps: bool, command: str) -> np.ndarray:
+    """Load ``path`` and check it against the model's input shape.
 
-    With ``timesteps`` the array holds a whole sequence, its time axis at the program's
+    With ``timesteps`` the array holds a whole sequence, its time axis at the model's
     recorded input axis; otherwise it is one inference.
     """
-    _check_io(program, command)
-    shape = program.inputs[0].shape
+    _check_io(model, command)
+    shape = model.inputs[0].shape
     x = load_array(path)
     if timesteps:
-        axis, _ = _stream_axes(program)
+        axis, _ = _stream_axes(model)
         if x.ndim != len(shape) + 1:
             raise CliError(f"{path!r} has shape {x.shape}; with --timesteps it must be the "
                            f"input shape {shape} with a time axis inserted at {axis}")
@@ -138,30 +148,30 @@ def _load_input(program: isa.Program, path: str, timesteps: bool, command: str) 
     try:
         check_shape(x, shape, repr(path))
     except CliError as exc:
-        if program.meta.get("streaming") and x.ndim == len(shape) + 1:
+        if model.meta.get("streaming") and x.ndim == len(shape) + 1:
             raise CliError(f"{exc} (a whole sequence? add --timesteps)") from None
         raise
     return x
 
 
-def _inferences(program: isa.Program, x: np.ndarray, timesteps: bool) -> list[np.ndarray]:
+def _inferences(model: ModelEntry, x: np.ndarray, timesteps: bool) -> list[np.ndarray]:
     """Return the per-inference inputs: the timesteps of a sequence, or ``x`` alone."""
     if not timesteps:
         return [x]
-    axis, _ = _stream_axes(program)
+    axis, _ = _stream_axes(model)
     return list(np.moveaxis(x, axis, 0))
 
 
-def _rtl_outputs(program: isa.Program, beats: Sequence[np.ndarray],
+def _rtl_outputs(model: ModelEntry, beats: Sequence[np.ndarray],
                  timesteps: bool) -> np.ndarray:
     """Return the RTL's output beats (one array per inference) as the model's output."""
     from isa.numerics import bf16_bits_to_f32
 
-    layout = program.outputs[0]
+    layout = model.outputs[0]
     outs = [layout.from_blocks(bf16_bits_to_f32(b)) for b in beats]
     if not timesteps:
         return outs[0]
-    return np.stack(outs, axis=_stream_axes(program)[1])
+    return np.stack(outs, axis=_stream_axes(model)[1])
 
 
 def _rtl_failure(exc: Exception) -> CliError:
@@ -233,20 +243,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_output(args.output, "-o")
     _check_output(args.trace, "--trace")
     program = load_program(args.program)
-    x = _load_input(program, args.input, args.timesteps, "run")
+    model = _model(program, args.model)
+    x = _load_input(model, args.input, args.timesteps, "run")
     try:
         vm = program.to_vm(trace=args.trace is not None)
     except ScheduleError as exc:
         raise CliError(f"the VM refuses {args.program!r}: {one_line(exc)}") from None
     if args.timesteps:
-        in_axis, out_axis = _stream_axes(program)
+        in_axis, out_axis = _stream_axes(model)
         steps = x.shape[in_axis]
         # A progress line only when the run is long enough for a user to wonder.
         with step(f"running {steps} timesteps on the VM", quiet=args.quiet or steps < 256):
-            y = vm.run_timesteps(x, in_axis, out_axis)
+            y = vm.run_timesteps(x, in_axis, out_axis, model_index=args.model)
         print(f"VM: {steps} timesteps, one inference each")
     else:
-        y = vm.run(x)
+        y = vm.run(x, model_index=args.model)
+    if program.num_models > 1:
+        print(f"VM: model {args.model} ({model.meta.get('name', '?')}) of "
+              f"{program.num_models}")
     print("VM: " + _latency_line(program.config, vm.cycle_count(), vm.cycle_count(False)))
     if args.trace is not None:
         Path(args.trace).write_text(format_trace(vm.trace))
@@ -262,13 +276,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
     _check_output(args.output, "-o")
     _check_output(args.waves, "--waves")
     program = load_program(args.program)
-    x = _load_input(program, args.input, args.timesteps, "sim")
-    items = _inferences(program, x, args.timesteps)
+    model = _model(program, args.model)
+    x = _load_input(model, args.input, args.timesteps, "sim")
+    items = _inferences(model, x, args.timesteps)
     with step(f"simulating {len(items)} inference(s) on {args.simulator} (the first run of "
               f"a configuration builds its model)", quiet=args.quiet):
         try:
             result = cosim.run_rtl(program, items, simulator=args.simulator,
-                                   waves=args.waves is not None)
+                                   waves=args.waves is not None,
+                                   models=[args.model] * len(items))
         except RuntimeError as exc:  # cosim.RtlError, or the simulator is missing
             raise _rtl_failure(exc) from None
     build = result.build
@@ -282,7 +298,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if args.waves is not None and result.waves is not None:
         shutil.copyfile(result.waves, args.waves)
         print(f"waves written to {args.waves}")
-    _show_output(_rtl_outputs(program, result.outputs, args.timesteps), args.output)
+    _show_output(_rtl_outputs(model, result.outputs, args.timesteps), args.output)
     return 0
 
 
@@ -291,10 +307,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from sim import ScheduleError, cosim
 
     program = load_program(args.program)
+    model = _model(program, args.model)
     inputs = None
     if args.input is not None:
-        x = _load_input(program, args.input, args.timesteps, "compare")
-        inputs = _inferences(program, x, args.timesteps)
+        x = _load_input(model, args.input, args.timesteps, "compare")
+        inputs = _inferences(model, x, args.timesteps)
     elif args.timesteps:
         raise CliError("--timesteps goes with --input", EXIT_USAGE)
     count = len(inputs) if inputs is not None else args.random
@@ -302,7 +319,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
               quiet=args.quiet):
         try:
             report = cosim.compare(program, inputs=inputs, random=args.random,
-                                   simulator=args.simulator)
+                                   simulator=args.simulator, models=[args.model] * count)
         except ScheduleError as exc:
             raise CliError(f"the VM refuses {args.program!r}: {one_line(exc)}") from None
         except RuntimeError as exc:  # the simulator is missing
@@ -372,10 +389,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     _check_output(args.output, "-o")
     _check_output(args.plot, "--plot")
     program = load_program(args.program)
+    _model(program, args.model)
     reference, source = args.reference_cycles, None
-    if reference is None:
+    if reference is None and program.num_models == 1:
         reference, source = _registry_reference(program)
-    data = rep.build_report(program, reference_cycles=reference, reference_source=source)
+    data = rep.build_report(program, reference_cycles=reference, reference_source=source,
+                            model_index=args.model)
     out = Path(args.output) if args.output else None
     plot = rep.plot_timeline(data, args.plot) if args.plot is not None else None
     if args.format == "json":
@@ -480,6 +499,8 @@ examples:
                    help="write the output here (default: print it)")
     p.add_argument("--trace", metavar="TRACE.txt",
                    help="write the VM's per-instruction trace here")
+    p.add_argument("--model", type=int, default=0, metavar="K",
+                   help="in a multi-model program, the model to run (default 0)")
 
     p = command("sim", cmd_sim, "run a program on the RTL (Icarus or Verilator via cocotb)",
                 """\
@@ -498,6 +519,8 @@ examples:
                    help="INPUT holds a sequence; run one inference per timestep, back to back")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     p.add_argument("--waves", metavar="WAVES.fst", help="write an FST waveform here")
+    p.add_argument("--model", type=int, default=0, metavar="K",
+                   help="in a multi-model program, the model to run (default 0)")
     p.add_argument("-o", "--output", metavar="OUT.npy",
                    help="write the output here (default: print it)")
 
@@ -518,6 +541,8 @@ Icarus is for small configurations (c1b4, c2b8); use Verilator for a full C6B32.
                         help="run N inferences on random inputs (default 4)")
     p.add_argument("--timesteps", action="store_true",
                    help="INPUT holds a sequence; one inference per timestep")
+    p.add_argument("--model", type=int, default=0, metavar="K",
+                   help="in a multi-model program, the model to run (default 0)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
 
     p = command("report", cmd_report, "latency report: cycles, utilisation, per layer/core",
@@ -536,6 +561,9 @@ examples:
     p.add_argument("--plot", metavar="TIMELINE.png", help="draw the Gantt chart of the cores")
     p.add_argument("--reference-cycles", type=_positive_int, metavar="N",
                    help="the reference compiler's cycle count for this model shape")
+    p.add_argument("--model", type=int, default=0, metavar="K",
+                   help="in a multi-model program, the model to detail (default 0; every "
+                        "model's latency is listed)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
 
     p = command("cache", cmd_cache, "show or clean the build cache of Verilog and RTL models",

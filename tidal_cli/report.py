@@ -23,8 +23,8 @@ from typing import Any
 
 from isa import Dest, Mac, Program, Vec, Wait
 from isa.config import Depths
-from isa.instructions import End, decode_program
-from isa.timing import OUT, accesses, issue_cycles
+from isa.instructions import End
+from isa.timing import OUT, accesses
 
 __all__ = [
     "SCHEMA_VERSION", "COMPUTE_ONLY_NOTE", "DEPTHS_NOTE", "depths_kind", "build_report",
@@ -63,19 +63,21 @@ def _runs(cycles: Sequence[int], kind: str) -> list[dict[str, Any]]:
     return out
 
 
-def _core_schedule(program: Program, c: int, acc_top: list[int]) -> dict[str, Any]:
-    """Return one core's static schedule: counts and timeline segments.
+def _core_schedule(program: Program, c: int, acc_top: list[int], model_index: int
+                   ) -> dict[str, Any]:
+    """Return one core's static schedule of model ``model_index``: counts and timeline
+    segments.
 
     ``acc_top`` (per core: highest accumulator address used + 1) is raised for every
     accumulator this core reads or writes, its own or, through ``Dest.ACCS``, another's.
     """
-    instrs = decode_program(program.cores[c].instructions)
+    instrs, issue = program.model_code(model_index)[c]
     macs: list[int] = []
     vecs: list[int] = []
     waits: list[dict[str, Any]] = []
     outputs: list[int] = []
     end = 0
-    for instr, t in zip(instrs, issue_cycles(instrs), strict=False):
+    for instr, t in zip(instrs, issue, strict=True):
         if isinstance(instr, Mac):
             macs.append(t)
             acc_top[c] = max(acc_top[c], instr.acc + 1)
@@ -135,15 +137,35 @@ def _layer_entry(index: int, layer: dict[str, Any], num_cores: int) -> dict[str,
     }
 
 
+def _model_summary(program: Program, k: int) -> dict[str, Any]:
+    """Return the ``models`` entry of model ``k`` (its name, cores and latency)."""
+    cfg, model = program.config, program.model(k)
+    spaced = program.cycle_count_per_inference(spaced=True, model_index=k)
+    contiguous = program.cycle_count_per_inference(spaced=False, model_index=k)
+    return {
+        "index": k,
+        "name": model.meta.get("name"),
+        "cores": model.meta.get("cores", list(range(cfg.num_cores))),
+        "entry_pc": model.entry,
+        "spaced_cycles": spaced,
+        "spaced_us": spaced / cfg.clock_mhz,
+        "contiguous_cycles": contiguous,
+        "contiguous_us": contiguous / cfg.clock_mhz,
+    }
+
+
 def build_report(program: Program, reference_cycles: int | None = None,
                  reference_name: str | None = None,
-                 reference_source: str | None = None) -> dict[str, Any]:
+                 reference_source: str | None = None, model_index: int = 0) -> dict[str, Any]:
     """Return the latency report of a program as a JSON-serialisable dict.
 
     Parameters
     ----------
     program : isa.Program
         A compiled program (``compiler.Program`` is one).
+    model_index : int
+        In a multi-model program, the model the latency, layer, core and timeline figures
+        are for; ``models`` summarises every model, ``memory`` is the whole program's.
     reference_cycles : int, optional
         The published cycle count of the same model shape on the reference compiler, shown
         beside ours with the ratio. Default: ``program.meta["reference_cycles"]`` if the
@@ -161,21 +183,24 @@ def build_report(program: Program, reference_cycles: int | None = None,
     Raises
     ------
     ValueError
-        If ``reference_cycles`` is not an integer of at least 1.
+        If ``reference_cycles`` is not an integer of at least 1, or there is no model
+        ``model_index``.
     """
+    model = program.model(model_index)
     if reference_cycles is not None and (isinstance(reference_cycles, bool) or
                                          not isinstance(reference_cycles, int) or
                                          reference_cycles < 1):
         raise ValueError(f"reference_cycles must be an integer of at least 1, not "
                          f"{reference_cycles!r}")
     cfg = program.config
-    meta = program.meta
-    metrics = program.metrics()
-    spaced = program.cycle_count_per_inference(spaced=True)
-    contiguous = program.cycle_count_per_inference(spaced=False)
-    outputs = program.output_cycles()
+    meta = model.meta
+    metrics = program.metrics(model_index)
+    spaced = program.cycle_count_per_inference(spaced=True, model_index=model_index)
+    contiguous = program.cycle_count_per_inference(spaced=False, model_index=model_index)
+    outputs = program.output_cycles(model_index)
     acc_used = [0] * cfg.num_cores
-    schedules = [_core_schedule(program, c, acc_used) for c in range(cfg.num_cores)]
+    schedules = [_core_schedule(program, c, acc_used, model_index)
+                 for c in range(cfg.num_cores)]
     ideal = int(metrics["ideal_compute_cycles"])
 
     if reference_cycles is None and meta.get("reference_cycles") is not None:
@@ -214,7 +239,7 @@ def build_report(program: Program, reference_cycles: int | None = None,
             "clamp_store": _fraction(len(core.clamps), cfg.clamp_store_depth),
         })
 
-    n_in = len(program.input_dests)
+    n_in = len(model.input_dests)
     return {
         "schema_version": SCHEMA_VERSION,
         "compute_only": True,
@@ -227,9 +252,12 @@ def build_report(program: Program, reference_cycles: int | None = None,
             "streaming": bool(meta.get("streaming", False)),
             "input_axis": meta.get("input_axis"),
             "output_axis": meta.get("output_axis"),
-            "inputs": [{"shape": list(t.shape), "beats": t.beats} for t in program.inputs],
-            "outputs": [{"shape": list(t.shape), "beats": t.beats} for t in program.outputs],
+            "inputs": [{"shape": list(t.shape), "beats": t.beats} for t in model.inputs],
+            "outputs": [{"shape": list(t.shape), "beats": t.beats} for t in model.outputs],
+            "model_index": model_index,
+            "num_models": program.num_models,
         },
+        "models": [_model_summary(program, k) for k in range(program.num_models)],
         "latency": {
             "clock_mhz": cfg.clock_mhz,
             "depths": dataclasses.asdict(cfg.depths),
@@ -315,6 +343,15 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
          + (f" (streaming: one timestep per inference, axis {prog['input_axis']})"
             if prog["streaming"] else "")),
     ]
+    models = report.get("models", [])
+    if len(models) > 1:
+        # A multi-model program: the figures above are one model's; one line for each.
+        for m in models:
+            here = " (this report)" if m["index"] == prog["model_index"] else ""
+            rows.append((f"model {m['index']}", f"{m['name'] or '?'} on cores "
+                         f"{_cores_text(m['cores'])}: {m['spaced_cycles']} cycles = "
+                         f"{m['spaced_us']:.4f} µs spaced, {m['contiguous_cycles']} "
+                         f"contiguous{here}"))
     ref = report["reference"]
     if ref is not None:
         rows.append(("reference", f"{ref['cycles']} cycles ({ref['name'] or 'same shape'}"

@@ -17,7 +17,7 @@ import numpy as np
 from isa.instructions import EncodingError, decode
 from isa.program import Program
 from sim.cosim._errors import RtlError
-from sim.cosim._run import RtlResult, input_beats, random_inputs, run_rtl
+from sim.cosim._run import RtlResult, input_beats, model_indices, random_inputs, run_rtl
 from sim.vm import VM, TraceRecord, WriteRecord
 
 __all__ = ["Divergence", "CompareReport", "VmReference", "vm_reference", "compare_runs",
@@ -218,8 +218,11 @@ class VmReference:
     state: dict[str, list[np.ndarray]]
 
 
-def vm_reference(program: Program, beats: Sequence[np.ndarray]) -> VmReference:
+def vm_reference(program: Program, beats: Sequence[np.ndarray],
+                 models: Sequence[int] | None = None) -> VmReference:
     """Run ``beats`` (one ``uint16`` [n_in, B] array per inference) on a tracing VM.
+
+    ``models`` gives each inference's model index (default: all model 0).
 
     Raises
     ------
@@ -228,8 +231,9 @@ def vm_reference(program: Program, beats: Sequence[np.ndarray]) -> VmReference:
     """
     vm = VM(program, trace=True)
     run = VmReference([], [], [], [], [], {})
-    for beat in beats:
-        run.outputs.append(vm.run_beats(beat))
+    for beat, k in zip(beats, models if models is not None else [0] * len(beats),
+                       strict=True):
+        run.outputs.append(vm.run_beats(beat, model_index=k))
         run.traces.append(list(vm.trace))
         run.writes.append(list(vm.write_trace))
         run.cycles.append(vm.cycle_count(spaced=True))
@@ -449,8 +453,8 @@ def compare_runs(program: Program, vm: VmReference, rtl: RtlResult | None,
 
 def compare(program: Program, inputs: Sequence[Any] | None = None, random: int = 4,
             simulator: str = "verilator", *, seed: int = 0, waves: bool | None = None,
-            build_dir: str | Path | None = None, rtl_variant: str | None = None
-            ) -> CompareReport:
+            build_dir: str | Path | None = None, rtl_variant: str | None = None,
+            models: Sequence[int] | None = None) -> CompareReport:
     """Run the same inferences on the VM and on the RTL and compare everything.
 
     Compared: every output beat bit for bit and the cycle it is presented in, the spaced
@@ -469,6 +473,9 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
     seed : int
     waves, build_dir, rtl_variant
         As for :func:`run_rtl`.
+    models : sequence of int, optional
+        Each inference's model index in a multi-model program (default: all model 0); with
+        ``inputs`` None, one random inference per entry.
 
     Returns
     -------
@@ -484,16 +491,19 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
         If the simulator is not installed.
     """
     if inputs is None:
-        inputs = random_inputs(program, random, seed)
-    beats = [input_beats(program, item) for item in inputs]
-    vm = vm_reference(program, beats)
+        inputs = random_inputs(program, len(models) if models is not None else random, seed,
+                               models)
+    models = model_indices(program, len(inputs), models)
+    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    vm = vm_reference(program, beats, models)
     rtl: RtlResult | None = None
     error: str | None = None
     if beats:
         try:
             rtl = run_rtl(program, beats, simulator=simulator, waves=waves,
                           build_dir=build_dir, trace=True,
-                          timeout_cycles=[d + 1 for d in vm.done], rtl_variant=rtl_variant)
+                          timeout_cycles=[d + 1 for d in vm.done], rtl_variant=rtl_variant,
+                          models=models)
         except RtlError as exc:
             rtl, error = exc.result, str(exc)
     return compare_runs(program, vm, rtl, error, simulator)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from isa.numerics import f32_to_bf16_bits
-from isa.program import Program
+from isa.program import MODEL_SETUP, Program
 from rtl.gen import write_memory_images
 from sim.cosim import toolchain
 from sim.cosim._build import BuildInfo, build_rtl, prune, tail
@@ -107,7 +107,7 @@ class RtlResult:
 # -- inputs -----------------------------------------------------------------------------------
 
 
-def input_beats(program: Program, item: Any) -> np.ndarray:
+def input_beats(program: Program, item: Any, model_index: int = 0) -> np.ndarray:
     """Return one inference's input as beats, ``uint16`` [n_in, B].
 
     Parameters
@@ -119,19 +119,23 @@ def input_beats(program: Program, item: Any) -> np.ndarray:
         (only) input's :class:`~isa.program.TensorLayout` (any shape of that size), or a
         list/tuple with one array per input. Floats are rounded to bf16 (round to nearest
         even) and laid out as in ``docs/architecture.md`` §7.
+    model_index : int
+        The model the inference runs (its inputs are the layouts).
 
     Raises
     ------
     ValueError
-        If the item fits neither form; the message gives the expected shapes.
+        If the item fits neither form (the message gives the expected shapes), or there is
+        no such model.
     """
     b = program.config.block_size
-    n_in = len(program.input_dests)
+    model = program.model(model_index)
+    n_in = len(model.input_dests)
     if isinstance(item, np.ndarray) and item.dtype == np.uint16:
         if item.shape != (n_in, b):
             raise ValueError(f"input beats have shape {item.shape}, expected ({n_in}, {b})")
         return item
-    layouts = program.inputs
+    layouts = model.inputs
     if isinstance(item, list | tuple) and len(layouts) > 1:
         tensors = list(item)
     else:
@@ -150,28 +154,48 @@ def input_beats(program: Program, item: Any) -> np.ndarray:
     return np.concatenate(blocks).astype(np.uint16)
 
 
-def random_inputs(program: Program, n: int, seed: int = 0) -> list[np.ndarray]:
+def random_inputs(program: Program, n: int, seed: int = 0,
+                  models: Sequence[int] | None = None) -> list[np.ndarray]:
     """Return ``n`` inferences of random inputs as beats (normal values rounded to bf16).
 
-    Padding lanes are zero, as the layout requires.
+    ``models`` gives each inference's model (default: all model 0). Padding lanes are zero,
+    as the layout requires.
     """
     rng = np.random.default_rng(seed)
-    return [input_beats(program, [rng.standard_normal(layout.shape).astype(np.float32)
-                                  for layout in program.inputs]
-                        if len(program.inputs) > 1 else
-                        rng.standard_normal(program.inputs[0].shape).astype(np.float32))
-            for _ in range(n)]
+    models = model_indices(program, n, models)
+    out = []
+    for k in models:
+        layouts = program.model(k).inputs
+        values = [rng.standard_normal(layout.shape).astype(np.float32) for layout in layouts]
+        out.append(input_beats(program, values if len(values) > 1 else values[0], k))
+    return out
 
 
-def watchdog_cycles(program: Program, base: int | None = None) -> int:
+def model_indices(program: Program, n: int, models: Sequence[int] | None) -> list[int]:
+    """Return the model of each of ``n`` inferences (checked), model 0 if ``models`` is None.
+
+    Raises
+    ------
+    ValueError
+        If ``models`` does not have ``n`` entries or names no model of the program.
+    """
+    if models is None:
+        return [0] * n
+    models = [program.check_model_index(k) for k in models]
+    if len(models) != n:
+        raise ValueError(f"{len(models)} model indices for {n} inferences")
+    return models
+
+
+def watchdog_cycles(program: Program, base: int | None = None, model_index: int = 0) -> int:
     """Return the cycle limit per inference: ``base`` plus a small margin.
 
-    ``base`` defaults to the program's static contiguous interval (done cycle + 1, the
-    VM's count). The margin (16 cycles + 1/16) absorbs nothing a correct RTL needs; it only
-    lets a late ``done`` be reported as late rather than as missing.
+    ``base`` defaults to the static contiguous interval of model ``model_index`` (done
+    cycle + 1, the VM's count). The margin (16 cycles + 1/16) absorbs nothing a correct RTL
+    needs; it only lets a late ``done`` be reported as late rather than as missing.
     """
     if base is None:
-        base = program.cycle_count_per_inference(spaced=False)
+        base = program.cycle_count_per_inference(spaced=False, model_index=model_index)
     return int(base) + 16 + int(base) // 16
 
 
@@ -195,11 +219,13 @@ def _new_run_dir(cfg_dir: Path, simulator: str) -> Path:
 def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator",
             waves: bool | None = None, build_dir: str | Path | None = None,
             trace: bool = True, timeout_cycles: int | Sequence[int] | None = None,
-            rtl_variant: str | None = None, stall_output: bool = False) -> RtlResult:
+            rtl_variant: str | None = None, stall_output: bool = False,
+            models: Sequence[int] | None = None) -> RtlResult:
     """Run inferences of ``program`` on the RTL, back to back, in one simulator launch.
 
     State (tensor RAM, accumulators) persists from one inference to the next, as on the
-    VM; the memories start from the program's images.
+    VM; the memories start from the program's images. Between inferences of different
+    models the host holds the new model index for ``MODEL_SETUP`` idle cycles first.
 
     Parameters
     ----------
@@ -207,6 +233,8 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
     inputs : sequence
         One item per inference: beats (``uint16`` [n_in, B]) or model-shaped float arrays
         (see :func:`input_beats`).
+    models : sequence of int, optional
+        Each inference's model index, sent on the input port (default: all model 0).
     simulator : {"verilator", "icarus"}
     waves : bool, optional
         Record an FST waveform (``RtlResult.waves``); builds a separate model.
@@ -240,10 +268,11 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
         If an input does not fit the program.
     """
     program.validate()
-    beats = [input_beats(program, item) for item in inputs]
+    models = model_indices(program, len(inputs), models)
+    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
     n = len(beats)
     if timeout_cycles is None or isinstance(timeout_cycles, int | np.integer):
-        limits = [watchdog_cycles(program, timeout_cycles)] * n
+        limits = [watchdog_cycles(program, timeout_cycles, k) for k in models]
     else:
         limits = [watchdog_cycles(program, t) for t in timeout_cycles]
         if len(limits) != n:
@@ -256,11 +285,13 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
     # The RTL's own image writer: one definition of the memories' word formats and paths.
     write_memory_images(program, run_dir / "mem")
     b = program.config.block_size
+    # Every inference's beats one after the other; "n_in" says how many each has.
     np.save(run_dir / "inputs.npy",
-            np.stack(beats) if beats else np.zeros((0, len(program.input_dests), b), np.uint16))
+            np.concatenate(beats) if beats else np.zeros((0, b), np.uint16))
     readback = [m for m in manifest["memories"] if m["kind"] in ("tram", "acc")]
     spec = {"inputs": str(run_dir / "inputs.npy"), "block": b, "period_ns": PERIOD_NS,
-            "n_in": len(program.input_dests), "limits": limits, "readback": readback,
+            "n_in": [len(x) for x in beats], "models": models, "model_setup": MODEL_SETUP,
+            "limits": limits, "readback": readback,
             "result": str(run_dir / "result.json"), "arrays": str(run_dir / "result.npz"),
             "stall_output": bool(stall_output)}
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))

@@ -4,10 +4,13 @@
 module and the environment variable ``TIDAL_COSIM_SPEC`` naming the JSON run specification
 it wrote. The one test, :func:`run_program`:
 
-1. starts the clock, holds ``rst`` for a few cycles, drives ``n_in_beats`` and holds
-   ``out_ready`` high (low if the specification says ``stall_output``);
+1. starts the clock, holds ``rst`` for a few cycles, drives the first inference's model
+   index on ``in_model`` and holds ``out_ready`` high (low if the specification says
+   ``stall_output``);
 2. for each inference: a **driver** presents its input beats back to back from the cycle
-   after the previous inference's ``done`` (the first beat accepted is cycle 0), and a
+   after the previous inference's ``done`` (the first beat accepted is cycle 0) — or, if
+   its model differs from the previous one, drives the new index on ``in_model`` in that
+   cycle and presents the first beat ``model_setup`` cycles later — and a
    **monitor** records every output beat (data, cycle), the ``done`` cycle and ``error``.
    Cycles are counted by the testbench from simulation time, independently of the RTL's
    ``cycle`` port, which is checked against the count;
@@ -183,7 +186,10 @@ async def _inference(dut: Any, mon: _Monitor, beats: list[int], limit: int) -> N
 async def run_program(dut: Any) -> None:
     """Run the inferences of the run specification and record everything (module doc)."""
     spec = json.loads(Path(os.environ["TIDAL_COSIM_SPEC"]).read_text())
-    inputs = np.load(spec["inputs"])                     # uint16 [k, n_in, B]
+    beats_all = np.load(spec["inputs"])                  # uint16 [Σ n_in, B]
+    ends = np.cumsum(spec["n_in"], dtype=int)
+    inputs = [beats_all[end - n:end] for n, end in zip(spec["n_in"], ends, strict=True)]
+    models = spec["models"]
     block, period_ns = int(spec["block"]), int(spec["period_ns"])
     result: dict[str, Any] = {"error": None, "out_cycles": [], "done_cycles": [],
                               "inferences": 0}
@@ -200,13 +206,19 @@ async def run_program(dut: Any) -> None:
         dut.in_data.value = 0
         # A stalling host (test-only): the machine cannot stall and must raise error.
         dut.out_ready.value = 0 if spec.get("stall_output") else 1
-        dut.n_in_beats.value = int(inputs.shape[1]) if len(inputs) else int(spec["n_in"])
+        model = models[0] if models else 0
+        dut.in_model.value = model          # held through reset: set up for inference 0
         await ClockCycles(dut.clk, RESET_CYCLES)
         dut.rst.value = 0
-        await ClockCycles(dut.clk, RESET_CYCLES)
+        await ClockCycles(dut.clk, max(RESET_CYCLES, int(spec["model_setup"])))
         sim0 = get_sim_time("step")
         wall0 = time.perf_counter()
         for k, beats in enumerate(inputs):
+            if models[k] != model:
+                # The new index, held for the model table's and instruction memories' reads.
+                model = models[k]
+                dut.in_model.value = model
+                await ClockCycles(dut.clk, int(spec["model_setup"]))
             mon = _Monitor(dut, k, block, period)
             await _inference(dut, mon, [_beat_int(b) for b in beats], int(spec["limits"][k]))
             outputs.append(np.array(mon.beats, dtype=np.uint16).reshape(-1, block))
