@@ -11,7 +11,11 @@ A SPEC is a TOML file (``docs/cli.md``)::
     [[models]]
     model = "examples/models.py:seed_cnn"   # as `tidal compile MODEL`
     streaming_axis = 2
-    inputs = ["seq.npy"]                # optional: sequences, as `compare --timesteps`
+    inputs = ["seq.npy"]                # optional input files
+    timeout = 1200                      # optional: this model's jobs' timeout
+
+An input file holds a sequence for a streaming model (its time axis at the streaming axis,
+as ``tidal compare --input FILE --timesteps``), and one inference for any other model.
 
 Every combination is one job: compile the model for the configuration, and compare the VM
 with the RTL on the inputs (:func:`sim.cosim.compare`). Jobs run on the engine of
@@ -49,7 +53,7 @@ STATUSES = ("pass", "fail", "error", "timeout", "died")
 #: Test-only: a job of this name kills its worker (to test that a dead worker is reported).
 DIE_ENV = "TIDAL_REGRESS_DIE"
 _KEYS = {"configs", "simulators", "seeds", "steps", "timeout", "models"}
-_MODEL_KEYS = {"model", "name", "streaming_axis", "inputs"}
+_MODEL_KEYS = {"model", "name", "streaming_axis", "inputs", "timeout"}
 _SIMULATORS = ("verilator", "icarus")
 
 
@@ -108,6 +112,14 @@ def _path(spec: Path, text: str) -> str:
     return str((spec.parent / path).resolve()) + sep + func
 
 
+def _timeout(spec: Path, table: dict[str, Any], where: str, default: float) -> float:
+    value = table.get("timeout", default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise _fail(spec, f"{where}'timeout' must be a positive number of seconds, not "
+                          f"{value!r}")
+    return float(value)
+
+
 def load_spec(path: str | Path) -> list[Job]:
     """Read a SPEC (module doc) and return its jobs.
 
@@ -136,17 +148,16 @@ def load_spec(path: str | Path) -> list[Job]:
         try:
             _config(name)
         except CliError as exc:
-            raise _fail(spec, str(exc)) from None
+            raise _fail(spec, f"configuration {name!r}: {exc}") from None
     simulators = _list(spec, table, "simulators", str, ["verilator"])
     for name in simulators:
         if name not in _SIMULATORS:
             raise _fail(spec, f"unknown simulator {name!r} (known: {', '.join(_SIMULATORS)})")
     seeds = _list(spec, table, "seeds", int, [])
-    steps, timeout = table.get("steps", 8), table.get("timeout", 600)
+    steps = table.get("steps", 8)
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise _fail(spec, f"'steps' must be a positive integer, not {steps!r}")
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-        raise _fail(spec, f"'timeout' must be a positive number of seconds, not {timeout!r}")
+    timeout = _timeout(spec, table, "", 600)
     models = table.get("models")
     if not isinstance(models, list) or not models or not all(
             isinstance(m, dict) for m in models):
@@ -169,6 +180,7 @@ def load_spec(path: str | Path) -> list[Job]:
                 raise _fail(spec, f"models[{i}]: input file {file!r} does not exist")
         if not inputs and not seeds:
             raise _fail(spec, f"models[{i}] has no inputs: give 'seeds' or its 'inputs'")
+        model_timeout = _timeout(spec, m, f"models[{i}]: ", timeout)
         model_name = m.get("name") or m["model"].rpartition(":")[2] or Path(m["model"]).stem
         sources = [(s, None) for s in seeds] + [(None, f) for f in inputs]
         for config in configs:
@@ -179,7 +191,7 @@ def load_spec(path: str | Path) -> list[Job]:
                         f"{model_name}/{config}/{simulator}/{what}", _path(spec, m["model"]),
                         model_name, axis, config, simulator, seed,
                         None if file is None else str((spec.parent / file).resolve()),
-                        int(steps), float(timeout)))
+                        int(steps), model_timeout))
     names = [j.name for j in jobs]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
@@ -239,8 +251,10 @@ def _execute(job: Job) -> dict[str, Any]:
     try:
         program = compile_model(job.model, _config(job.config), job.streaming_axis,
                                 job.model_name)
-        inputs = (None if job.input is None else
-                  _inferences(program, _load_input(program, job.input, True, "regress"), True))
+        # A streaming model's file is a sequence; any other model's, one inference.
+        timesteps = job.streaming_axis is not None
+        inputs = (None if job.input is None else _inferences(
+            program, _load_input(program, job.input, timesteps, "regress"), timesteps))
         report = cosim.compare(program, inputs=inputs, random=job.steps,
                                seed=job.seed or 0, simulator=job.simulator)
     except (CliError, ScheduleError, RuntimeError, ValueError) as exc:

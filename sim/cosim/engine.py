@@ -14,7 +14,8 @@ finishes:
 A job whose worker dies (killed, out of memory, lost machine) is reported as a
 :class:`JobOutcome` with ``died`` set instead of taking the other jobs with it: the local
 cluster does not retry it (``distributed.scheduler.allowed-failures`` is 0 there, so the
-next worker is not killed too).
+next worker is not killed too), and no more jobs are in flight than there are worker
+threads, so no job waits on a worker (to be lost with it).
 """
 
 from __future__ import annotations
@@ -103,21 +104,37 @@ class Engine:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
-        futures = [self._client.submit(func, *args, pure=False) for args in jobs]
-        index = {f.key: i for i, f in enumerate(futures)}
-        for future in as_completed(futures):
-            i = index[future.key]
-            worker = _worker_of(self._client, future)
+        # No more jobs in flight than worker threads: a job waiting on a worker would be
+        # lost with it if the job running there killed it.
+        client = self._client
+        pending = list(enumerate(jobs))
+        active: dict[str, int] = {}
+        running = as_completed()
+
+        def fill() -> None:
+            limit = max(1, sum(client.nthreads().values()))
+            while pending and len(active) < limit:
+                i, args = pending.pop(0)
+                future = client.submit(func, *args, pure=False)
+                active[future.key] = i
+                running.add(future)
+
+        fill()
+        for future in running:
+            i = active.pop(future.key)
+            worker = _worker_of(client, future)
             try:
-                yield JobOutcome(i, future.result(), None, False, worker,
-                                 time.perf_counter() - start)
+                outcome = JobOutcome(i, future.result(), None, False, worker,
+                                     time.perf_counter() - start)
             except KilledWorker:
-                yield JobOutcome(i, None, "the worker running it died", True, worker,
-                                 time.perf_counter() - start)
+                outcome = JobOutcome(i, None, "the worker running it died", True, worker,
+                                     time.perf_counter() - start)
             except Exception as exc:
-                yield JobOutcome(i, None, f"{type(exc).__name__}: {exc}", False, worker,
-                                 time.perf_counter() - start)
+                outcome = JobOutcome(i, None, f"{type(exc).__name__}: {exc}", False, worker,
+                                     time.perf_counter() - start)
             future.release()
+            fill()
+            yield outcome
 
 
 def _worker_of(client: Any, future: Any) -> str:
