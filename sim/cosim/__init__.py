@@ -28,7 +28,7 @@ Usage::
     assert report.ok
 """
 
-from sim.cosim._build import BuildInfo, build_rtl
+from sim.cosim._build import BuildInfo, build_rtl, model_cached
 from sim.cosim._compare import (
     ChunkInfo,
     CompareReport,
@@ -45,8 +45,9 @@ from sim.cosim.toolchain import SIMULATORS, SimulatorMissing, require_simulator
 from sim.vm import TraceRecord, WriteRecord
 
 __all__ = [
-    "RtlError", "RtlResult", "BuildInfo", "ChunkInfo", "CompareReport", "Divergence", "VmReference",
-    "TraceRecord", "WriteRecord", "SIMULATORS", "SimulatorMissing", "build_rtl", "run_rtl",
-    "compare", "compare_runs", "vm_reference", "input_beats", "random_inputs",
-    "parse_rtl_trace", "parse_write_trace", "require_simulator", "watchdog_cycles",
+    "RtlError", "RtlResult", "BuildInfo", "ChunkInfo", "CompareReport", "Divergence",
+    "VmReference", "TraceRecord", "WriteRecord", "SIMULATORS", "SimulatorMissing",
+    "build_rtl", "model_cached", "run_rtl", "compare", "compare_runs", "vm_reference",
+    "input_beats", "random_inputs", "parse_rtl_trace", "parse_write_trace",
+    "require_simulator", "watchdog_cycles",
 ]
