@@ -93,8 +93,9 @@ def compare_chunked(program: Program, beats: Sequence[np.ndarray], simulator: st
             vm.run_beats(beat)
     jobs = [(program, first, list(beats[first:first + count]), state, simulator, build_dir,
              rtl_variant) for (first, count), state in zip(bounds, states, strict=True)]
-    with open_engine(workers if workers is not None else min(chunks, default_workers()),
-                     scheduler) as engine:
+    if workers is None and scheduler is None:
+        workers = min(chunks, default_workers())
+    with open_engine(workers, scheduler) as engine:
         outcomes = sorted(engine.run(run_chunk, jobs), key=lambda o: o.index)
         description = engine.description
     return merge(program, simulator, bounds, outcomes, description,
