@@ -206,8 +206,9 @@ class CompareReport:
         lines.append(f"  outputs: {self.output_values:,} values, "
                      + ("equal" if not self.output_mismatches
                         else f"{self.output_mismatches:,} differ"))
+        when = "at the end of every chunk" if self.chunks else "after the last inference"
         lines.append(f"  state:   {self.state_values:,} values (tensor RAM and accumulators "
-                     "of every core after the last inference), "
+                     f"of every core {when}), "
                      + ("equal" if not self.state_mismatches
                         else f"{self.state_mismatches:,} differ"))
         lines.append(f"  cycles:  latency VM {_span(self.vm_cycles)} / RTL "

@@ -197,8 +197,9 @@ def open_engine(workers: int | None = None, scheduler: str | None = None
         return
     n = workers if workers is not None else default_workers()
     # A job that kills its worker is reported, not retried on (and killing) the next one.
+    # Any free port for the scheduler's web server: 8787 may be another cluster's.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                         dashboard_address=None, silence_logs=logging.CRITICAL) as cluster, \
+                         dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster) as client:
         yield Engine(client, f"LocalCluster, {n} workers", n)
