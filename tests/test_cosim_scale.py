@@ -75,7 +75,7 @@ def _same_run(a, b) -> None:  # noqa: ANN001 (two CompareReports)
 @pytest.mark.timeout(600)
 def test_chunked_equals_unchunked_on_a_local_cluster() -> None:
     """A streaming CNN (state in tensor RAM across steps) in 3 chunks on a LocalCluster of 2
-    workers, and a program accumulating across steps (state in the accumulators) in 3
+    workers, and a program accumulating across steps (state in the accumulators) in 2
     chunks in-process, give the unchunked comparison's result."""
     need("icarus")
     cnn = random_program("cnn", 2, Config.ip_core(1, 4))   # kernels 2, 2, 3
@@ -92,7 +92,7 @@ def test_chunked_equals_unchunked_on_a_local_cluster() -> None:
     hand = hand_program()
     xs = [np.arange(4, dtype=np.float32) * (k + 1) for k in range(6)]
     whole = compare(hand, xs, simulator="icarus")
-    chunked = compare(hand, xs, simulator="icarus", chunks=3, workers=1)
+    chunked = compare(hand, xs, simulator="icarus", chunks=2, workers=1)
     assert whole.ok and chunked.ok, chunked.summary()
     assert chunked.engine == "in-process"
     _same_run(whole, chunked)
@@ -106,12 +106,12 @@ def test_chunked_equals_unchunked_on_a_local_cluster() -> None:
 def test_late_fault_is_reported_at_its_global_step() -> None:
     """The broken RTL (truncating bf16 rounding) on the accumulating program: acc + 0.5 is
     exact in bf16 for the first six steps, and a tie that rounds up at step 6. Only the
-    last of four chunks fails, and the report names step 6, as the unchunked one does."""
+    second of two chunks fails, and the report names step 6, as the unchunked one does."""
     need("icarus")
     program = hand_program()
     xs = [np.ones(4, np.float32)] * 6 + [np.full(4, 58.5, np.float32)] * 2
     whole = compare(program, xs, simulator="icarus", rtl_variant="rounding")
-    chunked = compare(program, xs, simulator="icarus", rtl_variant="rounding", chunks=4,
+    chunked = compare(program, xs, simulator="icarus", rtl_variant="rounding", chunks=2,
                       workers=1)
     assert not whole.ok and not chunked.ok
     div = chunked.first_divergence
@@ -119,8 +119,8 @@ def test_late_fault_is_reported_at_its_global_step() -> None:
     # acc = 12 + 2·58.5 = 129; 129.5 rounds to 130 but truncates to 129.
     assert (div.kind, div.inference, div.where) == ("output", 6, "output beat 1 lane 0")
     assert (div.vm, div.rtl) == ("0x4302", "0x4301")
-    assert [c.ok for c in chunked.chunks] == [True, True, True, False]
-    assert "chunk 3 (inferences 6..7" in chunked.summary()
+    assert [c.ok for c in chunked.chunks] == [True, False]
+    assert "chunk 1 (inferences 4..7" in chunked.summary()
     assert "first divergence: output at inference 6" in chunked.summary()
 
 
