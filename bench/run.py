@@ -228,21 +228,22 @@ def rtl_speed(program: Any, simulator: str, build_dir: Path | None) -> dict[str,
     return entry
 
 
-def cosim_scale(program: Any, build_dir: Path | None) -> dict[str, Any]:
-    """Return the chunked co-simulation figures: ``SCALE_STEPS`` timesteps compared unchunked
-    and in ``SCALE_CHUNKS`` chunks over ``SCALE_WORKERS`` local workers, side by side.
+def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
+                ) -> dict[str, Any]:
+    """Return the chunked co-simulation figures: ``steps`` timesteps compared unchunked and
+    in ``SCALE_CHUNKS`` chunks over ``SCALE_WORKERS`` local workers, side by side.
 
     Runs only if the Verilator model is already built (never builds it).
     """
     from sim import cosim
 
     entry: dict[str, Any] = {"model": program.meta["name"], "config": program.config.name,
-                             "steps": SCALE_STEPS, "chunks": SCALE_CHUNKS,
+                             "steps": steps, "chunks": SCALE_CHUNKS,
                              "workers": SCALE_WORKERS, "error": None}
     if not cosim.model_cached(program.config, "verilator", build_dir=build_dir):
         entry["error"] = "the Verilator model is not in the build cache (not built here)"
         return entry
-    beats = cosim.random_inputs(program, SCALE_STEPS)
+    beats = cosim.random_inputs(program, steps)
     start = time.perf_counter()
     whole = cosim.compare(program, beats, "verilator", build_dir=build_dir)
     whole_s = time.perf_counter() - start
@@ -452,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                              "using the build cache (sim/cosim/cache.py)")
     parser.add_argument("--scale-only", action="store_true",
                         help="only the chunked co-simulation figures (results not written)")
+    parser.add_argument("--scale-steps", type=int, default=SCALE_STEPS, metavar="N",
+                        help=f"timesteps of --scale-only (default {SCALE_STEPS})")
     parser.add_argument("--models", nargs="+", metavar="SUBSTRING",
                         help="only the registry models whose name contains one of these "
                              "(the results are then not written)")
@@ -459,8 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.preset(CONFIG)
     if args.scale_only:
         _, program = compile_entry(SEED, MODELS[SEED], config)
-        with step(f"RTL: chunked co-simulation of {SCALE_STEPS} steps on {config.name}"):
-            scale = cosim_scale(program, None)
+        with step(f"RTL: chunked co-simulation of {args.scale_steps} steps on "
+                  f"{config.name}"):
+            scale = cosim_scale(program, None, args.scale_steps)
         print("\n".join(["| what | model | configuration | speed-up | notes |",
                          "|---|---|---|---:|---|", *scale_rows(scale)]))
         print(json.dumps(scale, indent=1))
