@@ -134,7 +134,8 @@ def load_spec(path: str | Path) -> list[Job]:
 
     spec = Path(path)
     if not spec.is_file():
-        raise CliError(f"regression SPEC {str(spec)!r} does not exist", EXIT_USAGE)
+        raise CliError(f"regression SPEC {str(spec)!r} "
+                       + ("is not a file" if spec.exists() else "does not exist"), EXIT_USAGE)
     try:
         table = tomllib.loads(spec.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
