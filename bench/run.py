@@ -74,6 +74,10 @@ REPEATS = 3
 VM_TARGETS = {"per_step": 50_000, "vs_torch": 4.0, "mlp_vs_numpy": 3.0}
 #: Inferences each RTL simulator runs.
 RTL_INFERENCES = {"icarus": 8, "verilator": 256}
+#: Chunked co-simulation (issue 14): timesteps of the seed CNN on the C6B32 under
+#: Verilator, compared unchunked and in chunks on a local Dask cluster of this many
+#: workers; the speed-up target.
+SCALE_STEPS, SCALE_CHUNKS, SCALE_WORKERS, SCALE_TARGET = 2000, 4, 2, 1.7
 
 
 def compile_entry(name: str, factory: Callable[[], Any], config: Config
@@ -224,6 +228,60 @@ def rtl_speed(program: Any, simulator: str, build_dir: Path | None) -> dict[str,
     return entry
 
 
+def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
+                ) -> dict[str, Any]:
+    """Return the chunked co-simulation figures: ``steps`` timesteps compared unchunked and
+    in ``SCALE_CHUNKS`` chunks over ``SCALE_WORKERS`` local workers, side by side.
+
+    Runs only if the Verilator model is already built (never builds it).
+    """
+    from sim import cosim
+
+    entry: dict[str, Any] = {"model": program.meta["name"], "config": program.config.name,
+                             "steps": steps, "chunks": SCALE_CHUNKS,
+                             "workers": SCALE_WORKERS, "error": None}
+    if not cosim.model_cached(program.config, "verilator", build_dir=build_dir):
+        entry["error"] = "the Verilator model is not in the build cache (not built here)"
+        return entry
+    beats = cosim.random_inputs(program, steps)
+    start = time.perf_counter()
+    whole = cosim.compare(program, beats, "verilator", build_dir=build_dir)
+    whole_s = time.perf_counter() - start
+    start = time.perf_counter()
+    chunked = cosim.compare(program, beats, "verilator", build_dir=build_dir,
+                            chunks=SCALE_CHUNKS, workers=SCALE_WORKERS)
+    chunked_s = time.perf_counter() - start
+    if not (whole.ok and chunked.ok):
+        bad = whole if not whole.ok else chunked
+        first = bad.first_divergence
+        entry["error"] = "mismatch: " + (first.describe() if first else bad.error or "?")
+    speedup = whole_s / chunked_s
+    entry.update({
+        "cycles": sum(whole.rtl_cycles), "unchunked_s": whole_s, "chunked_s": chunked_s,
+        "speedup": speedup, "efficiency": speedup / SCALE_WORKERS,
+        "first_chunk_s": min(c.finished_after for c in chunked.chunks),
+        "simulated_cycles": whole.rtl.simulated_cycles if whole.rtl else 0,
+        "engine": chunked.engine,
+    })
+    return entry
+
+
+def scale_rows(s: dict[str, Any]) -> list[str]:
+    """Return the table rows and the verdict line of :func:`cosim_scale`'s figures."""
+    what = (f"chunked co-simulation, {s['steps']:,} steps: unchunked vs {s['chunks']} chunks "
+            f"on {s['workers']} local Dask workers")
+    if s.get("speedup") is None:
+        return [f"| {what} | {s['model']} | {s['config']} | – | skipped: {s['error']} |"]
+    verdict = "meets" if s["speedup"] >= SCALE_TARGET else "MISSES"
+    note = (f"unchunked {s['unchunked_s']:.1f} s, chunked {s['chunked_s']:.1f} s "
+            f"(efficiency {100 * s['efficiency']:.0f} %, {verdict} the {SCALE_TARGET}× "
+            f"target), first chunk after {s['first_chunk_s']:.1f} s; "
+            f"{s['simulated_cycles']:,} cycles")
+    if s["error"]:
+        note += f"; {s['error']}"
+    return [f"| {what} | {s['model']} | {s['config']} | {s['speedup']:.2f}× | {note} |"]
+
+
 # -- output -------------------------------------------------------------------------------
 
 
@@ -282,6 +340,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| RTL, {r['simulator']} | {r['model']} | {r['config']} | "
                      f"{r['cycles_per_s']:,.0f} cycles/s | {r['simulated_cycles']:,} cycles, "
                      f"{r['inferences']} inferences; {build} |")
+    if results.get("scale") is not None:
+        lines += scale_rows(results["scale"])
     if not results["rtl"]:
         lines.append("| RTL | – | – | – | skipped (`--no-rtl`) |")
     if vm is not None:
@@ -391,11 +451,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-build", action="store_true",
                         help="time fresh RTL builds in a temporary directory instead of "
                              "using the build cache (sim/cosim/cache.py)")
+    parser.add_argument("--scale-only", action="store_true",
+                        help="only the chunked co-simulation figures (results not written)")
+    parser.add_argument("--scale-steps", type=int, default=SCALE_STEPS, metavar="N",
+                        help=f"timesteps of --scale-only (default {SCALE_STEPS})")
     parser.add_argument("--models", nargs="+", metavar="SUBSTRING",
                         help="only the registry models whose name contains one of these "
                              "(the results are then not written)")
     args = parser.parse_args(argv)
     config = Config.preset(CONFIG)
+    if args.scale_only:
+        _, program = compile_entry(SEED, MODELS[SEED], config)
+        with step(f"RTL: chunked co-simulation of {args.scale_steps} steps on "
+                  f"{config.name}"):
+            scale = cosim_scale(program, None, args.scale_steps)
+        print("\n".join(["| what | model | configuration | speed-up | notes |",
+                         "|---|---|---|---:|---|", *scale_rows(scale)]))
+        print(json.dumps(scale, indent=1))
+        return 1 if scale["error"] else 0
     chosen = {name: f for name, f in MODELS.items()
               if not args.models or any(s in name for s in args.models)}
 
@@ -411,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
 
     vm = None
     rtl: list[dict[str, Any]] = []
+    scale: dict[str, Any] | None = None
     if SEED in programs:
         with step("VM: speed of both executors on the seed CNN, PyTorch eager, the MLP"):
             model, example, _, _ = MODELS[SEED]()
@@ -422,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
                 for simulator, program in (("icarus", small), ("verilator", programs[SEED])):
                     with step(f"RTL: {simulator} on {program.config.name}"):
                         rtl.append(rtl_speed(program, simulator, build_dir))
+                with step(f"RTL: chunked co-simulation of {SCALE_STEPS} steps on "
+                          f"{config.name}"):
+                    scale = cosim_scale(programs[SEED], build_dir)
 
     results = {
         "results_version": RESULTS_VERSION,
@@ -434,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
         "vm": vm,
         "rtl": rtl,
+        "scale": scale,
     }
     table = markdown(results)
     print()
@@ -445,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         update_docs(table)
         print(f"wrote {RESULTS.relative_to(ROOT)} and {DOCS.relative_to(ROOT)}")
-    return 1 if any(r.get("error") for r in rtl) else 0
+    return 1 if any(r.get("error") for r in rtl) or (scale or {}).get("error") else 0
 
 
 if __name__ == "__main__":

@@ -329,6 +329,36 @@ class VM:
             "acc": list(acc.reshape(cfg.num_cores, cfg.accum_store_depth, -1)),
         }
 
+    def load_state(self, state: dict[str, list[np.ndarray]]) -> None:
+        """Set every core's tensor RAM and accumulator store (the inverse of :meth:`state`).
+
+        The next inference starts from these memories, as it would after the inferences
+        that left them (chunked co-simulation starts a chunk this way).
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state`: ``"tram"`` and ``"acc"``, one array per core.
+
+        Raises
+        ------
+        ValueError
+            If a memory is missing or has the wrong shape.
+        """
+        cfg = self.program.config
+        b = cfg.block_size
+        shapes = {"tram": (cfg.tensor_ram_depth, b), "acc": (cfg.accum_store_depth, b)}
+        arrays = {}
+        for name, shape in shapes.items():
+            cores = state.get(name)
+            if cores is None or len(cores) != cfg.num_cores or any(
+                    np.shape(c) != shape for c in cores):
+                raise ValueError(f"state[{name!r}] must hold {cfg.num_cores} arrays of shape "
+                                 f"{shape}")
+            arrays[name] = np.concatenate(cores)
+        self._mem.tram[...] = bf16_bits_to_f32(arrays["tram"])
+        self._mem.acc[...] = arrays["acc"].astype(np.uint32).view(np.float32)
+
     def reset(self) -> None:
         """Return to the state just after load: initial images, zero accumulators, no runs."""
         self._mem.tram[...] = self._tram_init

@@ -277,6 +277,11 @@ def _cases() -> list[tuple[str, list[str], int]]:
         add(f"compare {{w}}/mlp.bin --random {value} --simulator icarus", 2)
     add("compare {w}/mlp.bin --random 2 --input {w}/x16.npy --simulator icarus", 2)
     add("compare {w}/mlp.bin --timesteps --simulator icarus", 2)
+    for chunks in ["--chunks 0", "--chunks 3 --random 2", "--chunks 2 --workers 0",
+                   "--chunks x"]:
+        add(f"compare {{w}}/mlp.bin {chunks} --simulator icarus", 2)
+    for regress in ["regress", "regress {w}/absent.toml", "regress {w}", "regress {w}/x16.npy"]:
+        add(regress, 2)
     for sim in ["sim {w}/mlp.bin --input {w}/x16.npy", "compare {w}/mlp.bin"]:
         add(f"{sim} --simulator modelsim", 2)
     for spec in ["models.py", "models.py:", ":mlp", "models.py:1bad", "models.py:a.b",

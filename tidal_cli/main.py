@@ -1,4 +1,4 @@
-"""The ``tidal`` command line: compile, run, sim, compare, report, cache.
+"""The ``tidal`` command line: compile, run, sim, compare, regress, report, cache.
 
 Every user mistake (a missing file, an unknown configuration, a model the compiler does not
 support or that does not fit, a corrupted program, an input of the wrong shape) ends the
@@ -183,51 +183,65 @@ def _rtl_failure(exc: Exception) -> CliError:
 # -- commands ------------------------------------------------------------------------------
 
 
-def cmd_compile(args: argparse.Namespace) -> int:
-    """Compile a PyTorch model factory or an ONNX file to a program file."""
+def compile_model(model_spec: str, config: isa.Config, streaming_axis: int | None,
+                  name: str | None) -> isa.Program:
+    """Compile ``model_spec`` (``FILE.py:FUNCTION`` or ``FILE.onnx``) for ``config``.
+
+    Raises
+    ------
+    CliError
+        Naming the model and what is wrong (missing file, unsupported, does not fit).
+    """
     from compiler import AllocationError
     from compiler.frontend import fx
     from compiler.frontend import onnx as onnx_frontend
 
+    onnx_file = Path(model_spec) if model_spec.lower().endswith(".onnx") else None
+    if onnx_file is not None:
+        if not onnx_file.is_file():
+            raise CliError(f"ONNX file {model_spec!r} does not exist", EXIT_USAGE)
+        name = name or onnx_file.stem
+    else:
+        model, example = load_factory(model_spec)
+        name = name or model_spec.rpartition(":")[2]
+        try:
+            graph_module, _ = fx.prepare_shape(model, example)
+        except ValueError as exc:
+            raise CliError(f"{model_spec}: {one_line(exc)}") from None
+    try:
+        if onnx_file is not None:
+            nnir = onnx_frontend.to_nnir(onnx_file)
+        else:
+            nnir = fx.nnir.to_nnir(graph_module)
+    except onnx_frontend.ModelFileError as exc:
+        raise CliError(one_line(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"{model_spec}: unsupported model: {one_line(exc)}") from None
+    if streaming_axis is not None:
+        try:
+            nnir, _ = nnir.streaming_transform(streaming_axis)
+        except ValueError as exc:
+            raise CliError(f"{model_spec}: cannot stream over axis "
+                           f"{streaming_axis}: {one_line(exc)}") from None
+    try:
+        return nnir.to_program(config, name=name)
+    except AllocationError as exc:
+        raise CliError(f"{model_spec} does not fit {config.name}: {one_line(exc)}") \
+            from None
+    except ValueError as exc:
+        raise CliError(f"{model_spec}: cannot compile: {one_line(exc)}") from None
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Compile a PyTorch model factory or an ONNX file to a program file."""
     config = _config(args.config)
     _check_output(args.output, "-o")
     onnx_file = Path(args.model) if args.model.lower().endswith(".onnx") else None
-    if onnx_file is not None:
-        if not onnx_file.is_file():
-            raise CliError(f"ONNX file {args.model!r} does not exist", EXIT_USAGE)
-        name = args.name or onnx_file.stem
-    else:
-        model, example = load_factory(args.model)
-        name = args.name or args.model.rpartition(":")[2]
+    name = args.name or (onnx_file.stem if onnx_file is not None
+                         else args.model.rpartition(":")[2])
     started = time.perf_counter()
     with step(f"compiling {name} for {config.name}", quiet=args.quiet):
-        if onnx_file is None:
-            try:
-                graph_module, _ = fx.prepare_shape(model, example)
-            except ValueError as exc:
-                raise CliError(f"{args.model}: {one_line(exc)}") from None
-        try:
-            if onnx_file is not None:
-                nnir = onnx_frontend.to_nnir(onnx_file)
-            else:
-                nnir = fx.nnir.to_nnir(graph_module)
-        except onnx_frontend.ModelFileError as exc:
-            raise CliError(one_line(exc)) from None
-        except ValueError as exc:
-            raise CliError(f"{args.model}: unsupported model: {one_line(exc)}") from None
-        if args.streaming_axis is not None:
-            try:
-                nnir, _ = nnir.streaming_transform(args.streaming_axis)
-            except ValueError as exc:
-                raise CliError(f"{args.model}: cannot stream over axis "
-                               f"{args.streaming_axis}: {one_line(exc)}") from None
-        try:
-            program = nnir.to_program(config, name=name)
-        except AllocationError as exc:
-            raise CliError(f"{args.model} does not fit {config.name}: {one_line(exc)}") \
-                from None
-        except ValueError as exc:
-            raise CliError(f"{args.model}: cannot compile: {one_line(exc)}") from None
+        program = compile_model(args.model, config, args.streaming_axis, name)
     program.save(args.output)
     print(f"compiled {name} for {config.name} in {time.perf_counter() - started:.2f} s "
           f"-> {args.output}")
@@ -315,20 +329,86 @@ def cmd_compare(args: argparse.Namespace) -> int:
     elif args.timesteps:
         raise CliError("--timesteps goes with --input", EXIT_USAGE)
     count = len(inputs) if inputs is not None else args.random
-    with step(f"comparing {count} inference(s) on the VM and on {args.simulator}",
+    if args.chunks > count:
+        raise CliError(f"--chunks {args.chunks} exceeds the {count} inference(s) to compare"
+                       + (" (a whole sequence? add --timesteps)"
+                          if inputs is not None and not args.timesteps else ""), EXIT_USAGE)
+    where = ""
+    if args.chunks > 1 or args.workers is not None or args.scheduler is not None:
+        where = (f" in {args.chunks} chunk(s) on "
+                 + (args.scheduler or (f"{args.workers} worker(s)" if args.workers
+                                       else "one worker per core")))
+    with step(f"comparing {count} inference(s) on the VM and on {args.simulator}{where}",
               quiet=args.quiet):
         try:
             report = cosim.compare(program, inputs=inputs, random=args.random,
-                                   simulator=args.simulator, models=[args.model] * count)
+                                   simulator=args.simulator, models=[args.model] * count,
+                                   chunks=args.chunks, workers=args.workers,
+                                   scheduler=args.scheduler)
         except ScheduleError as exc:
             raise CliError(f"the VM refuses {args.program!r}: {one_line(exc)}") from None
-        except RuntimeError as exc:  # the simulator is missing
+        except RuntimeError as exc:  # the simulator is missing, the scheduler unreachable
             raise _rtl_failure(exc) from None
     print(report.summary())
     if not report.ok:
         first = report.first_divergence
         where = first.describe() if first is not None else report.error or "nothing compared"
         raise CliError(f"the VM and the RTL differ: {where}")
+    return 0
+
+
+def cmd_regress(args: argparse.Namespace) -> int:
+    """Run a regression SPEC on a Dask cluster (or in-process); write the results table."""
+    from sim.cosim.engine import default_workers, open_engine
+    from tidal_cli import regress
+    from tidal_cli.progress import Bar
+
+    jobs = regress.load_spec(args.spec)
+    prefix = (Path(args.output) if args.output is not None
+              else Path(args.spec).with_name(Path(args.spec).stem + "-results"))
+    paths = [Path(f"{prefix}.json"), Path(f"{prefix}.md")]
+    for path in paths:
+        _check_output(path, "-o")
+    workers = args.workers
+    if workers is None and args.scheduler is None:
+        workers = min(len(jobs), default_workers())
+    started = time.perf_counter()
+    rows: list[dict[str, object] | None] = [None] * len(jobs)
+    try:
+        with open_engine(workers, args.scheduler) as engine:
+            bar = Bar(len(jobs), f"regress: {len(jobs)} jobs on {engine.description}",
+                      quiet=args.quiet)
+            for out in engine.run(regress.run_job, [(job,) for job in jobs]):
+                job = jobs[out.index]
+                if out.result is not None:
+                    row = out.result
+                elif out.died:
+                    row = regress.result_row(job, "died", out.finished_after,
+                                             "the worker running it died")
+                else:
+                    row = regress.result_row(job, "error", out.finished_after,
+                                             out.error or "")
+                row["worker"] = out.worker
+                rows[out.index] = row
+                bar.advance(f"{job.name}: {str(row['status']).upper()} "
+                            f"({float(row['wall_seconds']):.1f} s)")
+            description = engine.description
+    except RuntimeError as exc:  # the scheduler is unreachable
+        raise CliError(one_line(exc)) from None
+    done = [r for r in rows if r is not None]
+    title = f"tidal regress {args.spec}"
+    paths[0].write_text(json.dumps({"spec": str(args.spec), "engine": description,
+                                    "wall_seconds": time.perf_counter() - started,
+                                    "jobs": done}, indent=1))
+    table = regress.results_markdown(done, title)
+    paths[1].write_text(table)
+    print(table, end="")
+    print(f"results written to {paths[0]} and {paths[1]}")
+    bad = [r for r in done if r["status"] != "pass"]
+    if bad:
+        raise CliError(f"{len(bad)} of {len(done)} jobs did not pass: "
+                       + ", ".join(f"{r['job']} ({r['status']})" for r in bad[:5])
+                       + (" ..." if len(bad) > 5 else ""))
     return 0
 
 
@@ -531,6 +611,14 @@ cycle counts bit for bit. Exit 0 when identical, 1 at the first divergence.
 examples:
   tidal compare seed_cnn.bin --random 16 --simulator verilator
   tidal compare tiny_c1b4.bin --input x.npy --timesteps --simulator icarus
+  tidal compare seed_cnn.bin --input seq.npy --timesteps --chunks 8 --workers 2
+  tidal compare seed_cnn.bin --input seq.npy --timesteps --chunks 64 \\
+      --scheduler tcp://10.0.0.5:8786
+
+--chunks N cuts the inferences into N chunks, each simulated from the VM's
+state at its first step, on a local Dask cluster (one worker per core, or
+--workers W; --workers 1 runs them one after the other in this process) or on
+the cluster of --scheduler (docs/cosim.md).
 
 Icarus is for small configurations (c1b4, c2b8); use Verilator for a full C6B32.""")
     p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
@@ -544,6 +632,36 @@ Icarus is for small configurations (c1b4, c2b8); use Verilator for a full C6B32.
     p.add_argument("--model", type=int, default=0, metavar="K",
                    help="in a multi-model program, the model to run (default 0)")
     p.add_argument("--simulator", choices=SIMULATORS, default="verilator")
+    p.add_argument("--chunks", type=_positive_int, default=1, metavar="N",
+                   help="cut the inferences into N chunks run at once (default 1)")
+    p.add_argument("--workers", type=_positive_int, metavar="W",
+                   help="local Dask workers (default: one per core); with --scheduler, "
+                        "wait for W workers")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the chunks on this Dask scheduler's workers")
+
+    p = command("regress", cmd_regress, "run a co-simulation regression on a Dask cluster",
+                """\
+SPEC is a TOML file: models x configurations x simulators x seeds or input
+files, one comparison of the VM with the RTL per combination (docs/cli.md).
+Jobs run on a local Dask cluster (one worker per core, or --workers W;
+--workers 1 runs them in this process) or on the cluster of --scheduler.
+Writes PREFIX.json and PREFIX.md (default: SPEC's name + "-results") and
+prints the table. Exit 0 if every job passed, 1 if any failed, erred, timed
+out or lost its worker.
+
+examples:
+  tidal regress nightly.toml
+  tidal regress nightly.toml --workers 2 -o build/nightly
+  tidal regress nightly.toml --scheduler tcp://10.0.0.5:8786""")
+    p.add_argument("spec", metavar="SPEC.toml", help="the regression (docs/cli.md)")
+    p.add_argument("--workers", type=_positive_int, metavar="W",
+                   help="local Dask workers (default: one per core); with --scheduler, "
+                        "wait for W workers")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the jobs on this Dask scheduler's workers")
+    p.add_argument("-o", "--output", metavar="PREFIX",
+                   help="write PREFIX.json and PREFIX.md")
 
     p = command("report", cmd_report, "latency report: cycles, utilisation, per layer/core",
                 """\

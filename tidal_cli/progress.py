@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-__all__ = ["step"]
+__all__ = ["step", "Bar"]
 
 _FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 # Redraw often enough for the spinner to look alive, rarely enough to cost nothing.
@@ -97,3 +97,42 @@ def step(message: str, stream: TextIO | None = None, quiet: bool = False) -> Ite
     finally:
         stream.write(f"{message}: {outcome} in {_format_elapsed(time.monotonic() - start)}\n")
         stream.flush()
+
+
+class Bar:
+    """A progress bar of ``total`` jobs: ``advance(line)`` when one finishes.
+
+    On a terminal the bar (done/total, elapsed time) is redrawn in place below the finished
+    jobs' lines; otherwise each finished job is one ``[done/total] line`` line. Nothing at
+    all when ``quiet``.
+    """
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None,
+                 quiet: bool = False) -> None:
+        self.total, self.label, self.done, self.quiet = total, label, 0, quiet
+        self.stream = sys.stderr if stream is None else stream
+        self.start = time.monotonic()
+        self.interactive = self.stream.isatty()
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.quiet or not self.interactive:
+            return
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        self.stream.write(f"\r\x1b[2K{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                          f"{self.done}/{self.total} "
+                          f"({_format_elapsed(time.monotonic() - self.start)})")
+        self.stream.flush()
+
+    def advance(self, line: str) -> None:
+        """Count one finished job and show ``line`` about it."""
+        self.done += 1
+        if self.quiet:
+            return
+        prefix = "\r\x1b[2K" if self.interactive else ""
+        self.stream.write(f"{prefix}[{self.done}/{self.total}] {line}\n")
+        self._draw()
+        if self.interactive and self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()

@@ -15,6 +15,8 @@ The package does one job per module, behind this API:
   (:mod:`sim.cosim._testbench`, runs inside the simulator), results;
 - :mod:`sim.cosim._traces` — the RTL's issue-trace and write-trace files;
 - :mod:`sim.cosim._compare` — the VM reference run, the comparison and its report;
+- :mod:`sim.cosim._chunks` — chunked comparison: a long sequence cut into chunks, each
+  started from the VM's state, run at once on :mod:`sim.cosim.engine` (Dask);
 - :mod:`sim.cosim.toolchain` — finding the simulators and the lean Verilator runner;
 - :mod:`sim.cosim.random_programs` — the constrained-random program generator.
 
@@ -26,8 +28,9 @@ Usage::
     assert report.ok
 """
 
-from sim.cosim._build import BuildInfo, build_rtl
+from sim.cosim._build import BuildInfo, build_rtl, model_cached
 from sim.cosim._compare import (
+    ChunkInfo,
     CompareReport,
     Divergence,
     VmReference,
@@ -42,8 +45,9 @@ from sim.cosim.toolchain import SIMULATORS, SimulatorMissing, require_simulator
 from sim.vm import TraceRecord, WriteRecord
 
 __all__ = [
-    "RtlError", "RtlResult", "BuildInfo", "CompareReport", "Divergence", "VmReference",
-    "TraceRecord", "WriteRecord", "SIMULATORS", "SimulatorMissing", "build_rtl", "run_rtl",
-    "compare", "compare_runs", "vm_reference", "input_beats", "random_inputs",
-    "parse_rtl_trace", "parse_write_trace", "require_simulator", "watchdog_cycles",
+    "RtlError", "RtlResult", "BuildInfo", "ChunkInfo", "CompareReport", "Divergence",
+    "VmReference", "TraceRecord", "WriteRecord", "SIMULATORS", "SimulatorMissing",
+    "build_rtl", "model_cached", "run_rtl", "compare", "compare_runs", "vm_reference",
+    "input_beats", "random_inputs", "parse_rtl_trace", "parse_write_trace",
+    "require_simulator", "watchdog_cycles",
 ]

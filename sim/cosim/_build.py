@@ -29,7 +29,7 @@ from rtl.gen import BROKEN, generate
 from sim.cosim import cache, toolchain
 from sim.cosim._errors import RtlError
 
-__all__ = ["BuildInfo", "build_rtl", "config_dir", "tail", "prune"]
+__all__ = ["BuildInfo", "build_rtl", "model_cached", "config_dir", "tail", "prune"]
 
 #: Time scale of the simulation (Amaranth's Verilog has none).
 TIMESCALE = ("1ns", "1ps")
@@ -204,6 +204,24 @@ def _generate(config: Config, variant: str | None, out: Path) -> float:
                        ) from exc
     (out / ".ok").write_text("")
     return time.perf_counter() - start
+
+
+def model_cached(config: Config, simulator: str = "verilator", *,
+                 build_dir: str | Path | None = None) -> bool:
+    """Return True if :func:`build_rtl` would find the model built (it builds nothing).
+
+    The Verilog is generated if it is not cached (seconds), to know the model's key.
+    """
+    root = (Path(build_dir) if build_dir is not None else cache.root() / "cosim").resolve()
+    # As build_rtl: finding the simulator sets the environment the key depends on.
+    toolchain.make_runner(simulator, runtime_cache=root / "verilator-runtime")
+    cfg_dir = config_dir(root, config, None)
+    rtl_dir = cfg_dir / f"rtl-{_sources_digest()}"
+    with cache.locked(cfg_dir):
+        _generate(config, None, rtl_dir)
+        manifest = json.loads((rtl_dir / "manifest.json").read_text())
+        stamp = cfg_dir / f"{simulator}-{_verilog_digest(rtl_dir, manifest)}" / ".tidal-build"
+        return stamp.exists()
 
 
 def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = False,

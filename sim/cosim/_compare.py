@@ -8,6 +8,7 @@ specification) with tracing and on the RTL (:func:`sim.cosim.run_rtl`), and
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from sim.cosim._errors import RtlError
 from sim.cosim._run import RtlResult, input_beats, model_indices, random_inputs, run_rtl
 from sim.vm import VM, TraceRecord, WriteRecord
 
-__all__ = ["Divergence", "CompareReport", "VmReference", "vm_reference", "compare_runs",
-           "compare"]
+__all__ = ["Divergence", "ChunkInfo", "CompareReport", "VmReference", "vm_reference",
+           "compare_runs", "compare"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,42 @@ class Divergence:
                 f"VM {self.vm}, RTL {self.rtl}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkInfo:
+    """One chunk of a chunked comparison (``compare(..., chunks=N)``).
+
+    Attributes
+    ----------
+    index : int
+    first, count : int
+        Its first global step and its number of steps.
+    ok : bool
+        Everything in the chunk matched.
+    worker : str
+        Where it ran (``"in-process"`` or a Dask worker's address).
+    finished_after : float
+        Seconds from the start of the comparison until its result came back.
+    simulated_cycles : int
+    run_seconds : float
+        The RTL's simulated cycles and the wall time of its inferences.
+    run_dir : Path or None
+        The RTL run directory (on the worker's machine).
+    error : str or None
+        Why the chunk's RTL run stopped, the job failed, or its worker died.
+    """
+
+    index: int
+    first: int
+    count: int
+    ok: bool
+    worker: str
+    finished_after: float
+    simulated_cycles: int
+    run_seconds: float
+    run_dir: Path | None
+    error: str | None
+
+
 @dataclasses.dataclass
 class CompareReport:
     """The result of :func:`compare`.
@@ -116,8 +153,20 @@ class CompareReport:
     error : str or None
         Why the RTL run stopped, if it did (e.g. the watchdog's message).
     rtl : RtlResult or None
-        The RTL run (speed, build and run directories).
+        The RTL run (speed, build and run directories). Chunked: the chunks' runs
+        concatenated (state from the last chunk, times and cycles summed, build and run
+        directory of the first chunk), or None if a chunk's run stopped.
     program_name, config_name, simulator : str
+    chunks : list of ChunkInfo
+        Chunked (``compare(..., chunks=N)``): every chunk, in order; empty otherwise. The
+        inferences of ``divergences`` and ``first_divergence`` are global steps;
+        ``state_values`` counts the state compared at the end of every chunk; ``rtl_cycles``
+        and ``rtl_done`` run up to the first chunk whose RTL run stopped.
+    engine : str
+        Where the chunks ran (``"in-process"``, ``"LocalCluster, 2 workers"``, a scheduler's
+        address); ``""`` unchunked.
+    wall_seconds : float
+        Wall time of the whole comparison (VM, RTL, and for chunks the cluster's start).
     """
 
     ok: bool
@@ -143,6 +192,9 @@ class CompareReport:
     program_name: str = ""
     config_name: str = ""
     simulator: str = ""
+    chunks: list[ChunkInfo] = dataclasses.field(default_factory=list)
+    engine: str = ""
+    wall_seconds: float = 0.0
 
     def summary(self) -> str:
         """Return a human-readable multi-line report."""
@@ -154,8 +206,9 @@ class CompareReport:
         lines.append(f"  outputs: {self.output_values:,} values, "
                      + ("equal" if not self.output_mismatches
                         else f"{self.output_mismatches:,} differ"))
+        when = "at the end of every chunk" if self.chunks else "after the last inference"
         lines.append(f"  state:   {self.state_values:,} values (tensor RAM and accumulators "
-                     "of every core after the last inference), "
+                     f"of every core {when}), "
                      + ("equal" if not self.state_mismatches
                         else f"{self.state_mismatches:,} differ"))
         lines.append(f"  cycles:  latency VM {_span(self.vm_cycles)} / RTL "
@@ -173,6 +226,8 @@ class CompareReport:
                          f"{r.readback_seconds:.1f} s, launch {r.wall_seconds:.1f} s; model "
                          f"{built}")
             lines.append(f"  files:   {r.run_dir}")
+        if self.chunks:
+            lines += self._chunk_lines()
         if self.error:
             lines.append(f"  RTL run stopped: {self.error}")
         if self.first_divergence is not None:
@@ -183,6 +238,21 @@ class CompareReport:
         if len(others) > 4:
             lines.append(f"  ... and {len(others) - 4} more places")
         return "\n".join(lines)
+
+
+    def _chunk_lines(self) -> list[str]:
+        sizes = _span([c.count for c in self.chunks])
+        good = sum(c.ok for c in self.chunks)
+        first = min(c.finished_after for c in self.chunks)
+        lines = [f"  chunks:  {len(self.chunks)} of {sizes} inferences on {self.engine}: "
+                 f"{good} OK; first done after {first:.1f} s, all after "
+                 f"{self.wall_seconds:.1f} s"]
+        for c in self.chunks:
+            if not c.ok:
+                lines.append(f"  chunk {c.index} (inferences {c.first}..{c.first + c.count - 1}"
+                             f", {c.worker}): "
+                             + (c.error or "MISMATCH") + (f"; {c.run_dir}" if c.run_dir else ""))
+        return lines
 
 
 def _span(values: Sequence[int]) -> str:
@@ -219,10 +289,13 @@ class VmReference:
 
 
 def vm_reference(program: Program, beats: Sequence[np.ndarray],
-                 models: Sequence[int] | None = None) -> VmReference:
+                 models: Sequence[int] | None = None,
+                 state: dict[str, list[np.ndarray]] | None = None) -> VmReference:
     """Run ``beats`` (one ``uint16`` [n_in, B] array per inference) on a tracing VM.
 
-    ``models`` gives each inference's model index (default: all model 0).
+    ``models`` gives each inference's model index (default: all model 0). ``state`` (as
+    :meth:`sim.vm.VM.state` gives it), if given, is the memories the first inference
+    starts from instead of the program's images.
 
     Raises
     ------
@@ -230,6 +303,8 @@ def vm_reference(program: Program, beats: Sequence[np.ndarray],
         If the VM refuses the program.
     """
     vm = VM(program, trace=True)
+    if state is not None:
+        vm.load_state(state)
     run = VmReference([], [], [], [], [], {})
     for beat, k in zip(beats, models if models is not None else [0] * len(beats),
                        strict=True):
@@ -454,12 +529,19 @@ def compare_runs(program: Program, vm: VmReference, rtl: RtlResult | None,
 def compare(program: Program, inputs: Sequence[Any] | None = None, random: int = 4,
             simulator: str = "verilator", *, seed: int = 0, waves: bool | None = None,
             build_dir: str | Path | None = None, rtl_variant: str | None = None,
-            models: Sequence[int] | None = None) -> CompareReport:
+            models: Sequence[int] | None = None, chunks: int = 1, workers: int | None = None,
+            scheduler: str | None = None) -> CompareReport:
     """Run the same inferences on the VM and on the RTL and compare everything.
 
     Compared: every output beat bit for bit and the cycle it is presented in, the spaced
     latency and the done cycle of every inference, the instruction-issue trace record by
     record, and after the last inference every core's tensor RAM and accumulator store.
+
+    With ``chunks`` above 1 (or ``workers`` or ``scheduler`` given) the inferences are cut
+    into that many chunks of consecutive steps, each compared in its own simulator run
+    started from the VM's memories at its first step (and compared at its end), on Dask
+    workers (:mod:`sim.cosim.engine`); the report is one for the whole sequence, with
+    global step numbers (``docs/cosim.md``).
 
     Parameters
     ----------
@@ -472,10 +554,17 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
     simulator : {"verilator", "icarus"}
     seed : int
     waves, build_dir, rtl_variant
-        As for :func:`run_rtl`.
+        As for :func:`run_rtl` (``waves`` only unchunked).
     models : sequence of int, optional
         Each inference's model index in a multi-model program (default: all model 0); with
         ``inputs`` None, one random inference per entry.
+    chunks : int
+        Number of chunks (1 to the number of inferences).
+    workers : int, optional
+        Local Dask workers (default: one per core, at most ``chunks``); 1 runs the chunks
+        one after the other in this process. With ``scheduler``: wait for that many.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://HOST:PORT``) to run the chunks on.
 
     Returns
     -------
@@ -489,12 +578,26 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
         If the VM refuses the program (it breaks a static-schedule rule).
     SimulatorMissing
         If the simulator is not installed.
+    ValueError
+        If ``chunks`` does not fit the inferences, ``workers`` is below 1, or ``waves`` is
+        asked of a chunked comparison.
+    RuntimeError
+        If the Dask scheduler cannot be reached.
     """
     if inputs is None:
         inputs = random_inputs(program, len(models) if models is not None else random, seed,
                                models)
     models = model_indices(program, len(inputs), models)
     beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    if chunks != 1 or workers is not None or scheduler is not None:
+        if waves:
+            raise ValueError("waves need one simulator run: compare with chunks=1")
+        from sim.cosim._chunks import compare_chunked
+
+        return compare_chunked(program, beats, simulator, chunks=chunks, workers=workers,
+                               scheduler=scheduler, build_dir=build_dir,
+                               rtl_variant=rtl_variant, models=models)
+    started = time.perf_counter()
     vm = vm_reference(program, beats, models)
     rtl: RtlResult | None = None
     error: str | None = None
@@ -506,4 +609,6 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
                           models=models)
         except RtlError as exc:
             rtl, error = exc.result, str(exc)
-    return compare_runs(program, vm, rtl, error, simulator)
+    report = compare_runs(program, vm, rtl, error, simulator)
+    report.wall_seconds = time.perf_counter() - started
+    return report

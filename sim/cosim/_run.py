@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Sequence
@@ -200,6 +201,51 @@ def watchdog_cycles(program: Program, base: int | None = None, model_index: int 
 
 
 
+def _hex_words(words: np.ndarray, dtype: str) -> str:
+    """Return ``$readmemh`` text of ``words`` ([depth, B], lane 0 in the lowest bits)."""
+    # Big-endian lanes, last lane first: each row's bytes spell the word's hex digits.
+    rows = np.ascontiguousarray(words[:, ::-1]).astype(dtype)
+    return "".join(row.tobytes().hex() + "\n" for row in rows)
+
+
+def _write_state_images(build: BuildInfo, state: dict[str, list[np.ndarray]],
+                        mem_dir: Path) -> None:
+    """Overwrite the tensor-RAM images and write every accumulator copy's image from ``state``.
+
+    The accumulator store is held in several ``tidal_mem`` copies written together (see
+    ``rtl/core.py``); every instance of ``tidal_core.v`` whose name starts with ``acc`` is
+    one, and each must start with the same words.
+
+    Raises
+    ------
+    RtlError
+        If the generated core has no ``tram`` or ``acc`` memory instance.
+    ValueError
+        If ``state`` does not fit the configuration.
+    """
+    cfg = build.config
+    text = (build.rtl_dir / "tidal_core.v").read_text()
+    names = re.findall(r"tidal_mem #\(.*?\) (\w+) \(", text, re.S)
+    copies = {"tram": [n for n in names if n == "tram"],
+              "acc": [n for n in names if n.startswith("acc")]}
+    shapes = {"tram": (cfg.tensor_ram_depth, cfg.block_size),
+              "acc": (cfg.accum_store_depth, cfg.block_size)}
+    for kind, dtype in (("tram", ">u2"), ("acc", ">u4")):
+        if kind not in copies[kind]:
+            raise RtlError(f"{build.rtl_dir / 'tidal_core.v'} has no tidal_mem instance "
+                           f"{kind!r}: the state of a chunk cannot be loaded")
+        cores = state.get(kind)
+        if cores is None or len(cores) != cfg.num_cores or any(
+                np.shape(c) != shapes[kind] for c in cores):
+            raise ValueError(f"state[{kind!r}] must hold {cfg.num_cores} arrays of shape "
+                             f"{shapes[kind]}")
+        for core, words in enumerate(cores):
+            hex_text = _hex_words(np.asarray(words), dtype)
+            for name in copies[kind]:
+                for prefix in ("tidal_top.", "TOP.tidal_top."):
+                    (mem_dir / f"{prefix}core{core}.{name}.hex").write_text(hex_text)
+
+
 def _new_run_dir(cfg_dir: Path, simulator: str) -> Path:
     runs = cfg_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -220,12 +266,15 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
             waves: bool | None = None, build_dir: str | Path | None = None,
             trace: bool = True, timeout_cycles: int | Sequence[int] | None = None,
             rtl_variant: str | None = None, stall_output: bool = False,
-            models: Sequence[int] | None = None) -> RtlResult:
+            models: Sequence[int] | None = None,
+            state: dict[str, list[np.ndarray]] | None = None, first_inference: int = 0
+            ) -> RtlResult:
     """Run inferences of ``program`` on the RTL, back to back, in one simulator launch.
 
     State (tensor RAM, accumulators) persists from one inference to the next, as on the
-    VM; the memories start from the program's images. Between inferences of different
-    models the host holds the new model index for ``MODEL_SETUP`` idle cycles first.
+    VM; the memories start from the program's images, or from ``state``. Between
+    inferences of different models the host holds the new model index for
+    ``MODEL_SETUP`` idle cycles first.
 
     Parameters
     ----------
@@ -251,6 +300,12 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
     stall_output : bool
         Test-only: the host holds ``out_ready`` low, which the machine (it cannot stall)
         must report as an ``error`` at its first output beat.
+    state : dict, optional
+        Start with these tensor RAMs and accumulator stores instead of the program's images
+        and zeros (as :meth:`sim.vm.VM.state` gives them: the machine's whole state between
+        two inferences). Chunked co-simulation starts each chunk from the VM's state.
+    first_inference : int
+        The number of the first inference in messages (a chunk's first global step).
 
     Returns
     -------
@@ -284,6 +339,8 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
     manifest = build.manifest
     # The RTL's own image writer: one definition of the memories' word formats and paths.
     write_memory_images(program, run_dir / "mem")
+    if state is not None:
+        _write_state_images(build, state, run_dir / "mem")
     b = program.config.block_size
     # Every inference's beats one after the other; "n_in" says how many each has.
     np.save(run_dir / "inputs.npy",
@@ -293,7 +350,7 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
             "n_in": [len(x) for x in beats], "models": models, "model_setup": MODEL_SETUP,
             "limits": limits, "readback": readback,
             "result": str(run_dir / "result.json"), "arrays": str(run_dir / "result.npz"),
-            "stall_output": bool(stall_output)}
+            "stall_output": bool(stall_output), "first_inference": int(first_inference)}
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
     plusargs = [f"+TIDAL_MEMDIR={run_dir / 'mem'}"]
     trace_file = run_dir / "trace.txt"
