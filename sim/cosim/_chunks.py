@@ -96,7 +96,8 @@ def compare_chunked(program: Program, beats: Sequence[np.ndarray], simulator: st
         for k in range(first, first + count):
             vm.run_beats(beats[k], model_index=models[k])
     jobs = [(program, first, list(beats[first:first + count]), state, simulator, build_dir,
-             rtl_variant, list(models[first:first + count])) for (first, count), state in zip(bounds, states, strict=True)]
+             rtl_variant, list(models[first:first + count]))
+            for (first, count), state in zip(bounds, states, strict=True)]
     if workers is None and scheduler is None:
         workers = min(chunks, default_workers())
     with open_engine(workers, scheduler) as engine:
