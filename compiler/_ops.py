@@ -21,7 +21,9 @@ accumulators they use and the timing constraints between them:
 * a streaming window (:class:`compiler._graph.History`) is shifted after its reads by
   ``VEC PASS_T`` copies multicast to its readers; the youngest slot is the source block's
   own buffer when a ``VEC`` produces it (the producer then writes it after the old value's
-  reads), or a copy of it for an input or constant block.
+  reads), or a copy of it for an input or constant block. A recurrent state is such a
+  window of depth 1, read before its source is computed; its buffer holds the initial
+  state at load.
 """
 
 from __future__ import annotations
