@@ -194,7 +194,7 @@ def test_gelu_layernorm_softmax_streams(config_name: str) -> None:
 #: Activations and norms the random models draw from (existing ops among them).
 ACTS = ["relu", "tanh", "sigmoid", "silu", "gelu", "softplus", "elu", "hardswish",
         "leaky_relu", None]
-NORMS = ["layer_norm", "rms_norm", "softmax", "centre", None]
+NORMS = ["layer_norm", "rms_norm", "softmax", "log_softmax", "centre", "scale", None]
 
 
 class RandomNet(nn.Module):
@@ -235,8 +235,12 @@ class RandomNet(nn.Module):
                     y = y.transpose(1, 2)
                 if norm == "softmax":
                     y = F.softmax(y, dim=-1)
+                elif norm == "log_softmax":
+                    y = F.log_softmax(y, dim=-1)
                 elif norm == "centre":
                     y = y - y.mean(-1, keepdim=True)
+                elif norm == "scale":  # division by a tensor, abs, a sum broadcast
+                    y = y / (y.abs().sum(-1, keepdim=True) + 1)
                 else:
                     y = nm(y)
                 if self.streaming:

@@ -116,7 +116,9 @@ def test_batch_norm_folds_into_the_layer_before_it() -> None:
     # Used elsewhere too, the layer's output stays: a per-channel scale and shift.
     for forward, layer, shape in (
             (lambda m, x: m.bn(y := m.c(x)) + y, conv, (1, 4, 6)),
-            (lambda m, x: m.bn(y := m.c(x)) - y, nn.Linear(4, 5), (3, 4))):
+            (lambda m, x: m.bn(y := m.c(x)) - y, nn.Linear(4, 5), (3, 4)),
+            (lambda m, x: m.bn(F.dropout(y := m.c(x), training=False)) - y, nn.Linear(4, 5),
+             (3, 4))):
         x = torch.randn(*shape)
         nnir, expected = translate(forward, {"c": layer, "bn": _bn(5)}, x)
         assert [n.op for n in nnir.nodes].count("mul") == 1

@@ -202,6 +202,7 @@ class _Converter:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.graph_outputs = {v.name for v in proto.graph.output}
+        self.producers = {name: node.op_type for node in proto.graph.node for name in node.output}
         # Shapes the file declares (exporters record most), checked against the NNIR's.
         self.declared_shapes = {
             v.name: shape
@@ -538,8 +539,12 @@ class _Converter:
         stats = [self._constant(v, what) for v, what in (
             (mean, "mean"), (var, "variance"), (scale, "scale"), (bias, "bias"))]
         assert self.node is not None
-        foldable = len(self.consumers.get(self.node.input[0], [])) == 1 \
-            and self.node.input[0] not in self.graph_outputs
+        # Folded into the layer before it when that layer's node (a Conv, Gemm, or MatMul
+        # and its bias Add) is the operand and nothing else uses its output.
+        operand = self.node.input[0]
+        foldable = (len(self.consumers.get(operand, [])) == 1
+                    and operand not in self.graph_outputs
+                    and self.producers.get(operand) in ("Conv", "Gemm", "MatMul", "Add"))
         return composite.batch_norm(self.builder, x, stats, float(epsilon), foldable,
                                     self.name)
 

@@ -880,9 +880,12 @@ class _Converter:
         stats = [self._optional_constant(v, what) for v, what in (
             (running_mean, "running mean"), (running_var, "running variance"),
             (weight, "weight"), (bias, "bias"))]
-        # Folded into the layer before it when nothing else uses that layer's output.
+        # Folded into the layer before it when that layer's call is the operand and nothing
+        # else uses its output (not through a pass-through such as Dropout either).
         source = self.node.args[0] if self.node is not None else None
-        foldable = isinstance(source, fx.Node) and len(source.users) == 1
+        foldable = (isinstance(source, fx.Node) and len(source.users) == 1 and (
+            source.target is F.linear or (source.op == "call_module" and isinstance(
+                self.gm.get_submodule(str(source.target)), PaddedConv1d | nn.Linear))))
         return composite.batch_norm(self.builder, x, stats, float(eps), foldable, self.name)
 
 
