@@ -365,7 +365,7 @@ class _Swap(nn.Module):
     (_Keep(), torch.arange(5.0)),
     (_Swap(), [torch.ones(5), torch.full((5,), 2.0)]),
 ], ids=["delay", "keep", "swap"])
-@pytest.mark.parametrize("config", ["c1b4", "c6b32"])
+@pytest.mark.parametrize("config", SMALL)
 def test_scan_states_that_are_not_computed(step: nn.Module, h0: object, config: str) -> None:
     """States whose new value is an input, their own old value or another state's old
     value (copies instead of a producing VEC) are updated correctly."""
@@ -374,8 +374,7 @@ def test_scan_states_that_are_not_computed(step: nn.Module, h0: object, config: 
     x = torch.randn(7, 5)
     gm, expected = vollo_torch.fx.prepare_shape(model, x)
     streaming, _ = vollo_torch.fx.nnir.to_nnir(gm).streaming_transform(0)
-    cfg = SMALL[config] if config in SMALL else C6B32
-    got = streaming.to_program(cfg).to_vm().run_timesteps(x.numpy(), 0, 0)
+    got = streaming.to_program(SMALL[config]).to_vm().run_timesteps(x.numpy(), 0, 0)
     err = np.abs(got - expected.numpy())
     assert err.max() <= K * U * np.abs(expected.numpy()).max(), err.max()
 
