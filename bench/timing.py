@@ -48,6 +48,7 @@ from isa.program import CoreImage  # noqa: E402
 from rtl.accum import Accumulator  # noqa: E402
 from rtl.arith import Bf16Mul, ClampRound, Fp32Add, Fp32Max, Fp32Min, Fp32MulBf16  # noqa: E402
 from rtl.core import Core  # noqa: E402
+from rtl.function import FunctionUnit  # noqa: E402
 from rtl.lane import Lane  # noqa: E402
 from rtl.memory import add_memory  # noqa: E402
 from rtl.vector import VectorUnit  # noqa: E402
@@ -267,6 +268,8 @@ UNITS: list[Unit] = [
     Unit("rtl.accum.Accumulator (ip_core(1, 2))", "-", lambda: Accumulator(SMALL),
          checked=False, registered=False),
     Unit("rtl.vector.VectorUnit (ip_core(1, 2))", "-", lambda: VectorUnit(SMALL),
+         checked=False, registered=False),
+    Unit("rtl.function.FunctionUnit (ip_core(1, 2))", "-", lambda: FunctionUnit(SMALL),
          checked=False, registered=False),
     Unit("rtl.core.Core (ip_core(1, 2))", "-",
          lambda: Core(SMALL, image=_random_image(SMALL)), checked=False, registered=False),

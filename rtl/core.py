@@ -24,6 +24,9 @@ The accumulator store's (both copies) takes at most one of: a ``MAC`` write-back
 the link bus (t+5). The schedule guarantees this (architecture §5); a collision raises
 ``error`` rather than being resolved silently.
 
+The function unit (:class:`~rtl.function.FunctionUnit`) reads the tensor RAM like a ``VEC``
+and is one more writer of each port (an ``FN`` result, at t + fn_write).
+
 An ``ACCS`` arrival goes through the same write port as every other accumulator write, so
 the accumulate stage's capture of the previous cycle's write (:mod:`rtl.accum`) sees it as
 it sees a ``VEC`` result; no legal program relies on that (a ``MAC`` must not read an
@@ -45,6 +48,7 @@ from isa.config import Config
 from isa.instructions import PC_BITS, WORD_BITS, Opcode, amaranth_layout
 from isa.program import CoreImage
 from rtl.accum import Accumulator
+from rtl.function import FunctionUnit
 from rtl.interconnect import link_addr_bits, merge, receive
 from rtl.matrix import Matrix, matrix_signature
 from rtl.memory import add_memory, addr_bits, check_flavour, place
@@ -218,11 +222,13 @@ class Core(wiring.Component):
         opcode = data.View(amaranth_layout(Opcode.END), word).opcode
         mac = data.View(amaranth_layout(Opcode.MAC), word)
         vec = data.View(amaranth_layout(Opcode.VEC), word)
+        fn = data.View(amaranth_layout(Opcode.FN), word)
         is_vec = opcode == Opcode.VEC
+        is_fn = opcode == Opcode.FN
 
         # Cycle t: read addresses (one instruction per cycle, so one tensor-RAM read port).
         m.d.comb += [
-            tram.raddr.eq(Mux(is_vec, vec.tram, mac.tram)),
+            tram.raddr.eq(Mux(is_vec, vec.tram, Mux(is_fn, fn.tram, mac.tram))),
             acc.raddr.eq(vec.acc),
             clamp.raddr.eq(vec.clamp),
         ]
@@ -259,6 +265,16 @@ class Core(wiring.Component):
             vu.bounds.eq(clamp.rdata),
         ]
 
+        # Function unit: reads the tensor RAM like a VEC, writes only this core.
+        m.submodules.function = fu = FunctionUnit(cfg, flavour=flavour)
+        m.d.comb += [
+            fu.issue.eq(seq.issue & is_fn),
+            fu.fn.eq(fn.fn),
+            fu.dest.eq(fn.dest),
+            fu.addr.eq(fn.addr),
+            fu.t.eq(tram.rdata),
+        ]
+
         # What the link bus brings this core: other cores' TRAM and ACCS blocks.
         tram_links, acc_links = receive(cfg, own, self.links_dest, self.links_acc,
                                         self.links_addr, self.links_data)
@@ -271,7 +287,7 @@ class Core(wiring.Component):
         acc_collision = Signal()
         we, waddr, wdata, collision = merge(
             [(accum.wb_we, accum.wb_addr, accum.wb_data), (vu.acc_we, vu.waddr, vu.result),
-             *acc_links], len(acc_waddr), 32 * b)
+             (fu.acc_we, fu.waddr, fu.result), *acc_links], len(acc_waddr), 32 * b)
         m.d.comb += [
             acc_we.eq(we),
             acc_waddr.eq(waddr),
@@ -289,7 +305,7 @@ class Core(wiring.Component):
         tram_collision = Signal()
         we, waddr, wdata, collision = merge(
             [(vu.tram_we, vu.waddr, vu.result_bf16), (self.in_we, self.in_addr, self.in_data),
-             *tram_links], len(tram.waddr), 16 * b)
+             (fu.tram_we, fu.waddr, fu.result_bf16), *tram_links], len(tram.waddr), 16 * b)
         m.d.comb += [tram.we.eq(we), tram.waddr.eq(waddr), tram.wdata.eq(wdata),
                      tram_collision.eq(collision)]
         if self.write_trace:
@@ -303,7 +319,7 @@ class Core(wiring.Component):
                 i_acc_data=acc_wdata)
 
         m.d.comb += [
-            self.quiet.eq(~seq.more & ~accum.pending & ~vu.pending),
+            self.quiet.eq(~seq.more & ~accum.pending & ~vu.pending & ~fu.pending),
             self.error.eq(tram_collision | acc_collision),
             self.trace_valid.eq(seq.issue),
             self.trace_pc.eq(seq.pc),

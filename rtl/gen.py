@@ -6,7 +6,8 @@ Writes (the contract with ``sim/``, described in ``docs/rtl.md``):
   matrix block, the core and the top, each converted once from the ``"instance"`` flavour
   (the matrix block instantiates ``tidal_lane`` B times, the core ``tidal_matrix`` once,
   the top ``tidal_core`` num_cores times);
-- ``tidal_mem.v``, ``tidal_trace.v``, ``tidal.vlt``: copied from ``rtl/verilog/``;
+- ``tidal_mem.v``, ``tidal_rom.v``, ``tidal_trace.v``, ``tidal.vlt``: copied from
+  ``rtl/verilog/``;
 - ``manifest.json``: ``top``, ``sources`` (in compilation order, top last),
   ``verilator_config`` (``.vlt`` files, to list before the sources), ``config``, ``broken``
   and ``memories`` (every ``tidal_mem`` that holds program data or is read back).
@@ -19,12 +20,14 @@ co-simulation builds with it (``docs/cosim.md``).
 rounding to bf16 (give it its own ``--out``).
 
 :func:`memory_images` gives the words of every memory image of a program by manifest path,
-and :func:`write_memory_images` writes them as the hex files ``tidal_mem`` loads.
+and :func:`write_memory_images` writes them as the hex files ``tidal_mem`` loads, with the
+function table ``tidal_rom`` loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shutil
@@ -36,6 +39,7 @@ from typing import Any
 from amaranth.back import verilog
 
 from isa.config import Config, ConfigError
+from isa.functions import table
 from isa.instructions import WORD_BITS
 from isa.program import INDESC_ADDR_BITS, INDESC_MASK_BITS, Program
 from rtl.core import Core, core_images
@@ -43,14 +47,16 @@ from rtl.lane import Lane
 from rtl.matrix import Matrix
 from rtl.top import Top, indesc_image
 
-__all__ = ["BROKEN", "VERILOG_DIR", "generate", "manifest_memories", "memory_images",
-           "write_memory_images", "main"]
+__all__ = ["BROKEN", "VERILOG_DIR", "FN_TABLE_FILE", "generate", "manifest_memories",
+           "memory_images", "write_memory_images", "main"]
 
 #: Deliberately broken variants ``--broken`` can build (test-only).
 BROKEN = ("rounding",)
 #: The hand-written Verilog copied into every output directory.
 VERILOG_DIR = Path(__file__).resolve().parent / "verilog"
-_HAND_WRITTEN = ("tidal_mem.v", "tidal_trace.v")
+_HAND_WRITTEN = ("tidal_mem.v", "tidal_rom.v", "tidal_trace.v")
+#: The function table's file in the memory directory (``rtl/verilog/tidal_rom.v``).
+FN_TABLE_FILE = "tidal_fn_table.hex"
 #: The hand-written Verilog of the write trace, copied only with ``write_trace``.
 _WRITE_TRACE = "tidal_wtrace.v"
 _VLT = ("tidal.vlt",)
@@ -109,9 +115,11 @@ def write_memory_images(program: Program, directory: str | Path,
     not written (a missing file leaves the memory zero). A file shorter than its memory ends
     with an explicit zero last word (``@<depth - 1>``), which the memory holds anyway:
     Icarus warns about every ``$readmemh`` file that does not reach the end of the array.
+    The function table (:func:`isa.functions.table`) is written as :data:`FN_TABLE_FILE`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / FN_TABLE_FILE).write_text(_fn_table_text())
     shapes = {m["path"]: (m["width"], m["depth"]) for m in manifest_memories(program.config)}
     for path, words in memory_images(program).items():
         if not words:
@@ -123,6 +131,11 @@ def write_memory_images(program: Program, directory: str | Path,
             text += f"@{depth - 1:x}\n{0:0{digits}x}\n"
         for prefix in prefixes:
             (directory / f"{prefix}{path}.hex").write_text(text)
+
+
+@functools.cache
+def _fn_table_text() -> str:
+    return "".join(f"{int(w):08x}\n" for w in table())
 
 
 def _convert(component: Any, name: str) -> str:

@@ -13,7 +13,8 @@ import pytest
 from conftest import need
 
 from isa.config import Config
-from isa.instructions import Dest, Mac, Vec, VecOp, decode_program
+from isa.functions import Function
+from isa.instructions import Dest, Fn, Mac, Vec, VecOp, decode_program
 from sim.cosim import SIMULATORS, compare, vm_reference
 from sim.cosim.random_programs import SPECIAL_BF16, hard_bf16, random_case, random_program
 
@@ -33,9 +34,10 @@ def test_generator_is_deterministic() -> None:
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_generator_covers_what_it_should(config: str) -> None:
-    """Over 30 seeds: every op and destination, clamp entry, accumulate chains, remote
-    writes, the top half and last word of tensor RAM and accumulators, the last weight
-    tile, input masks of every kind, beats after the last output, special values."""
+    """Over 30 seeds: every op and destination, every function (``FN`` to both
+    destinations), clamp entry, accumulate chains, remote writes, the top half and last
+    word of tensor RAM and accumulators, the last weight tile, input masks of every kind,
+    beats after the last output, special values."""
     cfg = Config.preset(config)
     seen: set[object] = set()
     for seed in range(30):
@@ -47,6 +49,8 @@ def test_generator_covers_what_it_should(config: str) -> None:
                     seen.add("accumulate" if instr.accumulate else "set")
                     seen.add(("weight", instr.weight == cfg.weight_store_depth - 1))
                     seen.add(("acc-top", instr.acc >= cfg.accum_store_depth // 2))
+                elif isinstance(instr, Fn):
+                    seen.update([Function(instr.fn), ("fn", Dest(instr.dest))])
                 elif isinstance(instr, Vec):
                     seen.update([VecOp(instr.op), Dest(instr.dest), ("clamp", instr.clamp)])
                     if instr.dest == Dest.TRAM and instr.addr == cfg.tensor_ram_depth - 1:
@@ -62,6 +66,7 @@ def test_generator_covers_what_it_should(config: str) -> None:
     want: set[object] = {*VecOp, *Dest, "accumulate", "set", ("weight", True),
                          ("acc-top", True), "tram-last", "beats-after-output"}
     want |= {("clamp", k) for k in range(cfg.clamp_store_depth)}
+    want |= {*Function, ("fn", Dest.TRAM), ("fn", Dest.ACC)}
     want |= {("mask", m) for m in range(1 << cfg.num_cores)}
     want |= {("special", int(v)) for v in SPECIAL_BF16}
     if cfg.num_cores > 1:

@@ -6,8 +6,9 @@ landed, every write lands after the earlier writes of its word in a free port cy
 two output beats share a cycle; the VM's schedule checks (:class:`sim.vm.VM`) then filter
 it (a rejected draw is redrawn). Everything is drawn from the seed:
 
-- every ``VecOp``, every ``Dest``, ``MAC`` chains (``accumulate``), ``WAIT`` s, and
-  ``VEC``/``ACCS`` writes to other cores;
+- every ``VecOp``, every ``Dest``, ``MAC`` chains (``accumulate``), ``WAIT`` s,
+  ``VEC``/``ACCS`` writes to other cores, and ``FN`` s of every function to tensor RAM
+  and to the accumulator;
 - addresses at both ends and around the middle of every memory (tensor RAM, accumulator
   store, weight store: the top half and the last word too), every clamp entry;
 - a clamp table with entries of every kind (none, one-sided, symmetric, a point, ±0, fp32
@@ -16,7 +17,7 @@ it (a rejected draw is redrawn). Everything is drawn from the seed:
   after the last output beat), each to a random set of cores, sometimes none;
 - weights, tensor-RAM images and inputs from :func:`hard_bf16`: wide dynamic range, values
   with few mantissa bits (exact sums, rounding ties, cancellation), ±0, subnormals,
-  infinities and NaNs.
+  infinities and NaNs; a quarter of the tensor-RAM image from :func:`function_edges`.
 
 ``python -m sim.cosim.random_programs`` runs a batch against the RTL (``make
 cosim-random``); every program's seed is printed, and ``--seed S --count 1`` reruns one.
@@ -33,7 +34,7 @@ import numpy as np
 
 from isa.config import Config, ConfigError
 from isa.functions import SPECS, Function, Mode, windows
-from isa.instructions import Dest, End, Instruction, Mac, Vec, VecOp, Wait, encode_program
+from isa.instructions import Dest, End, Fn, Instruction, Mac, Vec, VecOp, Wait, encode_program
 from isa.program import CoreImage, Program, TensorLayout
 from isa.timing import latencies
 from sim.vm import VM, ScheduleError
@@ -186,7 +187,8 @@ def _draw(cfg: Config, rng: np.random.Generator, name: str) -> Program:
             if code.cursor[c] != t or (not budget[c] and (c or n_out)):
                 continue
             want_out = not budget[c]
-            kind = "vec" if want_out else rng.choice(["mac", "vec", "wait"], p=[.35, .45, .2])
+            kind = "vec" if want_out else rng.choice(["mac", "vec", "fn", "wait"],
+                                                     p=[.3, .35, .15, .2])
             instr: Instruction | None = None
             reads: list[_Word] = []
             writes: list[tuple[_Word, int]] = []
@@ -228,6 +230,17 @@ def _draw(cfg: Config, rng: np.random.Generator, name: str) -> Program:
                     if dest == Dest.OUTPUT:
                         out_cycles.add(t + lat.vec_output)
                         n_out += 1
+            elif kind == "fn":
+                x = pick(readable_tram)
+                if rng.random() < .5:
+                    dest, addr, memory = Dest.TRAM, pick(tram_pool), "tram"
+                else:
+                    dest, addr, memory = Dest.ACC, pick(acc_pool), "acc"
+                reads = [("tram", c, x)]
+                writes = [((memory, c, addr), t + lat.fn_write)]
+                if readable(reads[0], t) and writable(*writes[0]):
+                    instr = Fn(fn=int(rng.integers(len(Function))), tram=x, dest=dest,
+                               addr=addr)
             if instr is None:
                 code.at(c, t, Wait(int(rng.integers(1, 4))))
                 continue
@@ -241,12 +254,15 @@ def _draw(cfg: Config, rng: np.random.Generator, name: str) -> Program:
                 ports.add((w[0], w[1], land))
         t += 1
     images = []
+    edges = np.unique(np.concatenate([function_edges(f) for f in Function]))
     for c in range(n_cores):
         code.at(c, code.cursor[c], End())
+        tram = hard_bf16(rng, (max(readable_tram) + 1, b))
+        tram = np.where(rng.random(tram.shape) < .25, rng.choice(edges, tram.shape), tram)
         images.append(CoreImage(
             encode_program(code.cores[c]),
             hard_bf16(rng, (cfg.weight_store_depth, b, b)),
-            hard_bf16(rng, (max(readable_tram) + 1, b)),
+            tram.astype(np.uint16),
             clamp_table(rng, cfg.clamp_store_depth)))
     return Program(cfg, images, [TensorLayout((n_in * b,), b)],
                    [TensorLayout((n_out * b,), b)], np.array(dests, np.uint32).reshape(-1, 2),

@@ -1,0 +1,375 @@
+"""The function unit of a core: the ``FN`` pipeline from operand to local write.
+
+It computes exactly :mod:`isa.functions`: for every lane, a *selection* ``(direct, a, u,
+b)`` from the bf16 input (its mode's rules, with one entry of the function table), then
+``round_bf16(b)`` or ``round_bf16(a × u + b)`` with the vector unit's arithmetic; or, for
+``MAX_LANES``, the largest lane in every lane. The selection logic is generated from the
+data of :mod:`isa.functions` (modes, windows, table bases, rules), the table is a ROM
+initialised with :func:`isa.functions.table`, and the arithmetic is :mod:`rtl.arith`'s.
+
+Stages, for an ``FN`` issued in cycle ``t`` (``M = mem_read``; ``isa/timing.py``):
+
+=========================  =================================================================
+cycle                      what happens here
+=========================  =================================================================
+t                          the core presents the tensor-RAM read address
+t+M                        the bf16 block arrives; the index stage forms each lane's table
+                           address and everything of its selection but the entry;
+                           ``MAX_LANES`` starts its tree of ``log2 B`` one-stage compares
+t+M+1                      the table address is presented to the ROM (B read ports)
+t+2M+1                     the entries arrive and complete ``a`` and ``b``; the multiply
+                           ``a × u`` (``vec_mul + norm_round`` stages), then the add
+                           ``+ b`` (``fp32_add`` stages)
+t+M+max(L, body)           ``direct`` or ``MAX_LANES`` results selected; rounding to bf16
+                           (``clamp_round`` stages: the clamp of the vector unit with ±inf
+                           bounds, so that its NaN and rounding rules are shared)
+t+fn_write                 result on the local write port (tensor RAM or accumulator)
+=========================  =================================================================
+
+with ``body = 1 + M + vec_mul + norm_round + fp32_add`` and ``L = log2 B``; the shorter of the
+two paths is padded. The construction asserts that the write lands in
+:attr:`isa.timing.Latencies.fn_write`.
+
+The ROM is an :class:`amaranth.lib.memory.Memory` with ``init=`` in the ``"native"`` flavour
+(Amaranth's simulator) and an ``Instance`` of ``rtl/verilog/tidal_rom.v`` in the
+``"instance"`` flavour, which loads the table from a file at time 0
+(:func:`rtl.gen.write_memory_images` writes it): 22,912 constants in an initial block made
+the Verilator build of a one-core B = 4 model ten times slower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import (
+    Cat,
+    ClockSignal,
+    Const,
+    Instance,
+    Module,
+    Mux,
+    Signal,
+    Value,
+    signed,
+    unsigned,
+)
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from isa.config import Config
+from isa.functions import SPECS, Function, Mode, base, table, windows
+from isa.instructions import Dest, Fn
+from isa.numerics import CANONICAL_NAN_F32
+from isa.timing import latencies
+from rtl.arith import clamp_round, fp32_add, fp32_max, fp32_mul_bf16
+from rtl.memory import addr_bits, check_flavour
+
+__all__ = ["FunctionUnit"]
+
+_ADDR_BITS = Fn.FIELDS[3].width
+_INF32 = 0x7F800000
+_SIGN32 = 0x80000000
+_NEG_INF32 = 0xFF800000
+
+
+def _f32(value: float) -> int:
+    return int(np.array(value, dtype=np.float32).view(np.uint32))
+
+
+class FunctionUnit(wiring.Component):
+    """``FN`` datapath and control pipeline of one core.
+
+    Parameters
+    ----------
+    config : Config
+    flavour : str
+        ``"native"`` or ``"instance"`` (:mod:`rtl.memory`): how the ROM is built.
+
+    Members
+    -------
+    issue : In(1)
+        An ``FN`` issues this cycle (cycle ``t``) with the fields below.
+    fn : In(Function)
+    dest : In(2)
+        :class:`~isa.instructions.Dest`: ``TRAM`` or ``ACC``.
+    addr : In(16)
+        Destination address.
+    t : In(16 * B)
+        Tensor-RAM block read for the ``FN`` of cycle ``t − mem_read``.
+    acc_we, tram_we : Out(1)
+        Local write of the result of the ``FN`` issued ``fn_write`` cycles ago.
+    waddr : Out(16)
+        Its destination address.
+    result : Out(32 * B)
+        Its result as fp32 (the bf16 value in the upper half of each lane) for the
+        accumulator.
+    result_bf16 : Out(16 * B)
+        Its result as bf16 (tensor RAM).
+    pending : Out(1)
+        An ``FN`` in flight still has its write in a later cycle.
+    """
+
+    def __init__(self, config: Config, *, flavour: str = "native") -> None:
+        self.config = config
+        self.flavour = check_flavour(flavour)
+        b = config.block_size
+        super().__init__({
+            "issue": In(1),
+            "fn": In(Function),
+            "dest": In(2),
+            "addr": In(_ADDR_BITS),
+            "t": In(16 * b),
+            "acc_we": Out(1),
+            "tram_we": Out(1),
+            "waddr": Out(_ADDR_BITS),
+            "result": Out(32 * b),
+            "result_bf16": Out(16 * b),
+            "pending": Out(1),
+        })
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        cfg = self.config
+        b, d, lat = cfg.block_size, cfg.depths, latencies(cfg)
+        levels = cfg.tree_levels
+        mul = d.vec_mul + d.norm_round
+        body = 1 + d.mem_read + mul + d.fp32_add
+        round_at = d.mem_read + max(levels, body)
+        write = round_at + d.clamp_round
+        assert write == lat.fn_write, (write, lat.fn_write)
+
+        def stage(value: Value, name: str, *, reset_less: bool = True) -> Signal:
+            reg = Signal.like(value, name=name, reset_less=reset_less)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        def delay(value: Value, cycles: int, name: str) -> Value:
+            for k in range(cycles):
+                value = stage(value, f"{name}_d{k}")
+            return value
+
+        # Control pipeline: index k holds the FN issued k cycles ago.
+        valid = [self.issue]
+        fn = [Value.cast(self.fn)]
+        dest = [self.dest]
+        addr = [self.addr]
+        for k in range(1, write + 1):
+            valid.append(stage(valid[-1], f"valid{k}", reset_less=False))
+            fn.append(stage(fn[-1], f"fn{k}"))
+            dest.append(stage(dest[-1], f"dest{k}"))
+            addr.append(stage(addr[-1], f"addr{k}"))
+
+        # The function's constants, generated from isa.functions.
+        consts = _Constants(m, fn[d.mem_read])
+        rom_bits = addr_bits(len(table()))
+        # Index stage: each lane's registered selection, then the ROM read (M cycles).
+        sels = [{k: stage(v, f"{k}_{i}") for k, v in
+                 _select(m, consts, self.t[16 * i:16 * i + 16], rom_bits, f"sel_{i}").items()}
+                for i in range(b)]
+        entries = self._rom(m, [sel["index"] for sel in sels])
+
+        results = []
+        for i, sel in enumerate(sels):
+            entry = delay(entries[i], d.mem_read - 1, f"entry_{i}")
+            sel = {k: delay(v, d.mem_read, f"{k}_{i}") for k, v in sel.items()
+                   if k != "index"}
+            a, bb = Signal(32, name=f"a_{i}"), Signal(32, name=f"b_{i}")
+            m.d.comb += [a.eq((entry & sel["t_to_a"].replicate(32)) | sel["a"]),
+                         bb.eq((entry & sel["t_to_b"].replicate(32)) | sel["b"])]
+            product = stage(fp32_mul_bf16(m, a, sel["u"], name=f"mul_{i}", mul_stages=d.vec_mul,
+                                          round_stages=d.norm_round, reg=stage),
+                            f"product_{i}")
+            bb = delay(bb, mul, f"b_{i}")
+            total = stage(fp32_add(m, product, bb, name=f"add_{i}", stages=d.fp32_add,
+                                   reg=stage), f"sum_{i}")
+            bb = delay(bb, d.fp32_add, f"b2_{i}")
+            direct = delay(sel["direct"], mul + d.fp32_add, f"direct_{i}")
+            results.append(delay(Mux(direct, bb, total), max(levels, body) - body,
+                                 f"r_{i}"))
+
+        # MAX_LANES: a tree of one-stage compares over the block widened to fp32.
+        lanes: list[Value] = [Cat(Const(0, 16), self.t[16 * i:16 * i + 16]) for i in range(b)]
+        for level in range(levels):
+            lanes = [stage(fp32_max(m, lanes[2 * j], lanes[2 * j + 1],
+                                    name=f"max{level}_{j}"), f"max{level}_{j}_r")
+                     for j in range(len(lanes) // 2)]
+        largest = delay(lanes[0], max(levels, body) - levels, "largest")
+        is_max = fn[round_at] == Function.MAX_LANES
+
+        rounded = []
+        for i in range(b):
+            r = Signal(32, name=f"pre_round_{i}")
+            m.d.comb += r.eq(Mux(is_max, largest, results[i]))
+            _, r16 = clamp_round(m, r, Const(_NEG_INF32, 32), Const(_INF32, 32),
+                                 name=f"round_{i}", stages=d.clamp_round, reg=stage)
+            rounded.append(stage(r16, f"result_{i}"))
+
+        vw, dw = valid[write], dest[write]
+        result_bf16 = Cat(*rounded)
+        m.d.comb += [
+            self.acc_we.eq(vw & (dw == Dest.ACC)),
+            self.tram_we.eq(vw & (dw == Dest.TRAM)),
+            self.waddr.eq(addr[write]),
+            self.result.eq(Cat(*(Cat(Const(0, 16), r) for r in rounded))),
+            self.result_bf16.eq(result_bf16),
+            self.pending.eq(Cat(*valid[:write]).any()),
+        ]
+        return m
+
+    def _rom(self, m: Module, addresses: list[Value]) -> list[Value]:
+        """Return the table entries at ``addresses``, one read port each, one cycle later."""
+        tab = table()
+        if self.flavour == "instance":
+            data = Signal(32 * len(addresses), name="rom_data")
+            m.submodules.rom = Instance(
+                "tidal_rom", p_WIDTH=32, p_DEPTH=len(tab), p_PORTS=len(addresses),
+                i_clk=ClockSignal(), i_raddr=Cat(*addresses), o_rdata=data)
+            return [data[32 * i:32 * i + 32] for i in range(len(addresses))]
+        rom = memory.Memory(shape=unsigned(32), depth=len(tab), init=[int(v) for v in tab])
+        m.submodules.rom = rom
+        out = []
+        for addr in addresses:
+            port = rom.read_port(domain="sync")
+            m.d.comb += port.addr.eq(addr)
+            out.append(port.data)
+        return out
+
+
+class _Constants:
+    """Each function's constants of :mod:`isa.functions`, selected by the ``fn`` of the
+    index stage: the mode, the windows and rules (``WINDOW``), the table base and the
+    exponent of ``POWER``."""
+
+    def __init__(self, m: Module, fn: Value) -> None:
+        def sig(name: str, shape: object = 1) -> Signal:
+            return Signal(shape, name=f"fn_{name}")
+
+        self.window, self.power, self.log = sig("window"), sig("power"), sig("log")
+        # WINDOW, per sign (0 positive, 1 negative): window [lo, hi), table offset
+        # base − lo·128 (added to the 15 low bits of x), rules' a and b.
+        self.lo = [sig(f"lo{s}", 8) for s in (0, 1)]
+        self.hi = [sig(f"hi{s}", 9) for s in (0, 1)]
+        self.off = [sig(f"off{s}", signed(17)) for s in (0, 1)]
+        self.small = [(sig(f"small_a{s}", 32), sig(f"small_b{s}", 32)) for s in (0, 1)]
+        self.large = [(sig(f"large_a{s}", 32), sig(f"large_b{s}", 32)) for s in (0, 1)]
+        # POWER and LOG: the table base; POWER: the reciprocal (k = 1, else a root: k =
+        # 2) and whether p is negative.
+        self.base = sig("base", 16)
+        self.recip, self.negative_p = sig("recip"), sig("negative_p")
+        with m.Switch(fn):
+            for spec in SPECS:
+                with m.Case(spec.function):
+                    m.d.comb += self._case(spec)
+
+    def _case(self, spec: object) -> list:
+        f = spec.function
+        if spec.mode == Mode.WINDOW:
+            out = [self.window.eq(1)]
+            for s, w in enumerate(windows(f)):
+                out += [self.lo[s].eq(w.lo), self.hi[s].eq(w.hi),
+                        self.off[s].eq(w.base - w.lo * 128),
+                        self.small[s][0].eq(_f32(spec.small[s].a)),
+                        self.small[s][1].eq(_f32(spec.small[s].b)),
+                        self.large[s][0].eq(_f32(spec.large[s].a)),
+                        self.large[s][1].eq(_f32(spec.large[s].b))]
+            return out
+        if spec.mode == Mode.POWER:
+            return [self.power.eq(1), self.base.eq(base(f)),
+                    self.recip.eq(spec.power == -1.0), self.negative_p.eq(spec.power < 0)]
+        if spec.mode == Mode.LOG:
+            return [self.log.eq(1), self.base.eq(base(f))]
+        return []  # MAX_LANES: no selection
+
+
+def _select(m: Module, c: _Constants, x: Value, rom_bits: int, name: str) -> dict[str, Value]:
+    """Return one lane's selection (:func:`isa.functions.select`, NaN inputs ``direct``
+    with the canonical NaN as :func:`isa.functions.apply` makes them): ``index`` (table
+    address), ``t_to_a`` / ``t_to_b`` (the entry is ``a``, ORed with ``a``'s sign, or is
+    ``b``), ``a``, ``b`` (constants, zero where the entry goes), ``u`` and ``direct``."""
+    def wire(value: Value, tag: str, shape: object = None) -> Signal:
+        s = Signal(shape if shape is not None else value.shape(), name=f"{name}_{tag}")
+        m.d.comb += s.eq(value)
+        return s
+
+    s, e, f = x[15], x[7:15], x[:7]
+    nan = wire((e == 255) & f.any(), "nan")
+    zero = wire((e == 0) & ~f.any(), "zero")
+    inf = wire((e == 255) & ~f.any(), "inf")
+
+    # WINDOW: inside the window, the entry; below it the small rule, from hi up the large.
+    lo, hi, off = Mux(s, c.lo[1], c.lo[0]), Mux(s, c.hi[1], c.hi[0]), Mux(s, c.off[1], c.off[0])
+    inside = wire((e >= lo) & (e < hi), "inside")
+    small = e < lo
+    rule_a = Mux(s, Mux(small, c.small[1][0], c.large[1][0]),
+                 Mux(small, c.small[0][0], c.large[0][0]))
+    rule_b = Mux(s, Mux(small, c.small[1][1], c.large[1][1]),
+                 Mux(small, c.small[0][1], c.large[0][1]))
+    rule_a, rule_b = wire(rule_a, "rule_a"), wire(rule_b, "rule_b")
+
+    # POWER and LOG: x = 2**E · 1.mant (a subnormal normalised by its leading zeros).
+    lz: Value = Const(7, 3)
+    for k in range(7):          # the highest set bit decides
+        lz = Mux(f[k], 6 - k, lz)
+    lz = wire(lz, "lz", 3)
+    sub = e == 0
+    big_e = wire(Mux(sub, -127 - lz, Cat(e, 0).as_signed() - 127), "E", signed(10))
+    mant = wire(Mux(sub, (f << (lz + 1))[:7], f), "mant", 7)
+    # POWER: r = E mod k, n = p·(E − r) − q; the entry's index base + r·128 + mant.
+    r = big_e[0] & ~c.recip
+    half = wire((big_e - r) >> 1, "half", signed(10))
+    n = wire(Mux(c.recip, -big_e - 1, Mux(c.negative_p, -half, half)), "n", signed(10))
+    pow2 = Mux(n > 127, 0x7F80,
+               Mux(n >= -126, ((n + 127) << 7)[:16],
+                   Mux(n >= -133, (Const(1, 7) << (n + 133)[:3])[:7], 0)))
+    negative = s & ~zero
+    # Specials: 1/±0 = ±inf, 1/±inf = ±0; roots of negatives NaN; rsqrt(±0) = ±inf,
+    # sqrt(±0) = ±0; rsqrt(inf) = 0, sqrt(inf) = inf.
+    at_zero = Cat(Const(0, 23), c.negative_p.replicate(8), s)
+    at_inf = Cat(Const(0, 23), (~c.negative_p).replicate(8), s & c.recip)
+    p_special = zero | inf | (negative & ~c.recip)
+    p_value = Mux(negative & ~c.recip, CANONICAL_NAN_F32, Mux(zero, at_zero, at_inf))
+    # LOG: y in [0.75, 1.5): E' = E + (mant ≥ 64), exact in bf16; log 0 = −inf, log of a
+    # negative NaN, log inf = inf.
+    e_log = wire(big_e + mant[6], "E_log", signed(10))
+    l_special = zero | inf | negative
+    l_value = Mux(negative, CANONICAL_NAN_F32, Mux(zero, _NEG_INF32, _INF32))
+
+    index = Signal(rom_bits, name=f"{name}_index")
+    t_to_a, t_to_b, direct = (Signal(name=f"{name}_{k}")
+                              for k in ("t_to_a", "t_to_b", "direct"))
+    a, bb = Signal(32, name=f"{name}_a"), Signal(32, name=f"{name}_b")
+    u = Signal(16, name=f"{name}_u")
+    with m.If(nan):
+        m.d.comb += [direct.eq(1), bb.eq(CANONICAL_NAN_F32)]
+    with m.Elif(c.window):
+        m.d.comb += [index.eq((off + x[:15])[:rom_bits]), t_to_b.eq(inside),
+                     direct.eq(inside | (rule_a == 0)), u.eq(x)]
+        with m.If(~inside):
+            m.d.comb += [a.eq(rule_a), bb.eq(rule_b)]
+    with m.Elif(c.power):
+        with m.If(p_special):
+            m.d.comb += [direct.eq(1), bb.eq(p_value)]
+        with m.Else():
+            m.d.comb += [index.eq(c.base + Cat(mant, r)), t_to_a.eq(1),
+                         a.eq(Cat(Const(0, 31), s & c.recip)), u.eq(pow2), bb.eq(_SIGN32)]
+    with m.Elif(c.log):
+        with m.If(l_special):
+            m.d.comb += [direct.eq(1), bb.eq(l_value)]
+        with m.Else():
+            m.d.comb += [index.eq(c.base + mant), t_to_b.eq(1), a.eq(_f32(np.log(2.0))),
+                         u.eq(_int_to_bf16(m, e_log, f"{name}_elog"))]
+    return {"index": index, "t_to_a": t_to_a, "t_to_b": t_to_b, "a": a, "b": bb, "u": u,
+            "direct": direct}
+
+
+def _int_to_bf16(m: Module, v: Value, name: str) -> Value:
+    """Return the bf16 pattern of a signed integer ``v`` with ``|v| < 256`` (exact)."""
+    sign = v < 0
+    mag = Signal(8, name=f"{name}_mag")
+    m.d.comb += mag.eq(Mux(sign, -v, v)[:8])
+    top: Value = Const(0, 3)
+    for k in range(8):          # the position of the highest set bit
+        top = Mux(mag[k], k, top)
+    top_s = Signal(3, name=f"{name}_top")
+    m.d.comb += top_s.eq(top)
+    frac = (mag << (Const(7, signed(5)) - top_s)[:3])[:7]
+    return Mux(mag == 0, 0, Cat(frac, (top_s + 127)[:8], sign))
