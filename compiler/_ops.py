@@ -21,7 +21,9 @@ accumulators they use and the timing constraints between them:
 * a streaming window (:class:`compiler._graph.History`) is shifted after its reads by
   ``VEC PASS_T`` copies multicast to its readers; the youngest slot is the source block's
   own buffer when a ``VEC`` produces it (the producer then writes it after the old value's
-  reads), or a copy of it for an input or constant block.
+  reads), or a copy of it for an input or constant block. A recurrent state is such a
+  window of depth 1, read before its source is computed; its buffer holds the initial
+  state at load.
 """
 
 from __future__ import annotations
@@ -565,12 +567,28 @@ class _Generator:
 
     def _shift(self, h: History) -> None:
         """Emit the window update of ``h``: slot a+1 <- slot a, oldest first, then slot 1
-        <- source; each write after every read of the value it replaces."""
+        <- source; each write after every read of the value it replaces.
+
+        A recurrent state whose new value is its own old one needs no update; one whose new
+        value is another state's old one goes through an accumulator (``PASS_T -> ACC``,
+        ``PASS_A -> TRAM``), so that two states exchanging values do not each wait for the
+        other's write."""
         for age in range(h.depth, 0, -1):
             dst = self._slot(h.slots[age])
+            if age == 1 and h.src is h.slots[1]:
+                return
             if age == 1 and is_acc(h.src):
                 writer = self.buf_of[id(h.src)].writer
                 assert writer is not None
+            elif age == 1 and isinstance(h.src, StateSlot):
+                core = self._least_loaded()
+                vacc = VAcc(core)
+                self.vaccs.append(vacc)
+                load = self._new_op(core, h.node, vop=VecOp.PASS_T, dest=Dest.ACC, dacc=vacc)
+                self._read_val(load, h.src)
+                vacc.writers.append(load)
+                writer = self._new_op(core, h.node, vop=VecOp.PASS_A, dest=Dest.TRAM, dbuf=dst)
+                self._read_acc(writer, vacc)
             else:
                 # Any core may shift: it reads the younger slot locally (joining its mask)
                 # and multicasts; the least loaded one keeps copies off the busy cores.

@@ -462,8 +462,9 @@ class NNIR:
         """Turn a sequence model into a streaming model that runs one timestep per inference.
 
         The time axis is followed through every node: ``conv1d`` becomes ``stream_conv1d``
-        (whose window of the last K-1 inputs is state), elementwise ops pass it through, and
-        transposes and reshapes move it. Feeding the returned graph the timesteps of a sequence
+        (whose window of the last K-1 inputs is state), a ``scan`` becomes its body with a
+        ``state``/``state_write`` pair per recurrent state, elementwise ops pass it through,
+        and transposes and reshapes move it. Feeding the returned graph the timesteps of a sequence
         one at a time gives, at step i, timestep i of the original graph's output.
 
         Parameters
@@ -482,9 +483,10 @@ class NNIR:
         ------
         StreamingError
             If the graph is already streaming, has other than one input, or has a node that
-            would mix or look across timesteps (conv1d whose time axis is not last, Linear
-            over time, slice or concat along time, reshape merging time with another axis,
-            a constant that varies along time); the message names the node and why.
+            would mix or look across timesteps (conv1d whose time axis is not last, a scan
+            over another axis, Linear over time, slice or concat along time, reshape merging
+            time with another axis, a constant that varies along time); the message names the
+            node and why.
         """
         return _streaming_transform(self, axis)
 

@@ -344,6 +344,41 @@ def test_initial_state_is_loaded_with_the_program() -> None:
     assert np.abs(first - expected[0]).max() <= K * U * np.abs(expected).max()
 
 
+class _Delay(nn.Module):
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return h, x  # y_t = x_{t-1}: the state is the input itself
+
+
+class _Keep(nn.Module):
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + h, h  # the state never changes
+
+
+class _Swap(nn.Module):
+    def forward(self, x: torch.Tensor, hs: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return hs[0] * x, [hs[1], hs[0] + x]  # one state takes the other's old value
+
+
+@pytest.mark.parametrize(("step", "h0"), [
+    (_Delay(), torch.full((5,), 0.5)),
+    (_Keep(), torch.arange(5.0)),
+    (_Swap(), [torch.ones(5), torch.full((5,), 2.0)]),
+], ids=["delay", "keep", "swap"])
+@pytest.mark.parametrize("config", SMALL)
+def test_scan_states_that_are_not_computed(step: nn.Module, h0: object, config: str) -> None:
+    """States whose new value is an input, their own old value or another state's old
+    value (copies instead of a producing VEC) are updated correctly."""
+    model = _Model(lambda m, x: m.scan(x, h0), scan=vollo_torch.nn.Scan(step))
+    torch.manual_seed(0)
+    x = torch.randn(7, 5)
+    gm, expected = vollo_torch.fx.prepare_shape(model, x)
+    streaming, _ = vollo_torch.fx.nnir.to_nnir(gm).streaming_transform(0)
+    got = streaming.to_program(SMALL[config]).to_vm().run_timesteps(x.numpy(), 0, 0)
+    err = np.abs(got - expected.numpy())
+    assert err.max() <= K * U * np.abs(expected.numpy()).max(), err.max()
+
+
 def test_scan_outputs_share_one_recurrence() -> None:
     """A step with two outputs is two scan nodes sharing one body, inlined once when
     streamed: two states, not four."""
