@@ -56,7 +56,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
-from isa.functions import SPECS, Function, Mode, base, table, windows
+from isa.functions import SPECS, Function, FunctionSpec, Mode, base, table, windows
 from isa.instructions import Dest, Fn
 from isa.numerics import CANONICAL_NAN_F32
 from isa.timing import latencies
@@ -255,28 +255,36 @@ class _Constants:
         # 2) and whether p is negative.
         self.base = sig("base", 16)
         self.recip, self.negative_p = sig("recip"), sig("negative_p")
-        with m.Switch(fn):
-            for spec in SPECS:
-                with m.Case(spec.function):
-                    m.d.comb += self._case(spec)
+        # One Mux chain per constant (not a Switch process: see _select), zero for the
+        # functions it does not apply to.
+        values: dict[int, tuple[Signal, dict[Function, int]]] = {}
+        for spec in SPECS:
+            for target, value in self._case(spec):
+                values.setdefault(id(target), (target, {}))[1][spec.function] = int(value)
+        for target, by_function in values.values():
+            chain: Value = Const(0, target.shape())
+            for function, value in by_function.items():
+                chain = Mux(fn == function, value, chain)
+            m.d.comb += target.eq(chain)
 
-    def _case(self, spec: object) -> list:
+    def _case(self, spec: FunctionSpec) -> list[tuple[Signal, int]]:
         f = spec.function
         if spec.mode == Mode.WINDOW:
-            out = [self.window.eq(1)]
+            assert spec.small is not None and spec.large is not None
+            out = [(self.window, 1)]
             for s, w in enumerate(windows(f)):
-                out += [self.lo[s].eq(w.lo), self.hi[s].eq(w.hi),
-                        self.off[s].eq(w.base - w.lo * 128),
-                        self.small[s][0].eq(_f32(spec.small[s].a)),
-                        self.small[s][1].eq(_f32(spec.small[s].b)),
-                        self.large[s][0].eq(_f32(spec.large[s].a)),
-                        self.large[s][1].eq(_f32(spec.large[s].b))]
+                out += [(self.lo[s], w.lo), (self.hi[s], w.hi),
+                        (self.off[s], w.base - w.lo * 128),
+                        (self.small[s][0], _f32(spec.small[s].a)),
+                        (self.small[s][1], _f32(spec.small[s].b)),
+                        (self.large[s][0], _f32(spec.large[s].a)),
+                        (self.large[s][1], _f32(spec.large[s].b))]
             return out
         if spec.mode == Mode.POWER:
-            return [self.power.eq(1), self.base.eq(base(f)),
-                    self.recip.eq(spec.power == -1.0), self.negative_p.eq(spec.power < 0)]
+            return [(self.power, 1), (self.base, base(f)), (self.recip, spec.power == -1.0),
+                    (self.negative_p, spec.power < 0)]
         if spec.mode == Mode.LOG:
-            return [self.log.eq(1), self.base.eq(base(f))]
+            return [(self.log, 1), (self.base, base(f))]
         return []  # MAX_LANES: no selection
 
 
@@ -338,25 +346,30 @@ def _select(m: Module, c: _Constants, x: Value, rom_bits: int, name: str) -> dic
                               for k in ("t_to_a", "t_to_b", "direct"))
     a, bb = Signal(32, name=f"{name}_a"), Signal(32, name=f"{name}_b")
     u = Signal(16, name=f"{name}_u")
-    with m.If(nan):
-        m.d.comb += [direct.eq(1), bb.eq(CANONICAL_NAN_F32)]
-    with m.Elif(c.window):
-        m.d.comb += [index.eq((off + x[:15])[:rom_bits]), t_to_b.eq(inside),
-                     direct.eq(inside | (rule_a == 0)), u.eq(x)]
-        with m.If(~inside):
-            m.d.comb += [a.eq(rule_a), bb.eq(rule_b)]
-    with m.Elif(c.power):
-        with m.If(p_special):
-            m.d.comb += [direct.eq(1), bb.eq(p_value)]
-        with m.Else():
-            m.d.comb += [index.eq(c.base + Cat(mant, r)), t_to_a.eq(1),
-                         a.eq(Cat(Const(0, 31), s & c.recip)), u.eq(pow2), bb.eq(_SIGN32)]
-    with m.Elif(c.log):
-        with m.If(l_special):
-            m.d.comb += [direct.eq(1), bb.eq(l_value)]
-        with m.Else():
-            m.d.comb += [index.eq(c.base + mant), t_to_b.eq(1), a.eq(_f32(np.log(2.0))),
-                         u.eq(_int_to_bf16(m, e_log, f"{name}_elog"))]
+    # Chains of Mux, not If/Elif processes: Icarus does not run the process Yosys writes for
+    # those at time 0, so an FN whose inputs never change from their initial values (the
+    # first FN of a run, a TANH) would see X (docs/rtl.md).
+    power = wire(c.power & ~p_special, "power_table")
+    log = wire(c.log & ~l_special, "log_table")
+    window_in = wire(c.window & inside, "window_table")
+    m.d.comb += [
+        index.eq(Mux(c.window, (off + x[:15])[:rom_bits],
+                     Mux(c.power, c.base + Cat(mant, r), c.base + mant))),
+        t_to_a.eq(~nan & power),
+        t_to_b.eq(~nan & (window_in | log)),
+        direct.eq(nan | (c.window & (inside | (rule_a == 0))) | (c.power & p_special)
+                  | (c.log & l_special)),
+        a.eq(Mux(nan | window_in, 0,
+                 Mux(c.window, rule_a,
+                     Mux(power, Cat(Const(0, 31), s & c.recip),
+                         Mux(log, _f32(np.log(2.0)), 0))))),
+        bb.eq(Mux(nan, CANONICAL_NAN_F32,
+                  Mux(c.window, Mux(inside, 0, rule_b),
+                      Mux(c.power, Mux(p_special, p_value, _SIGN32),
+                          Mux(c.log & l_special, l_value, 0))))),
+        u.eq(Mux(c.window, x, Mux(power, pow2,
+                                  Mux(log, _int_to_bf16(m, e_log, f"{name}_elog"), 0)))),
+    ]
     return {"index": index, "t_to_a": t_to_a, "t_to_b": t_to_b, "a": a, "b": bb, "u": u,
             "direct": direct}
 
