@@ -1,11 +1,21 @@
 """The sequencer of a core: fetch and issue one instruction per cycle, in program order.
 
-Timing (``docs/architecture.md`` §2): the instruction memory reads synchronously, so the
-sequencer always presents the address of the *next* instruction to issue; while idle that
-is ``entry``, the entry pc of the model selected on the input port, so the model's first
-instruction is ready in cycle 0 of an inference. ``WAIT n`` makes the next instruction issue
-``n`` cycles after the ``WAIT``; ``END`` ends the core's inference and returns the pc to
-``entry``.
+Timing (``docs/architecture.md`` §2): the instruction issuing in a cycle is held in a
+register (``instr``), so that decode, the next fetch address and the memories' read
+addresses start from a register rather than from the instruction memory's read data (which
+already fills most of a cycle, ``docs/timing.md``). The memory reads synchronously, so the
+sequencer fetches two ahead: while it holds the instruction at pc ``p``, the memory's read
+data is the one at ``p + 1``, which is loaded when ``p`` issues (and ``p + 2`` fetched).
+Programs have no branches, so issue timing is the same as with no prefetch at all. While
+idle the sequencer holds the word at ``entry`` (the entry pc of the model selected on the
+input port) and fetches ``entry + 1``, so the model's first instruction issues in cycle 0
+of an inference; when ``entry`` changes while idle it refills (two cycles: the model index
+is held ``MODEL_SETUP`` cycles before an inference, ``isa/program.py``). ``WAIT n`` makes
+the next instruction issue ``n`` cycles after the ``WAIT``; ``END`` ends the core's
+inference and returns the pc to the entry, reloading its word from a copy taken when it was
+fetched (and fetching the next), so the next inference of the same model may start in the
+very next cycle. An inference that starts before the prefetch of its entry is complete
+raises ``error``.
 """
 
 from __future__ import annotations
@@ -31,22 +41,28 @@ class Sequencer(wiring.Component):
     Members
     -------
     start : In(1)
-        Cycle 0 of an inference: issue the instruction at the entry pc (which is on
-        ``word``).
+        Cycle 0 of an inference: issue the instruction at the entry pc (which is in
+        ``instr``).
     entry : In(addr_bits(instr_mem_depth))
-        Entry pc of the selected model (the top's model table), presented while idle.
+        Entry pc of the selected model (the top's model table).
     word : In(64)
         The instruction memory's read data: the word at the address presented on
         ``imem_addr`` in the previous cycle.
     imem_addr : Out(addr_bits(instr_mem_depth))
-        Instruction-memory read address (the pc of the next instruction to issue).
+        Instruction-memory read address (two ahead of the instruction in ``instr`` when that
+        one issues, one ahead otherwise).
+    instr : Out(64)
+        The instruction at ``pc`` (a register): it issues when ``issue`` is high.
     issue : Out(1)
-        ``word`` issues this cycle.
+        ``instr`` issues this cycle.
     pc : Out(PC_BITS)
-        pc of ``word``.
+        pc of ``instr``.
     more : Out(1)
         The core issues again in a later cycle of this inference (not done with its
         program).
+    error : Out(1)
+        An inference starts before the word at ``entry`` is prefetched (after reset, or
+        with a model index not held for ``MODEL_SETUP`` cycles).
     """
 
     def __init__(self, config: Config) -> None:
@@ -56,40 +72,58 @@ class Sequencer(wiring.Component):
             "entry": In(addr_bits(config.instr_mem_depth)),
             "word": In(WORD_BITS),
             "imem_addr": Out(addr_bits(config.instr_mem_depth)),
+            "instr": Out(WORD_BITS),
             "issue": Out(1),
             "pc": Out(PC_BITS),
             "more": Out(1),
+            "error": Out(1),
         })
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
         width = len(self.imem_addr)
         pc = Signal(width)
+        instr = Signal(WORD_BITS, reset_less=True)
+        first = Signal(WORD_BITS, reset_less=True)  # the word at the entry, for after END
+        filled = Signal(width)                      # the entry whose words are prefetched
+        # 0: the entry is fetched; 1: its word arrives (into instr and first); 2: ready.
+        fill = Signal(range(3))
+        ready = fill == 2
+        start_ok = ready & (filled == self.entry)
         run = Signal()
+        idle = ~run & ~self.start
         wait = Signal(Wait.FIELDS[0].width)      # cycles still to wait before the next issue
-        pc_next = Signal(width)
         run_next = Signal()
-        opcode = data.View(amaranth_layout(Opcode.END), self.word).opcode
-        cycles = data.View(amaranth_layout(Opcode.WAIT), self.word).cycles
+        opcode = data.View(amaranth_layout(Opcode.END), instr).opcode
+        cycles = data.View(amaranth_layout(Opcode.WAIT), instr).cycles
 
         m.d.comb += [
-            self.issue.eq((run | self.start) & (wait == 0)),
-            pc_next.eq(Mux(run | self.start, pc, self.entry)),
+            # A run never waits for a refill: the entry may change for the next inference.
+            self.issue.eq(((run & ready) | (self.start & start_ok)) & (wait == 0)),
+            self.error.eq(self.start & ~start_ok),
             run_next.eq(run | self.start),
+            self.imem_addr.eq(pc + 1),
         ]
+        with m.If((fill == 0) | (idle & ready & (self.entry != filled))):
+            m.d.comb += self.imem_addr.eq(self.entry)
+            m.d.sync += [pc.eq(self.entry), filled.eq(self.entry), fill.eq(1)]
+        with m.Elif(fill == 1):
+            m.d.sync += [instr.eq(self.word), first.eq(self.word), fill.eq(2)]
         with m.If(self.issue):
             with m.If(opcode == Opcode.END):
-                m.d.comb += [pc_next.eq(self.entry), run_next.eq(0)]
+                m.d.comb += [run_next.eq(0), self.imem_addr.eq(filled + 1)]
+                m.d.sync += [pc.eq(filled), instr.eq(first)]
             with m.Else():
-                m.d.comb += pc_next.eq(pc + 1)
+                m.d.comb += self.imem_addr.eq(pc + 2)
+                m.d.sync += [pc.eq(pc + 1), instr.eq(self.word)]
             with m.If(opcode == Opcode.WAIT):
                 # WAIT n: the next issue is n cycles later, so n - 1 idle cycles.
                 m.d.sync += wait.eq(cycles - 1)
         with m.Elif(wait != 0):
             m.d.sync += wait.eq(wait - 1)
-        m.d.sync += [pc.eq(pc_next), run.eq(run_next)]
+        m.d.sync += run.eq(run_next)
         m.d.comb += [
-            self.imem_addr.eq(pc_next),
+            self.instr.eq(instr),
             self.pc.eq(pc),
             self.more.eq(run_next),
         ]

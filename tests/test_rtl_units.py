@@ -230,7 +230,9 @@ def run_rtl(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: i
 
     async def bench(ctx):
         ctx.set(top.out_ready, 1)
-        for _ in range(MODEL_SETUP):  # the model table, then the instruction memories, read
+        # The model table is read, then the sequencers' prefetch fills: the entry is
+        # fetched, then registered (rtl/sequencer.py).
+        for _ in range(MODEL_SETUP):
             await ctx.tick()
         for index, beats in enumerate(inferences):
             assert len(beats) == n_in
