@@ -252,16 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
     parser.add_argument("--out", default=str(ROOT / "build" / "mutate"))
     parser.add_argument("--list", action="store_true", help="list the sample and stop")
+    parser.add_argument("--list-all", action="store_true", help="list every site and stop")
     parser.add_argument("--mutant", action="append",
-                        help="run only this mutant of the sample (its name as listed), e.g. "
-                             "to recheck a survivor; repeatable")
+                        help="run only this mutant (its name as listed; any site, in the "
+                             "sample or not), e.g. to recheck a survivor; repeatable")
     args = parser.parse_args(argv)
     every = [m for f in FILES for m in sites(f)]
     sample = random.Random(args.seed).sample(every, min(args.count, len(every)))
     if args.mutant:
-        sample = [m for m in sample if m.name() in args.mutant]
-    if args.list:
-        for m in sample:
+        sample = [m for m in every if m.name() in args.mutant]
+        missing = set(args.mutant) - {m.name() for m in sample}
+        if missing:
+            parser.error(f"no such mutation site: {', '.join(sorted(missing))} (--list-all "
+                         "lists every site)")
+    if args.list or args.list_all:
+        for m in every if args.list_all else sample:
             print(m.name())
         return 0
     out = Path(args.out)
