@@ -11,7 +11,8 @@ sources (:data:`FILES`), samples ``--count`` of them with ``--seed``, and for ea
    does not is "unbuildable" and counts neither way);
 3. runs the co-simulation suite on Icarus (:data:`SUITE`, first failure stops it) from
    that directory, with its own build cache: exit 0 means the mutant **survived**, a
-   failure means it was **killed**, and a run longer than ``--timeout`` **timed out**.
+   failure means it was **killed**, and a run longer than ``--timeout`` (or a test over
+   its pytest-timeout) **timed out**.
 
 Mutation operators: a comparison flipped (``<``/``<=``, ``>``/``>=``, ``==``/``!=``), an
 arithmetic or bitwise operator swapped (``+``/``-``, ``&``/``|``, ``^``→``|``,
@@ -35,6 +36,7 @@ import difflib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -51,6 +53,10 @@ COPY = ("isa", "rtl", "sim", "compiler", "tests", "examples", "tidal_cli", "pypr
 #: The suite run against each mutant, fastest killers first (Icarus only).
 SUITE = ("tests/test_cosim_directed.py", "tests/test_cosim_random.py", "tests/test_cosim.py")
 SELECT = "icarus and not waves and not watchdog and not c6b32"
+
+#: What pytest-timeout writes when a test runs over its limit (the failure message of its
+#: signal method, the separator line of its thread method).
+_PYTEST_TIMEOUT = re.compile(r"from pytest-timeout|^\++ Timeout \++$", re.MULTILINE)
 
 _COMPARE = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
             ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
@@ -214,6 +220,10 @@ def run_mutant(mutant: Mutant, scratch: Path, timeout: float) -> Outcome:
         summary = [s for s in proc.stdout.splitlines() if s.startswith("FAILED")]
         summary += proc.stdout.strip().splitlines()[-1:]
         verdict = "survived" if proc.returncode == 0 else "killed"
+        if proc.returncode and _PYTEST_TIMEOUT.search(proc.stdout + proc.stderr):
+            # A test over its pytest-timeout (a slow mutant, or a loaded machine) says
+            # nothing about the mutant: not a kill.
+            verdict = "timeout"
         return Outcome(mutant, verdict, time.perf_counter() - start,
                        summary[0] if summary else "")
     finally:
@@ -252,16 +262,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
     parser.add_argument("--out", default=str(ROOT / "build" / "mutate"))
     parser.add_argument("--list", action="store_true", help="list the sample and stop")
+    parser.add_argument("--list-all", action="store_true", help="list every site and stop")
     parser.add_argument("--mutant", action="append",
-                        help="run only this mutant of the sample (its name as listed), e.g. "
-                             "to recheck a survivor; repeatable")
+                        help="run only this mutant (its name as listed; any site, in the "
+                             "sample or not), e.g. to recheck a survivor; repeatable")
     args = parser.parse_args(argv)
     every = [m for f in FILES for m in sites(f)]
     sample = random.Random(args.seed).sample(every, min(args.count, len(every)))
     if args.mutant:
-        sample = [m for m in sample if m.name() in args.mutant]
-    if args.list:
-        for m in sample:
+        sample = [m for m in every if m.name() in args.mutant]
+        missing = set(args.mutant) - {m.name() for m in sample}
+        if missing:
+            parser.error(f"no such mutation site: {', '.join(sorted(missing))} (--list-all "
+                         "lists every site)")
+    if args.list or args.list_all:
+        for m in every if args.list_all else sample:
             print(m.name())
         return 0
     out = Path(args.out)

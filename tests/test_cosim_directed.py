@@ -15,22 +15,24 @@ trace, cycles) on ``c1b4`` and ``c2b8`` at both depths, under Icarus and Verilat
 - :func:`routing_program`: per-core input masks (one core, the other, both, none),
   tensor-RAM and accumulator writes to the top half and the last word of every memory,
   local and remote, and input beats that continue after the last output beat;
-- the hand-built vector program of the RTL unit tests (``tests/test_rtl_units.py``).
+- every hand-built program of the RTL unit tests (``tests/_unit_programs.py``, which
+  ``tests/test_rtl_units.py`` runs on the native RTL), and the accumulator write-port
+  collisions among them raising the RTL's ``error``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from _unit_programs import CASES, COLLISIONS, collision_case
 from conftest import need
-from test_rtl_units import _vector_program
 
 from isa.config import Config
 from isa.instructions import Dest, End, Instruction, Mac, Vec, VecOp, Wait, encode_program
 from isa.numerics import f32_to_bf16_bits
 from isa.program import CoreImage, Program, TensorLayout
 from isa.timing import latencies
-from sim.cosim import SIMULATORS, compare
+from sim.cosim import SIMULATORS, RtlError, compare, run_rtl
 from sim.cosim.random_programs import clamp_table
 
 CONFIGS = ("c1b4", "c2b8", "c1b4-ideal", "c2b8-ideal")
@@ -299,9 +301,23 @@ def test_directed_programs_match_vm(simulator: str, config: str) -> None:
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_rtl_unit_vector_program_matches_vm(simulator: str) -> None:
-    """The hand-built vector program of the RTL unit tests (ideal depths, c1b4)."""
+@pytest.mark.parametrize("name", list(CASES))
+def test_rtl_unit_programs_match_vm(simulator: str, name: str) -> None:
+    """Every hand-built program of the RTL unit tests (ideal depths, c1b4, c2b8, c3b4)."""
     need(simulator)
-    program = _vector_program(np.random.default_rng(3))
-    report = compare(program, inputs=random_beats(program, 2, 3), simulator=simulator)
+    case = CASES[name]()
+    report = compare(case.program, inputs=case.beats(), simulator=simulator)
     assert report.ok, report.summary()
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_rtl_unit_collisions_raise_error(simulator: str) -> None:
+    """Two accumulator writes in one cycle on one core (the VM refuses these programs):
+    the generated RTL raises ``error``, as the native one does in the unit tests."""
+    need(simulator)
+    for name in COLLISIONS:
+        case = collision_case(name, late=0)
+        with pytest.raises(RtlError, match="raised error"):
+            run_rtl(case.program, case.beats(), simulator=simulator)

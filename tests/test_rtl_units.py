@@ -9,7 +9,9 @@ semantics for a hazard-free program (``docs/architecture.md`` §5), with the num
 (``sim.vm``, the executable specification), which also checks that each hand-built program
 obeys the static-schedule rules.
 
-The instance flavour (Verilog) is exercised by co-simulation; here only its generation.
+The programs are built in ``tests/_unit_programs.py``, which ``tests/test_cosim_directed.py``
+runs through co-simulation on Icarus and Verilator; here the instance flavour (Verilog) is
+only generated.
 """
 
 from __future__ import annotations
@@ -20,20 +22,32 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from _unit_programs import (
+    C1B4,
+    COLLISIONS,
+    RNG_SEED,
+    VEC_OUTPUT,
+    UnitCase,
+    accs_local,
+    accs_mac_chain_split,
+    accs_remote_to_one_core,
+    accs_remote_to_several_cores,
+    collision_case,
+    idle_gap_end_first,
+    input_descriptors,
+    mac_chains_and_bypass,
+    program,
+    random_accumulator_traffic,
+    random_bf16,
+    remote_writes,
+    sequencer_restart,
+    two_beats,
+    vec,
+    vector_ops,
+)
 from amaranth.sim import Simulator
 
-from isa.config import Config, Depths
-from isa.instructions import (
-    Dest,
-    End,
-    Instruction,
-    Mac,
-    Vec,
-    VecOp,
-    Wait,
-    decode_program,
-    encode_program,
-)
+from isa.instructions import Dest, End, Mac, Vec, VecOp, decode_program
 from isa.numerics import (
     accumulate,
     bf16_bits_to_f32,
@@ -45,76 +59,12 @@ from isa.numerics import (
     unpack_beats,
     vec_op,
 )
-from isa.program import MODEL_SETUP, CoreImage, Program, TensorLayout
-from isa.timing import issue_cycles, latencies
+from isa.program import MODEL_SETUP, Program
+from isa.timing import issue_cycles
 from rtl.top import Top
 from sim.vm import VM, ScheduleError
 
 pytestmark = pytest.mark.timeout(400)
-
-# The hand-built programs here count cycles on the one-stage (ideal) pipelines; the compiled
-# programs of tests/test_cosim.py cover the realistic and unusual depths.
-IDEAL = Depths.ideal()
-C1B4 = Config.ip_core(1, 4, depths=IDEAL)
-C2B8 = Config.ip_core(2, 8, depths=IDEAL)
-C3B4 = Config.ip_core(3, 4, depths=IDEAL)   # only where a core must receive from two others
-LAT = latencies(C2B8)
-VEC_LOCAL_WRITE, VEC_REMOTE_WRITE, VEC_OUTPUT = (
-    LAT.vec_local_write, LAT.vec_remote_write, LAT.vec_output)
-RNG_SEED = 20241125
-
-INF = float("inf")
-
-
-# -- building programs -------------------------------------------------------------------
-
-def bf16(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Return bf16 bit patterns of ``values`` (rounded to nearest even)."""
-    return f32_to_bf16_bits(np.asarray(values, dtype=np.float32))
-
-
-def random_bf16(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 1.0):
-    """Return random bf16 patterns of normal values around ``scale`` (both signs)."""
-    return bf16(rng.standard_normal(shape).astype(np.float32) * np.float32(scale))
-
-
-def program(config: Config, cores: Sequence[Sequence[Instruction]], *,
-            weights: Sequence[np.ndarray] | None = None,
-            tram: Sequence[np.ndarray] | None = None,
-            clamps: Sequence[Sequence[tuple[float, float]]] | None = None,
-            input_dests: Sequence[tuple[int, int]] = ((1, 0),)) -> Program:
-    """Return a validated program of ``config`` from instruction lists and memory images."""
-    b = config.block_size
-    images = []
-    for c, instrs in enumerate(cores):
-        w = weights[c] if weights is not None else np.zeros((0, b, b), np.uint16)
-        t = tram[c] if tram is not None else np.zeros((0, b), np.uint16)
-        cl = clamps[c] if clamps is not None else [(-INF, INF)]
-        images.append(CoreImage(instructions=encode_program(instrs),
-                                weights=np.asarray(w, np.uint16).reshape(-1, b, b),
-                                tram_init=np.asarray(t, np.uint16).reshape(-1, b),
-                                clamps=np.asarray(cl, np.float32).reshape(-1, 2)))
-    n_out = sum(1 for instrs in cores for i in instrs
-                if isinstance(i, Vec) and i.dest == Dest.OUTPUT)
-    prog = Program(config=config, cores=images,
-                   inputs=[TensorLayout((len(input_dests), b), b)],
-                   outputs=[TensorLayout((n_out, b), b)] if n_out else [],
-                   input_dests=np.asarray(input_dests, np.uint32).reshape(-1, 2),
-                   meta={"name": "rtl-unit"})
-    prog.validate()
-    return prog
-
-
-def vec(op: VecOp, *, acc: int = 0, tram: int = 0, dest: Dest = Dest.OUTPUT, addr: int = 0,
-        cores: int = 0, clamp_entry: int = 0) -> Vec:
-    """Return a VEC instruction with keyword defaults."""
-    return Vec(op=int(op), clamp=clamp_entry, acc=acc, tram=tram, dest=int(dest), addr=addr,
-               cores=cores)
-
-
-def random_beats(rng: np.random.Generator, config: Config, n: int) -> list[int]:
-    """Return ``n`` input beats of random bf16 values."""
-    return pack_beats(random_bf16(rng, (n, config.block_size)), config.block_size)
 
 
 # -- the reference: instructions executed in issue-cycle order ---------------------------
@@ -327,24 +277,18 @@ def compare_with_vm(prog: Program, inferences: Sequence[Sequence[int]], got: Out
 
 # -- tests ---------------------------------------------------------------------------------
 
+def run_case(case: UnitCase, **kwargs) -> Outcome:
+    """:func:`check` one of the shared hand-built programs (``tests/_unit_programs.py``)."""
+    return check(case.program, case.inferences, tram_words=case.tram_words, gap=case.gap,
+                 **kwargs)
+
+
 def test_sequencer_issue_wait_end_restart():
     """Issue one per cycle, WAIT n spaces by n, END ends; the next inference restarts at pc 0
     one cycle after done, with state kept."""
-    rng = np.random.default_rng(RNG_SEED)
-    b = C1B4.block_size
-    instrs = [
-        Wait(3),
-        vec(VecOp.PASS_T, tram=0),          # t=3: the last inference's beat (or the image)
-        Wait(1),
-        vec(VecOp.PASS_T, tram=1, dest=Dest.TRAM, addr=2, cores=1),   # t=5: this beat, at 9
-        Wait(7),
-        vec(VecOp.PASS_T, tram=2),          # t=13: out at 18
-        vec(VecOp.PASS_T, tram=1, dest=Dest.TRAM, addr=0, cores=1),   # t=14: state, at 18
-        End(),                              # t=15
-    ]
-    prog = program(C1B4, [instrs], tram=[random_bf16(rng, (3, b))], input_dests=[(1, 1)])
-    beats = [random_beats(rng, C1B4, 1) for _ in range(3)]
-    got = check(prog, beats, tram_words=4)
+    case = sequencer_restart()
+    prog = case.program
+    got = run_case(case)
     assert got.done == [prog.done_cycle()] * 3
     assert [t[0] for t in got.trace[0]] == issue_cycles(decode_program(prog.cores[0].instructions))
 
@@ -353,13 +297,7 @@ def test_sequencer_idle_gap_and_end_first():
     """An inference may start any time after done; a core whose pc 0 is END is done at
     once, and the machine is done when the last input beat has been written (here after
     the only output beat: a program needs one)."""
-    rng = np.random.default_rng(RNG_SEED + 1)
-    b = C2B8.block_size
-    dests = [(0b11, 3 + i) for i in range(8)]            # written in cycles 1 .. 8
-    prog = program(C2B8, [[End()], [vec(VecOp.PASS_T, tram=0), End()]],   # out at 5
-                   tram=[np.zeros((0, b)), random_bf16(rng, (1, b))], input_dests=dests)
-    got = check(prog, [random_beats(rng, C2B8, len(dests)) for _ in range(2)],
-                tram_words=12, gap=3)
+    got = run_case(idle_gap_end_first())
     assert got.done == [8, 8]
 
 
@@ -367,37 +305,7 @@ def test_mac_chains_and_bypass():
     """MAC chains into one accumulator at distances 1, 2 and 3 accumulate in issue order;
     interleaved chains do not see each other; set (accumulate=0) discards the old value;
     a VEC result in the accumulator is picked up by a later MAC."""
-    rng = np.random.default_rng(RNG_SEED + 2)
-    b = C1B4.block_size
-    weights = random_bf16(rng, (8, b, b))
-    tram = random_bf16(rng, (8, b), scale=3.0)
-
-    def chain(acc: int, tiles: Sequence[int], gap: int) -> list[Instruction]:
-        out: list[Instruction] = []
-        for k, w in enumerate(tiles):
-            out.append(Mac(acc=acc, tram=w, weight=w, accumulate=int(k > 0)))
-            if gap > 1 and k < len(tiles) - 1:
-                out.append(Wait(gap))
-        return out
-
-    instrs: list[Instruction] = []
-    instrs += chain(0, [0, 1, 2, 3], 1)
-    instrs += chain(1, [4, 5, 6], 2)
-    instrs += chain(2, [7, 0, 1], 3)
-    # Interleaved: acc 3 and acc 4 alternate, each at distance 2 with another address at 1.
-    instrs += [Mac(acc=3 + k % 2, tram=k, weight=7 - k, accumulate=int(k > 1))
-               for k in range(6)]
-    # Set after accumulate: acc 0 is overwritten by a lone product, then accumulated on.
-    instrs += [Wait(8), Mac(acc=0, tram=5, weight=5, accumulate=0),
-               Mac(acc=0, tram=6, weight=2, accumulate=1), Wait(2)]
-    # A VEC result in acc 5 (written at t+4), then MACs accumulating onto it.
-    instrs += [vec(VecOp.ADD, acc=1, tram=3, dest=Dest.ACC, addr=5), Wait(5),
-               Mac(acc=5, tram=2, weight=3, accumulate=1),
-               Mac(acc=5, tram=4, weight=4, accumulate=1), Wait(8)]
-    instrs += [vec(VecOp.PASS_A, acc=a) for a in range(6)]
-    instrs += [End()]
-    prog = program(C1B4, [instrs], weights=[weights], tram=[tram], input_dests=[(1, 20)])
-    check(prog, [random_beats(rng, C1B4, 1)], tram_words=8)
+    run_case(mac_chains_and_bypass())
 
 
 def test_mac_distance_is_order_sensitive():
@@ -418,120 +326,33 @@ def test_random_accumulator_traffic(seed):
     """Random MACs (set and accumulate) and VEC results into a few accumulators at random
     distances, kept only where the VM accepts the schedule: the bypass and the
     accumulator's write port under every legal interleaving the generator finds."""
-    rng = np.random.default_rng(RNG_SEED + 100 + seed)
-    b = C1B4.block_size
-    weights = [random_bf16(rng, (8, b, b))]
-    tram = [random_bf16(rng, (8, b), scale=2.0)]
-    tail = [Wait(12)] + [vec(VecOp.PASS_A, acc=a) for a in range(3)] + [End()]
-
-    def legal(instrs: list[Instruction]) -> bool:
-        try:
-            VM(program(C1B4, [instrs + tail], weights=weights, tram=tram))
-        except ScheduleError:
-            return False
-        return True
-
-    instrs: list[Instruction] = []
-    while len(instrs) < 40:
-        kind = rng.integers(4)
-        acc, t = int(rng.integers(3)), int(rng.integers(8))
-        if kind < 2:
-            cand: Instruction = Mac(acc=acc, tram=t, weight=int(rng.integers(8)),
-                                    accumulate=int(rng.integers(4) > 0))
-        elif kind == 2:
-            cand = vec(VecOp(int(rng.choice([VecOp.ADD, VecOp.MUL, VecOp.PASS_T]))), acc=acc,
-                       tram=t, dest=Dest.ACC, addr=int(rng.integers(3)))
-        else:
-            cand = Wait(int(rng.integers(1, 4)))
-        instrs.append(cand if legal(instrs + [cand]) else Wait(1))
-    prog = program(C1B4, [instrs + tail], weights=weights, tram=tram)
-    check(prog, [random_beats(rng, C1B4, 1)], tram_words=8)
-
-
-SPECIALS = [0.0, -0.0, INF, -INF, float("nan"), 1.0, -1.5, 3.0e38, -3.0e38, 1e-40, -1e-39,
-            2.5, -0.75, 1.00390625, 65504.0, 1e-45]
-
-
-def _vector_program(rng: np.random.Generator) -> Program:
-    b = C1B4.block_size
-    tram = np.concatenate([
-        random_bf16(rng, (4, b), scale=4.0),
-        bf16(np.array(SPECIALS, np.float32).reshape(-1, b)),
-        np.array([[0x7FC1, 0xFFFF, 0x0001, 0x8001]], np.uint16),    # NaN payloads, tiny
-        bf16(rng.permutation(np.array(SPECIALS, np.float32)).reshape(-1, b)),
-    ])
-    rows = len(tram)
-    clamps = [(-INF, INF), (-1.0, 2.5), (0.0, INF), (-INF, -0.0)]
-    instrs: list[Instruction] = []
-    # Accumulator operands that are not bf16 values: sums of two blocks (t+4 writes).
-    for a in range(rows - 1):
-        instrs += [vec(VecOp.PASS_T, tram=a, dest=Dest.ACC, addr=a), Wait(5),
-                   vec(VecOp.ADD, acc=a, tram=a + 1, dest=Dest.ACC, addr=a)]
-    instrs += [Wait(5)]
-    # Every op, against several tensor-RAM rows, through several clamp entries.
-    for op in VecOp:
-        for a, t in [(0, 1), (4, 5), (5, 4), (6, 7), (7, 2), (3, 6)]:
-            instrs.append(vec(op, acc=a, tram=t, clamp_entry=(a + int(op)) % 5))
-    # Results to the accumulator and to the own tensor RAM, read back later.
-    instrs += [vec(VecOp.MUL, acc=1, tram=2, dest=Dest.ACC, addr=9, clamp_entry=1),
-               vec(VecOp.SUB, acc=5, tram=6, dest=Dest.TRAM, addr=12, cores=1),
-               vec(VecOp.RSUB, acc=6, tram=4, dest=Dest.TRAM, addr=13, cores=1), Wait(5),
-               vec(VecOp.PASS_A, acc=9), vec(VecOp.PASS_T, tram=12), vec(VecOp.PASS_T, tram=13),
-               End()]
-    return program(C1B4, [instrs], tram=[tram], clamps=[clamps], input_dests=[(1, 20)])
+    run_case(random_accumulator_traffic(seed))
 
 
 def test_vector_ops_clamps_and_destinations():
     """Every VEC op on ordinary and special values (NaN, ±inf, ±0, subnormals, overflow),
     through clamp entries (incl. one left zero), to the output, accumulator and tensor RAM."""
-    rng = np.random.default_rng(RNG_SEED + 3)
-    prog = _vector_program(rng)
-    check(prog, [random_beats(rng, C1B4, 1)], tram_words=16)
+    run_case(vector_ops())
 
 
 def test_broken_rounding_is_detected():
     """The test-only broken RTL truncates to bf16: it differs from the contract (and matches
     a truncating model), which is what lets co-simulation prove a broken RTL is caught."""
-    rng = np.random.default_rng(RNG_SEED + 3)
-    prog = _vector_program(rng)
-    beats = [random_beats(rng, C1B4, 1)]
-    got = check(prog, beats, tram_words=16, broken_rounding=True)
-    want = reference(prog, beats, tram_words=16)
+    case = vector_ops()
+    got = run_case(case, broken_rounding=True)
+    want = reference(case.program, case.inferences, tram_words=case.tram_words)
     assert [v for _, v in got.outputs[0]] != [v for _, v in want.outputs[0]]
 
 
 def test_remote_writes_outputs_and_done():
     """A VEC to tensor RAM writes its own core at t+4 and the others at t+5; output beats
     leave at t+5 from either core; the done cycle counts a last remote write at t+5."""
-    rng = np.random.default_rng(RNG_SEED + 4)
-    b = C2B8.block_size
-    tram0, tram1 = random_bf16(rng, (4, b)), random_bf16(rng, (4, b))
-    core0 = [
-        vec(VecOp.PASS_T, tram=0, dest=Dest.TRAM, addr=10, cores=0b11),   # t=0: at 4 and 5
-        vec(VecOp.PASS_T, tram=1, dest=Dest.TRAM, addr=11, cores=0b10),   # t=1: remote, 6
-        Wait(4),
-        vec(VecOp.PASS_T, tram=10),                     # t=6: the local copy, out at 11
-        End(),
-    ]
-    core1 = [Wait(7),
-             vec(VecOp.PASS_T, tram=10),                # t=7: remote copy, out at 12
-             vec(VecOp.PASS_T, tram=11),                # t=8: out at 13
-             vec(VecOp.PASS_T, tram=2, dest=Dest.TRAM, addr=12, cores=0b01),   # t=9: at 14
-             End()]
-    prog = program(C2B8, [core0, core1], tram=[tram0, tram1], input_dests=[(0b11, 30)])
-    got = check(prog, [random_beats(rng, C2B8, 1)], tram_words=32)
+    got = run_case(remote_writes())
     assert [c for c, _ in got.outputs[0]] == [11, 12, 13]
     assert got.done[0] == 14            # core 1's remote write to core 0
 
 
 # -- VEC to accumulators (Dest.ACCS) ------------------------------------------------------
-
-def accs(op: VecOp, *, acc: int = 0, tram: int = 0, addr: int, cores: int,
-         clamp_entry: int = 0) -> Vec:
-    """Return a VEC whose fp32 result goes to accumulator ``addr`` of the ``cores``."""
-    return vec(op, acc=acc, tram=tram, dest=Dest.ACCS, addr=addr, cores=cores,
-               clamp_entry=clamp_entry)
-
 
 def not_bf16(words: np.ndarray) -> bool:
     """Return True if some fp32 pattern of ``words`` is not a bf16 value: had an ACCS
@@ -542,26 +363,7 @@ def not_bf16(words: np.ndarray) -> bool:
 def test_accs_local():
     """ACCS with only the own bit writes the own accumulator at t+4, in fp32 (not rounded,
     clamped like any VEC result); a later VEC and a MAC accumulating on it see the value."""
-    rng = np.random.default_rng(RNG_SEED + 10)
-    b = C1B4.block_size
-    instrs = [
-        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: acc0 at 4
-        Wait(5),
-        accs(VecOp.ADD, acc=0, tram=1, addr=1, cores=0b1),               # t=6: acc1 at 10
-        Wait(5),
-        accs(VecOp.MUL, acc=1, tram=2, addr=2, cores=0b1, clamp_entry=1),   # t=12: at 16
-        accs(VecOp.SUB, acc=1, tram=3, addr=3, cores=0b1),               # t=13: acc3 at 17
-        Mac(acc=1, tram=3, weight=0, accumulate=1),     # t=14: reads acc1 in 17, writes 19
-        Wait(6),
-        vec(VecOp.PASS_A, acc=1),                       # t=21
-        vec(VecOp.PASS_A, acc=2),
-        vec(VecOp.PASS_A, acc=3),
-        End(),
-    ]
-    prog = program(C1B4, [instrs], weights=[random_bf16(rng, (1, b, b))],
-                   tram=[random_bf16(rng, (4, b), scale=3.0)],
-                   clamps=[[(-INF, INF), (-1.0, 2.5)]], input_dests=[(1, 20)])
-    got = check(prog, [random_beats(rng, C1B4, 1)], tram_words=4)
+    got = run_case(accs_local())
     assert not_bf16(got.acc[0][2:4])
 
 
@@ -569,35 +371,7 @@ def test_accs_remote_to_one_core():
     """ACCS to the other core only (t+5) and to both (own at t+4, other at t+5), while the
     receiver takes input beats into its tensor RAM and sends its own ACCS back: the
     received fp32 values are exact and are read by VEC and accumulated on by MAC."""
-    rng = np.random.default_rng(RNG_SEED + 11)
-    b = C2B8.block_size
-    tram = [random_bf16(rng, (4, b), scale=2.0) for _ in range(2)]
-    core0 = [
-        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: at 4
-        vec(VecOp.PASS_T, tram=1, dest=Dest.ACC, addr=1),                # t=1: at 5
-        Wait(4),
-        accs(VecOp.ADD, acc=0, tram=2, addr=2, cores=0b10),              # t=6: core 1 at 11
-        accs(VecOp.SUB, acc=1, tram=3, addr=3, cores=0b11),              # t=7: 11 / 12
-        Wait(7),
-        vec(VecOp.PASS_A, acc=3),                       # t=15: out at 20
-        vec(VecOp.PASS_A, acc=4),
-        End(),
-    ]
-    core1 = [
-        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: at 4
-        Wait(7),
-        accs(VecOp.MUL, acc=0, tram=1, addr=4, cores=0b01),              # t=8: core 0 at 13
-        Mac(acc=2, tram=2, weight=0, accumulate=1),     # t=9: reads acc2 in 13, writes 15
-        Wait(12),
-        vec(VecOp.PASS_A, acc=2),                       # t=22: out at 27
-        vec(VecOp.PASS_A, acc=3),
-        End(),
-    ]
-    # Input beats into core 1's tensor RAM in cycles 1 .. 12, across the ACCS arrivals.
-    dests = [(0b10, 20 + i) for i in range(12)]
-    weights = [np.zeros((0, b, b)), random_bf16(rng, (1, b, b))]
-    prog = program(C2B8, [core0, core1], weights=weights, tram=tram, input_dests=dests)
-    got = check(prog, [random_beats(rng, C2B8, len(dests))], tram_words=32)
+    got = run_case(accs_remote_to_one_core())
     assert not_bf16(got.acc[1][3]) and not_bf16(got.acc[0][4])
     assert got.acc[0][3].tolist() == got.acc[1][3].tolist()
 
@@ -606,45 +380,7 @@ def test_accs_remote_to_several_cores():
     """ACCS to two other cores at once (and to all three), and a core receiving in one
     cycle an ACCS block (accumulator) and a TRAM block (tensor RAM) from two other cores, or
     an ACCS block and an input beat: the two write muxes of a core are independent."""
-    rng = np.random.default_rng(RNG_SEED + 12)
-    b = C3B4.block_size
-    tram = [random_bf16(rng, (4, b), scale=2.0) for _ in range(3)]
-    core0 = [
-        vec(VecOp.PASS_T, tram=0, dest=Dest.ACC, addr=0),                # t=0: at 4
-        Wait(5),
-        accs(VecOp.ADD, acc=0, tram=1, addr=1, cores=0b111),             # t=6: 10; 11, 11
-        accs(VecOp.MUL, acc=0, tram=2, addr=2, cores=0b110),             # t=7: 12, 12
-        Wait(12),
-        vec(VecOp.PASS_A, acc=1),                       # t=20: out at 25
-        vec(VecOp.PASS_A, acc=3),
-        End(),
-    ]
-    core1 = [
-        Wait(7),
-        vec(VecOp.PASS_T, tram=1, dest=Dest.TRAM, addr=9, cores=0b100),  # t=7: core 2 at 12
-        Wait(15),
-        vec(VecOp.PASS_A, acc=1),                       # t=23: out at 28
-        vec(VecOp.PASS_A, acc=2),
-        vec(VecOp.PASS_A, acc=3),
-        End(),
-    ]
-    core2 = [
-        Wait(12),
-        accs(VecOp.MUL, acc=1, tram=0, addr=3, cores=0b011),             # t=12: 17, 17
-        Mac(acc=2, tram=3, weight=0, accumulate=1),     # t=13: reads acc2 in 16, writes 18
-        Wait(13),
-        vec(VecOp.PASS_A, acc=1),                       # t=27: out at 32
-        vec(VecOp.PASS_A, acc=2),
-        vec(VecOp.PASS_T, tram=9),
-        End(),
-    ]
-    # Input beats into core 2's tensor RAM in cycles 1 .. 11: the last one with core 0's
-    # first ACCS block; in cycle 12 core 2 takes core 0's second and core 1's TRAM block.
-    dests = [(0b100, 20 + i) for i in range(11)]
-    weights = [np.zeros((0, b, b))] * 2 + [random_bf16(rng, (1, b, b))]
-    prog = program(C3B4, [core0, core1, core2], weights=weights, tram=tram,
-                   input_dests=dests)
-    got = check(prog, [random_beats(rng, C3B4, len(dests))], tram_words=32)
+    got = run_case(accs_remote_to_several_cores())
     assert got.acc[0][1].tolist() == got.acc[1][1].tolist() == got.acc[2][1].tolist()
     assert not_bf16(got.acc[1][2]) and not_bf16(got.acc[0][3])
 
@@ -654,28 +390,12 @@ def test_accs_mac_chain_split_across_cores():
     first k, moves the partial sum with ACCS into core 1's accumulator, and core 1
     continues with MAC accumulate=1. The result is bit-identical to the whole chain on one
     core, and would not be if the partial sum were rounded to bf16 on the way."""
-    rng = np.random.default_rng(RNG_SEED + 13)
-    b, tiles, k = C2B8.block_size, 8, 5
-    mac_write = LAT.mac_acc_write
-    weights = random_bf16(rng, (tiles, b, b))
-    acts = random_bf16(rng, (tiles, b), scale=3.0)
-    whole = [Mac(acc=0, tram=i, weight=i, accumulate=int(i > 0)) for i in range(tiles)]
-    first = [Mac(acc=1, tram=i, weight=i, accumulate=int(i > 0)) for i in range(k)]
-    # First MACs in cycles tiles .. tiles+k-1; the partial sum is read once written.
-    send = tiles + k + mac_write
-    core0 = [*whole, *first, Wait(mac_write),
-             accs(VecOp.PASS_A, acc=1, addr=2, cores=0b10),      # core 1's acc2 at send+5
-             Wait(8), vec(VecOp.PASS_A, acc=0), End()]
-    # Core 1's first accumulate-read (issue + mac_acc_read) must come after the arrival.
-    resume = send + VEC_REMOTE_WRITE + 1 - LAT.mac_acc_read
-    rest = [Mac(acc=2, tram=i, weight=i, accumulate=1) for i in range(k, tiles)]
-    core1 = [Wait(resume), *rest, Wait(mac_write + 2), vec(VecOp.PASS_A, acc=2), End()]
-    prog = program(C2B8, [core0, core1], weights=[weights] * 2, tram=[acts] * 2,
-                   input_dests=[(0b11, 30)])
-    got = check(prog, [random_beats(rng, C2B8, 1)], tram_words=32)
+    case = accs_mac_chain_split()
+    got = run_case(case)
     assert got.acc[1][2].tolist() == got.acc[0][0].tolist(), "split chain != whole chain"
     # The chain is not trivially exact: a bf16 partial sum would change the result.
-    w, x = bf16_bits_to_f32(weights), bf16_bits_to_f32(acts)
+    w, x = bf16_bits_to_f32(case.data["weights"]), bf16_bits_to_f32(case.data["acts"])
+    k, tiles = case.data["k"], case.data["tiles"]
     partial = tile_matvec(w[0], x[0])
     for i in range(1, k):
         partial = accumulate(partial, tile_matvec(w[i], x[i]))
@@ -685,79 +405,32 @@ def test_accs_mac_chain_split_across_cores():
     assert (f32_bits(rounded) != got.acc[1][2]).any()
     # One cycle earlier, core 1 would read its accumulator in the cycle of the ACCS write:
     # no bypass forwards an ACCS write, so the VM refuses that schedule.
-    early = [Wait(resume - 1), *rest, Wait(mac_write + 3), vec(VecOp.PASS_A, acc=2), End()]
     with pytest.raises(ScheduleError, match="in flight"):
-        VM(program(C2B8, [core0, early], weights=[weights] * 2, tram=[acts] * 2,
-           input_dests=[(0b11, 30)]))
+        VM(accs_mac_chain_split(early=True).program)
 
 
-def _collision(case: str, late: int) -> Program:
-    """Return a program whose two accumulator writes of ``case`` land in one cycle on one
-    core when ``late`` is 0, and one cycle apart when it is 1."""
-    b = C2B8.block_size
-    mac_write = LAT.mac_acc_write
-    tail = [Wait(12), vec(VecOp.PASS_A, acc=0), End()]
-    mac = Mac(acc=2, tram=0, weight=0, accumulate=0)    # writes in cycle mac_write
-    if case == "mac-and-remote":                        # core 1: MAC and core 0's ACCS
-        cores = [[Wait(mac_write - VEC_REMOTE_WRITE + late),
-                  accs(VecOp.PASS_T, addr=1, cores=0b10), *tail],
-                 [mac, End()]]
-    elif case == "mac-and-local":                       # core 0: MAC and its own ACCS
-        cores = [[mac, Wait(mac_write - VEC_LOCAL_WRITE - 1 + late),
-                  accs(VecOp.PASS_T, addr=1, cores=0b01), *tail],
-                 [End()]]
-    elif case == "vec-and-remote":                      # core 1: its VEC and core 0's ACCS
-        cores = [[accs(VecOp.PASS_T, addr=1, cores=0b10), *tail],
-                 [Wait(VEC_REMOTE_WRITE - VEC_LOCAL_WRITE + late),
-                  vec(VecOp.PASS_T, dest=Dest.ACC, addr=2), End()]]
-    else:                                               # core 2: ACCS from cores 0 and 1
-        cores = [[accs(VecOp.PASS_T, addr=1, cores=0b100), *tail],
-                 [Wait(1 + late), accs(VecOp.PASS_T, addr=2, cores=0b100), End()],
-                 [End()]]
-        if not late:                                    # WAIT 1 is a no-op: same cycle
-            cores[1] = cores[1][1:]
-        return program(C3B4, cores, input_dests=[(0b111, 30)])
-    weights = [np.ones((1, b, b), np.uint16)] * 2
-    return program(C2B8, cores, weights=weights, input_dests=[(0b11, 30)])
-
-
-@pytest.mark.parametrize("case", ["mac-and-remote", "mac-and-local", "vec-and-remote",
-                                  "remote-and-remote"])
+@pytest.mark.parametrize("case", COLLISIONS)
 def test_accs_write_port_collisions_raise_error(case):
     """Two accumulator writes in one cycle on one core (MAC write-back, local VEC result,
     ACCS arriving from another core; two arrivals) are refused by the VM and raise the
     RTL's error; one cycle apart, the same program is legal and matches the VM."""
-    rng = np.random.default_rng(RNG_SEED + 14)
-    bad = _collision(case, late=0)
+    bad = collision_case(case, late=0)
     with pytest.raises(ScheduleError, match="a second write into the acc"):
-        VM(bad)
-    beats = [random_beats(rng, bad.config, 1)]
-    assert run_rtl(bad, beats, tram_words=4).error
-    check(_collision(case, late=1), beats, tram_words=4)
+        VM(bad.program)
+    assert run_rtl(bad.program, bad.inferences, tram_words=4).error
+    run_case(collision_case(case, late=1))
 
 
 def test_input_descriptors():
     """Input beat i is written in cycle i + 1 to the masked cores at its address, and can
     be read from cycle i + 2 on (here by VEC and MAC)."""
-    rng = np.random.default_rng(RNG_SEED + 5)
-    b = C2B8.block_size
-    dests = [(0b01, 5), (0b10, 6), (0b11, 7), (0b10, 5)]
-    weights = [random_bf16(rng, (2, b, b)) for _ in range(2)]
-    core0 = [Wait(2), vec(VecOp.PASS_T, tram=5), Wait(2), Mac(acc=0, tram=7, weight=1,
-             accumulate=0), Wait(8), vec(VecOp.PASS_A, acc=0), End()]
-    core1 = [Wait(3), vec(VecOp.PASS_T, tram=6), Wait(2), vec(VecOp.PASS_T, tram=5),
-             Mac(acc=1, tram=7, weight=0, accumulate=0), Wait(9),
-             vec(VecOp.ADD, acc=1, tram=6), End()]
-    prog = program(C2B8, [core0, core1], weights=weights, input_dests=dests)
-    check(prog, [random_beats(rng, C2B8, len(dests)) for _ in range(2)], tram_words=8)
+    run_case(input_descriptors())
 
 
 def test_input_underrun_and_output_stall_raise_error():
     """A missing input beat and an output stall are errors (sticky)."""
-    rng = np.random.default_rng(RNG_SEED + 6)
-    prog = program(C1B4, [[Wait(4), vec(VecOp.PASS_T, tram=0), End()]],
-                   input_dests=[(1, 0), (1, 1)])
-    beats = [random_beats(rng, C1B4, 2)]
+    case = two_beats()
+    prog, beats = case.program, case.inferences
     assert not run_rtl(prog, beats, tram_words=2).error
     assert run_rtl(prog, beats, tram_words=2, drop_beat=1).error
     assert run_rtl(prog, beats, tram_words=2, stall_cycle=4 + VEC_OUTPUT).error

@@ -398,8 +398,11 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
     traces = parse_rtl_trace(trace_file.read_text(), program) if trace_file.exists() else []
     writes: list[list[WriteRecord]] = []
     if trace:
-        traces += [[] for _ in range(len(outputs) - len(traces))]
-        writes = read_write_trace(wtrace_dir, program.config.block_size, len(outputs))
+        # Records past the last inference are the testbench's reset check (an inference
+        # aborted by a reset, see the testbench), not part of the run.
+        traces = traces[:len(outputs)] + [[] for _ in range(len(outputs) - len(traces))]
+        writes = read_write_trace(wtrace_dir, program.config.block_size,
+                                  len(outputs))[:len(outputs)]
     state = {"tram": [arrays[f"tram{c}"].astype(np.uint16)
                       for c in range(program.config.num_cores) if f"tram{c}" in arrays],
              "acc": [arrays[f"acc{c}"].astype(np.uint32)

@@ -15,7 +15,10 @@ it wrote. The one test, :func:`run_program`:
    Cycles are counted by the testbench from simulation time, independently of the RTL's
    ``cycle`` port, which is checked against the count;
 3. reads the tensor RAM and accumulator store of every core back through VPI;
-4. writes ``result.json`` (scalars) and ``result.npz`` (arrays) into the run directory.
+4. checks the reset (:func:`_check_reset`): presents inference 0's beats once more and
+   raises ``rst`` in the cycle before its first output beat, while that beat is inside the
+   output pipeline; from the reset on, nothing may come out and nothing may be busy;
+5. writes ``result.json`` (scalars) and ``result.npz`` (arrays) into the run directory.
 
 Python does not wake on every clock: between input beats and output bursts the monitor
 waits for the first of ``RisingEdge(out_valid)``, ``RisingEdge(done)`` and a watchdog
@@ -182,6 +185,41 @@ async def _inference(dut: Any, mon: _Monitor, beats: list[int], limit: int) -> N
                             f"RTL did not finish inference {k} within {limit} cycles")
 
 
+async def _check_reset(dut: Any, beats: list[int], cycle: int, until: int) -> None:
+    """Start an inference on ``beats`` and abort it by a reset in ``cycle``; check it is gone.
+
+    Must be entered in a cycle in which the machine is idle (just after a rising edge: that
+    is cycle 0). ``rst`` goes high in ``cycle`` and stays high: after the reset edge, until
+    cycle ``until``, ``out_valid``, ``done``, ``error`` and ``busy`` must all stay low, so a
+    pipeline register that keeps its contents through a reset (and would present a stale
+    output beat after it) is caught. The reset stays high so that the trace writers, which
+    are silent under reset, record nothing of the aborted run after it.
+
+    Raises
+    ------
+    TbFailure
+        If anything of the aborted inference shows after the reset.
+    """
+    edge = RisingEdge(dut.clk)
+    for i in range(cycle + 1):
+        if i:
+            await edge
+        dut.in_valid.value = int(i < len(beats))
+        dut.in_data.value = beats[i] if i < len(beats) else 0
+    dut.rst.value = 1
+    await edge
+    dut.in_valid.value = 0
+    for k in range(cycle + 1, until + 1):
+        await ReadOnly()
+        seen = [name for name in ("out_valid", "done", "error", "busy")
+                if int(getattr(dut, name).value)]
+        if seen:
+            raise TbFailure(f"a reset in cycle {cycle} of a repeat of inference 0 did not "
+                            f"stop it: {' and '.join(seen)} high in cycle {k} (a pipeline "
+                            "register kept its contents through the reset)")
+        await edge
+
+
 @cocotb.test()
 async def run_program(dut: Any) -> None:
     """Run the inferences of the run specification and record everything (module doc)."""
@@ -197,7 +235,7 @@ async def run_program(dut: Any) -> None:
     outputs: list[np.ndarray] = []
     mon: _Monitor | None = None
     wall0 = time.perf_counter()
-    sim0 = 0
+    sim0 = sim_end = 0
     try:
         Clock(dut.clk, period_ns, unit="ns").start()
         period = convert(period_ns, "ns", to="step")
@@ -228,12 +266,21 @@ async def run_program(dut: Any) -> None:
             result["inferences"] = k + 1
             await RisingEdge(dut.clk)                     # the next inference's cycle 0
         result["run_s"] = time.perf_counter() - wall0
+        sim_end = get_sim_time("step")
         await ReadOnly()
         for entry in spec["readback"]:
             raw = _read_memory(dut, entry["path"], entry["width"], entry["depth"])
             dtype = "<u2" if entry["kind"] == "tram" else "<u4"
             arrays[f"{entry['kind']}{entry['core']}"] = (
                 np.frombuffer(raw, dtype=dtype).reshape(entry["depth"], block))
+        result["wall_s"] = time.perf_counter() - wall0
+        if len(inputs):
+            first = result["out_cycles"][0]
+            done0 = result["done_cycles"][0]
+            cycle = max(0, (first[0] if first else done0) - 1)
+            await RisingEdge(dut.clk)
+            await _check_reset(dut, [_beat_int(b) for b in inputs[0]], cycle,
+                               max(done0 + 1, cycle + 2))
     except Exception as exc:
         # TbFailure: the RTL misbehaved; anything else is a testbench or port-name problem,
         # whose traceback cocotb writes to sim.log.
@@ -244,10 +291,11 @@ async def run_program(dut: Any) -> None:
             result["partial"] = {"out_cycles": mon.cycles}
             arrays["partial_outputs"] = np.array(mon.beats, dtype=np.uint16).reshape(-1, block)
     finally:
-        result["wall_s"] = time.perf_counter() - wall0
+        result.setdefault("wall_s", time.perf_counter() - wall0)
         result.setdefault("run_s", result["wall_s"])
         steps = convert(period_ns, "ns", to="step")
-        result["sim_cycles"] = (get_sim_time("step") - sim0) // steps if sim0 else 0
+        end = sim_end or get_sim_time("step")
+        result["sim_cycles"] = (end - sim0) // steps if sim0 else 0
         for k, out in enumerate(outputs):
             arrays[f"out{k}"] = out
         np.savez(spec["arrays"], **arrays)
