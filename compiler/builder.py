@@ -33,7 +33,17 @@ from compiler.lower import lower
 from compiler.nnir import NNIR
 from compiler.program import AllocationError, Program
 from isa.config import Config
-from isa.instructions import Dest, End, Instruction, Mac, Vec, Wait, decode_program, encode_program
+from isa.instructions import (
+    Dest,
+    End,
+    Fn,
+    Instruction,
+    Mac,
+    Vec,
+    Wait,
+    decode_program,
+    encode_program,
+)
 from isa.program import MAX_MODELS, CoreImage, ModelEntry
 
 __all__ = ["ProgramBuilder"]
@@ -249,4 +259,8 @@ def _relocate(instr: Instruction, tram: int, weight: int, clamps: list[int],
         cores = mask(instr.cores) if instr.dest in (Dest.TRAM, Dest.ACCS) else instr.cores
         return dataclasses.replace(instr, clamp=clamps[instr.clamp], tram=instr.tram + tram,
                                    addr=addr, cores=cores)
+    if isinstance(instr, Fn):
+        # An FN's destination is its own core (no mask); accumulators are shared.
+        addr = instr.addr + tram if instr.dest == Dest.TRAM else instr.addr
+        return dataclasses.replace(instr, tram=instr.tram + tram, addr=addr)
     raise TypeError(f"ProgramBuilder cannot relocate a {instr.OPCODE.name} instruction")

@@ -45,7 +45,8 @@ def _cnn() -> vollo_compiler.NNIR:
 
 def _mlp(seed: int = 2, features: int = 12) -> vollo_compiler.NNIR:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(features, 20), nn.ReLU(), nn.Linear(20, 6))
+    # Tanh: model 1 uses the function unit, whose addresses the builder relocates too.
+    model = nn.Sequential(nn.Linear(features, 20), nn.Tanh(), nn.Linear(20, 6))
     gm, _ = vollo_torch.fx.prepare_shape(model, torch.randn(features))
     return vollo_torch.fx.nnir.to_nnir(gm)
 
