@@ -6,16 +6,21 @@ accumulate stage ``s = t + mac_accumulate``, where it enters the ``A``-stage fp3
 the accumulator's value (or with −0, which leaves every product unchanged, when
 ``accumulate = 0``); the sum is registered and written in ``s + A = t + mac_acc_write``.
 
-The accumulator's value is read from the MAC copy of the accumulator store, presented in
-``s − M``, so that memory read misses the writes performed in ``s − M .. s − 1`` (a read
-sees only earlier writes) and the one in ``s`` (the result of a ``MAC`` that entered the
-adder ``A`` cycles earlier, still in its write register). The bypass supplies them: the
-write register itself when its address matches, else the most recent of ``M`` registers
-capturing what the store's write port wrote in each of ``s − 1 .. s − M``. The accumulate
-stage therefore sees every write performed before ``s`` plus the previous ``MAC``'s, which
-is what lets ``MAC`` s into one accumulator accumulate in issue order at any distance of at
-least ``A`` (``isa.timing.Latencies.mac_spacing``; closer ones are refused by the VM's
-schedule check).
+The accumulator's value is read from the MAC copy of the accumulator store. The contract
+(``isa.timing``: ``mac_acc_read``) presents that read in ``s − M``; this unit presents it
+one cycle earlier, in ``s − M − 1``, and makes up for it with a bypass one cycle wider, so
+that the adder's operand can be selected in ``s − 1`` and registered: the accumulate stage
+then starts from registers alone, as a stand-alone fp32 adder does (``make timing``,
+``docs/timing.md``). In ``s − 1`` the operand register loads, by priority, −0 (a ``MAC``
+that does not accumulate), the adder's own result that the write register takes at the same
+edge (written in ``s``: the ``MAC`` that entered the adder ``A`` cycles earlier), what the
+store's write port writes in ``s − 1``, the most recent of ``M`` registers capturing what it
+wrote in ``s − 2 .. s − M − 1``, or the memory's read data (writes before ``s − M − 1``).
+The accumulate stage therefore sees every write performed before ``s`` plus the previous
+``MAC``'s — a superset of what the contract's read in ``s − M`` and its bypass promise, and
+exactly that for every program the VM accepts — which is what lets ``MAC`` s into one
+accumulator accumulate in issue order at any distance of at least ``A``
+(``isa.timing.Latencies.mac_spacing``; closer ones are refused by the VM's schedule check).
 """
 
 from __future__ import annotations
@@ -63,9 +68,9 @@ class Accumulator(wiring.Component):
     dots : In(32 * B)
         The lanes' outputs, lane ``i`` at bits ``[32i, 32i + 32)`` (cycle ``s``).
     raddr : Out(addr_bits(accum_store_depth))
-        Read address of the MAC copy of the accumulator store (cycle ``s − mem_read``).
+        Read address of the MAC copy of the accumulator store (cycle ``s − mem_read − 1``).
     rdata : In(32 * B)
-        Its read data (cycle ``s``).
+        Its read data (cycle ``s − 1``).
     wb_we : Out(1)
         ``MAC`` write of the accumulator store (cycle ``s + fp32_add``).
     wb_addr : Out(addr_bits(accum_store_depth))
@@ -125,11 +130,11 @@ class Accumulator(wiring.Component):
             acc.append(stage(acc[-1], f"acc{k}"))
             if k <= s:
                 accumulate.append(stage(accumulate[-1], f"accumulate{k}"))
-        m.d.comb += [self.lane_valid.eq(valid[mem_read]), self.raddr.eq(acc[s - mem_read])]
+        m.d.comb += [self.lane_valid.eq(valid[mem_read]),
+                     self.raddr.eq(acc[s - mem_read - 1])]
 
-        # The bypass sources: the write register (the result of the MAC that entered the
-        # adder `add` cycles ago, written this cycle) and, newest first, what the store's
-        # write port wrote 1 .. mem_read cycles ago.
+        # The write register (written in cycle s for the MAC entering the adder in s - add)
+        # and M registers capturing what the store's write port wrote, newest first.
         wb_we = valid[s + add]
         wb_addr = acc[s + add]
         wb_data = Signal(32 * b, reset_less=True)
@@ -140,41 +145,43 @@ class Accumulator(wiring.Component):
             waddr = stage(waddr, f"fwd{k}_addr")
             wdata = stage(wdata, f"fwd{k}_data")
             fwd.append((we, waddr, wdata))
-        # The selection is decided a cycle early and registered, so that the accumulate
-        # stage only has an AND-OR of the sources in front of its adder: in cycle s - 1 the
-        # address of the MAC entering in s is acc[s - 1], the write register's next MAC is
-        # acc[s + add - 1], and the sources the capture registers will hold are the write
-        # port now and the capture registers before them. Priority: newest first.
-        early = acc[s - 1]
-        hits = [valid[s + add - 1] & (acc[s + add - 1] == early),
-                self.we & (self.waddr == early),
+
+        # The operand of the MAC entering the adder in s is selected in s - 1 (its address
+        # is acc[s - 1]) and registered. Only the adder's own result, the latest source,
+        # passes a single 2:1 mux whose select is decided in s - 2 (the write register's
+        # next MAC is acc[s + add - 2] then); so are the captures' selects (what the write
+        # port and the first M - 1 captures hold in s - 2, the captures hold in s - 1).
+        early = acc[s - 2]
+        take_sum = stage(accumulate[s - 2] & valid[s + add - 2] & (acc[s + add - 2] == early),
+                         "bypass_sum_sel")
+        hits = [self.we & (self.waddr == early),
                 *(f_we & (f_addr == early) for f_we, f_addr, _ in fwd[:-1])]
-        taken: Value = ~accumulate[s - 1]          # a set takes −0 (below)
+        taken: Value = Const(0)
         picks = []
         for k, hit in enumerate(hits):
-            picks.append(stage(hit & ~taken, f"bypass{k}_sel"))
+            picks.append(stage(hit & ~taken, f"bypass{k + 1}_sel"))
             taken = taken | hit
         use_mem = stage(~taken, "bypass_mem_sel")
-        sources = [wb_data, *(f_data for _, _, f_data in fwd), self.rdata]
-        old: Value = Const(0, 32 * b)
-        for pick, data in zip([*picks, use_mem], sources, strict=True):
-            old = old | Mux(pick, data, 0)
-        # "Set" adds −0 (no pick is high then), which keeps the tile product unchanged (a
-        # −0 stays −0): the sign bit of every lane is set when the MAC does not accumulate.
-        set_sign = stage(~accumulate[s - 1], "bypass_set")
+        captured: Value = Const(0, 32 * b)
+        for pick, (_, _, f_data) in zip([*picks, use_mem], [*fwd, (None, None, self.rdata)],
+                                        strict=True):
+            captured = captured | Mux(pick, f_data, 0)
+        # "Set" adds −0, which keeps the tile product unchanged (a −0 stays −0).
         minus_zero = Cat(*(Const(_MINUS_ZERO, 32) for _ in range(b)))
-        base_all = Signal(32 * b, name="acc_old")
-        m.d.comb += base_all.eq(old | Mux(set_sign, minus_zero, 0))
+        now = self.we & (self.waddr == acc[s - 1])
+        pre = Mux(~accumulate[s - 1], minus_zero, Mux(now, self.wdata, captured))
 
         def reg(value: Value, name: str) -> Signal:
             return stage(value, name)
 
+        old = Signal(32 * b, name="acc_old", reset_less=True)
         sums = []
         for i in range(b):
             lane = slice(32 * i, 32 * i + 32)
-            sums.append(fp32_add(m, base_all[lane], self.dots[lane], name=f"acc_add_{i}",
+            sums.append(fp32_add(m, old[lane], self.dots[lane], name=f"acc_add_{i}",
                                  stages=add, reg=reg))
-        m.d.sync += wb_data.eq(Cat(*sums))
+        total = Cat(*sums)
+        m.d.sync += [wb_data.eq(total), old.eq(Mux(take_sum, total, pre))]
         m.d.comb += [
             self.wb_we.eq(wb_we),
             self.wb_addr.eq(wb_addr),

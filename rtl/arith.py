@@ -37,6 +37,7 @@ measures every builder's stages after place and route.
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
@@ -45,7 +46,8 @@ from amaranth.lib.wiring import In, Out
 from isa.numerics import CANONICAL_NAN_BF16, CANONICAL_NAN_F32
 
 __all__ = [
-    "Reg", "bf16_mul", "fp32_add", "fp32_mul_bf16", "fp32_max", "fp32_min", "clamp_round",
+    "Reg", "bf16_mul", "fp32_add", "fp32_is_nan", "fp32_mul_bf16", "fp32_max", "fp32_min",
+    "clamp_round", "ClampBounds", "clamp_bounds",
     "Bf16Mul", "Fp32Add", "Fp32MulBf16", "Fp32Max", "Fp32Min", "ClampRound",
 ]
 
@@ -203,15 +205,17 @@ def _mul_round(m: Module, st: _Stages, sign: Value, p: Value, biased: Value,
     ``biased − min(lz, biased)`` (0 for a subnormal).
     """
     wp = len(p)
-    # Step: leading-zero count (saturated at biased) and shift amount.
+    # Step: leading-zero count (saturated at biased) and shift amount. The shift by
+    # lzs + 25 is taken as the fixed 25 (wiring, selected beside the count) and lzs, so
+    # that no add follows the count.
     lzs = Signal(range(wp + 1), name=f"{name}_lzs")
     m.d.comb += lzs.eq(_leading_zeros(m, p | sentinel, name))
     underflow = biased < 0
-    shift = Signal(range(wp + 26), name=f"{name}_shift")
-    m.d.comb += shift.eq(Mux(underflow, Mux(biased >= -25, biased + 25, 0), lzs + 25))
+    shift = Signal(range(wp + 1), name=f"{name}_shift")
+    m.d.comb += shift.eq(Mux(underflow, Mux(biased >= -25, biased + 25, 0), lzs))
     sign, p, shift, biased, lzs, underflow, nan, inf, zero = st.cut(
-        sign=sign, p=p, shift=shift, biased=biased, lzs=lzs, underflow=underflow, nan=nan,
-        inf=inf, zero=zero)
+        sign=sign, p=Mux(underflow, p, p << 25), shift=shift, biased=biased, lzs=lzs,
+        underflow=underflow, nan=nan, inf=inf, zero=zero)
 
     # Step: normalise shift, round bit. The biased exponent minus one, so that the
     # significand's hidden bit adds the last one; a subnormal has no hidden bit and
@@ -426,22 +430,30 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
     # is the exponent difference clamped at 27; the selected difference is never negative.
     def distance(big: Value, small: Value, tag: str) -> Value:
         diff = _wire(m, (big - small)[:8], f"{name}_diff{tag}")
-        return Mux(diff > 27, 27, diff)
+        # diff ≥ 28 read from its bits, so that no second carry chain follows the first.
+        return Mux(diff[5:].any() | diff[2:5].all(), 27, diff[:5])
 
     dist = Signal(range(28), name=f"{name}_dist")
     m.d.comb += dist.eq(Mux(swap, distance(eb, ea, "ba"), distance(ea, eb, "ab")))
     ex = _wire(m, Mux(swap, eb, ea), f"{name}_ex")
-    sx, sy, mx, my, ex, em1, dist, nan, inf, inf_sign = st.cut(
+    # Beside the comparison, each significand's trailing zeros plus 3 (31 for a zero
+    # significand): the sticky bit of the next step is then one compare with dist.
+    def trailing(mant: Value, tag: str) -> Value:
+        word = Cat(Const(0, 3), mant, Const(0, 4), Const(1, 1))
+        return _leading_zeros(m, word[::-1], f"{name}_tz{tag}")
+
+    tz_a, tz_b = trailing(ma, "a"), trailing(mb, "b")
+    sx, sy, mx, my, tzy, ex, em1, dist, nan, inf, inf_sign = st.cut(
         sx=Mux(swap, b[31], a[31]), sy=Mux(swap, a[31], b[31]), mx=Mux(swap, mb, ma),
-        my=Mux(swap, ma, mb), ex=ex, em1=Mux(swap, eb - 1, ea - 1)[:8], dist=dist, nan=nan,
-        inf=inf, inf_sign=inf_sign)
+        my=Mux(swap, ma, mb), tzy=Mux(swap, tz_a, tz_b), ex=ex,
+        em1=Mux(swap, eb - 1, ea - 1)[:8], dist=dist, nan=nan, inf=inf, inf_sign=inf_sign)
 
     # Step: alignment shift and sticky bit. The shifted significand has two guard bits
     # below it; the sticky bit is the OR of the bits of my shifted out below them, those
-    # below bit dist − 2, found with a mask beside the shift rather than after it.
+    # below bit dist − 2: there is one exactly when my's trailing zeros + 3 ≤ dist.
     shifted = Signal(26, name=f"{name}_shifted")
     m.d.comb += shifted.eq(Cat(Const(0, 2), my) >> dist)
-    sticky = Cat(my[i] & (dist > i + 2) for i in range(24)).any()
+    sticky = tzy <= dist
     y_al = Cat(sticky, shifted)
     sx, sy, mx, y_al, ex, em1, nan, inf, inf_sign = st.cut(
         sx=sx, sy=sy, mx=mx, y_al=y_al, ex=ex, em1=em1, nan=nan, inf=inf, inf_sign=inf_sign)
@@ -480,19 +492,16 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
         sx=sx, sy=sy, norm=norm, exp_m1=exp_m1, zero=zero, nan=nan, inf=inf,
         inf_sign=inf_sign)
 
-    # Step: rounding add. Beside it, whether the result overflows: the rounded significand
-    # adds 0, 1 or 2 to exp_m1 (its hidden bit, and a carry out of an all-ones fraction),
-    # and the result is inf when that reaches 255.
+    # Step: rounding add. The rounded significand adds 0, 1 or 2 to exp_m1 (its hidden
+    # bit, and a carry out of an all-ones fraction), so the sum's bits from 23 up are the
+    # result's biased exponent, inf when they reach 255 (read from the sum's bits in the
+    # next step: faster than predicting it beside the add from a 23-input AND).
     sig = norm[3:]
     round_up = norm[2] & (norm[1] | norm[0] | sig[0])
     mag = Signal(33, name=f"{name}_mag")
     m.d.comb += mag.eq((exp_m1 << 23) + sig + round_up)
-    carry = sig[:23].all() & round_up
-    overflow = ((exp_m1 >= 255) | ((exp_m1 == 254) & (sig[23] | carry))
-                | ((exp_m1 == 253) & sig[23] & carry))
-    sx, sy, mag, overflow, zero, nan, inf, inf_sign = st.cut(
-        sx=sx, sy=sy, mag=mag, overflow=overflow, zero=zero, nan=nan, inf=inf,
-        inf_sign=inf_sign)
+    sx, sy, mag, zero, nan, inf, inf_sign = st.cut(
+        sx=sx, sy=sy, mag=mag, zero=zero, nan=nan, inf=inf, inf_sign=inf_sign)
 
     # Step: overflow and special cases.
     out = Signal(32, name=f"{name}_out")
@@ -500,7 +509,7 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
         m.d.comb += out.eq(CANONICAL_NAN_F32)
     with m.Elif(inf):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), inf_sign))
-    with m.Elif(overflow):
+    with m.Elif(_overflow(mag)):
         m.d.comb += out.eq(Cat(Const(_F32_INF, 31), sx))
     with m.Elif(zero):
         # Exact zero: −0 only if both operands are −0 (round-to-nearest-even rule).
@@ -516,7 +525,8 @@ def _order_key(x: Value) -> Value:
     return x ^ Cat(x[31].replicate(31), 1)
 
 
-def _is_nan(x: Value) -> Value:
+def fp32_is_nan(x: Value) -> Value:
+    """Return whether the fp32 pattern ``x`` is a NaN (1 bit)."""
     return x[23:31].all() & x[:23].any()
 
 
@@ -524,7 +534,7 @@ def _compare(m: Module, a: Value, b: Value, name: str, stages: int, reg: Reg | N
              take_a: Callable[[Value, Value], Value]) -> Value:
     st = _Stages(name, stages, reg, _WEIGHTS["compare"])
     a, b, take, nan = st.cut(a=a, b=b, take=take_a(_order_key(a), _order_key(b)),
-                             nan=_is_nan(a) | _is_nan(b))
+                             nan=fp32_is_nan(a) | fp32_is_nan(b))
     out = Signal(32, name=f"{name}_out")
     m.d.comb += out.eq(Mux(nan, CANONICAL_NAN_F32, Mux(take, a, b)))
     return st.finish(out=out)[0]
@@ -546,9 +556,36 @@ def fp32_min(m: Module, a: Value, b: Value, name: str = "fp32_min", *, stages: i
     return _compare(m, a, b, name, stages, reg, lambda ka, kb: ka <= kb)
 
 
+def _to_bf16(v: Value, broken_rounding: bool) -> Value:
+    """Round an fp32 pattern to bf16, to nearest even (a NaN is replaced by the caller)."""
+    if broken_rounding:
+        return v[16:32]
+    # Rounding the magnitude: a carry out of the fraction correctly bumps the exponent (to
+    # inf at most), never the sign.
+    return Cat((v[:31] + 0x7FFF + v[16])[16:31], v[31])
+
+
+class ClampBounds(NamedTuple):
+    """What :func:`clamp_round` computes from its bounds alone (:func:`clamp_bounds`)."""
+
+    rlo: Value
+    rhi: Value
+    lo_le_hi: Value
+    nan: Value
+
+
+def clamp_bounds(lo: Value, hi: Value, *, broken_rounding: bool = False) -> ClampBounds:
+    """Return the parts of :func:`clamp_round` that depend on the bounds only: both rounded
+    to bf16, whether ``lo ≤ hi`` and whether either is a NaN. A caller whose bounds
+    arrive early registers them and passes them to :func:`clamp_round` (``bounds=``)."""
+    return ClampBounds(rlo=_to_bf16(lo, broken_rounding), rhi=_to_bf16(hi, broken_rounding),
+                       lo_le_hi=_order_key(lo) <= _order_key(hi),
+                       nan=fp32_is_nan(lo) | fp32_is_nan(hi))
+
+
 def clamp_round(m: Module, x: Value, lo: Value, hi: Value, *, name: str = "clamp_round",
-                stages: int = 1, reg: Reg | None = None, broken_rounding: bool = False
-                ) -> tuple[Value, Value]:
+                stages: int = 1, reg: Reg | None = None, broken_rounding: bool = False,
+                bounds: ClampBounds | None = None) -> tuple[Value, Value]:
     """Clamp an fp32 pattern to ``[lo, hi]`` and round the result to bf16.
 
     The clamp is ``fp32_min(fp32_max(x, lo), hi)`` (``clamp``: ±inf bounds mean no bound,
@@ -573,6 +610,10 @@ def clamp_round(m: Module, x: Value, lo: Value, hi: Value, *, name: str = "clamp
     broken_rounding : bool
         Test-only fault: truncate instead of rounding, so that co-simulation can prove a
         wrong RTL is caught.
+    bounds : ClampBounds, optional
+        :func:`clamp_bounds` of ``lo, hi``, when the caller has it from an earlier register
+        (bounds usually arrive before the value): the logic on the bounds alone then
+        leaves the clamp's stage. Computed here without.
 
     Returns
     -------
@@ -581,19 +622,15 @@ def clamp_round(m: Module, x: Value, lo: Value, hi: Value, *, name: str = "clamp
         both at the same latency.
     """
     st = _Stages(name, stages, reg, _WEIGHTS["clamp_round"])
+    if bounds is None:
+        bounds = clamp_bounds(lo, hi, broken_rounding=broken_rounding)
 
-    def to_bf16(v: Value) -> Value:
-        if broken_rounding:
-            return v[16:32]
-        # Rounding the magnitude: a carry out of the fraction correctly bumps the exponent
-        # (to inf at most), never the sign; a NaN is replaced after the selection.
-        return Cat((v[:31] + 0x7FFF + v[16])[16:31], v[31])
-
-    # Step: the three compares, and each candidate rounded beside them.
+    # Step: the compares of x with the bounds, and x rounded beside them.
     kx, klo, khi = _order_key(x), _order_key(lo), _order_key(hi)
     x, lo, hi, rx, rlo, rhi, x_ge_lo, x_le_hi, lo_le_hi, nan = st.cut(
-        x=x, lo=lo, hi=hi, rx=to_bf16(x), rlo=to_bf16(lo), rhi=to_bf16(hi), x_ge_lo=kx >= klo,
-        x_le_hi=kx <= khi, lo_le_hi=klo <= khi, nan=_is_nan(x) | _is_nan(lo) | _is_nan(hi))
+        x=x, lo=lo, hi=hi, rx=_to_bf16(x, broken_rounding), rlo=bounds.rlo, rhi=bounds.rhi,
+        x_ge_lo=kx >= klo, x_le_hi=kx <= khi, lo_le_hi=bounds.lo_le_hi,
+        nan=fp32_is_nan(x) | bounds.nan)
 
     # Step: select. max(x, lo) is x if x ≥ lo, else lo; the minimum of that and hi follows
     # from the matching compare.

@@ -151,7 +151,8 @@ class Core(wiring.Component):
         or before) and no write or output beat of it is in flight.
     error : Out(1)
         A write-port collision in this cycle (tensor RAM or accumulator store), which a
-        valid schedule never causes.
+        valid schedule never causes, or an inference starting in the first two cycles
+        after reset (:class:`~rtl.sequencer.Sequencer`).
     trace_valid : Out(1)
         An instruction issues this cycle.
     trace_pc : Out(16)
@@ -211,10 +212,11 @@ class Core(wiring.Component):
         acc_mac = add_memory(m, "acc_mac", width=32 * b, depth=cfg.accum_store_depth,
                              flavour=flavour, registry=reg, latency=rl)
 
-        # Fetch, issue and decode (through the isa layouts only).
+        # Fetch, issue and decode (through the isa layouts only) of the registered word.
         m.submodules.seq = seq = Sequencer(cfg)
-        word = imem.rdata
-        m.d.comb += [seq.start.eq(self.start), seq.word.eq(word), imem.raddr.eq(seq.imem_addr)]
+        m.d.comb += [seq.start.eq(self.start), seq.word.eq(imem.rdata),
+                     imem.raddr.eq(seq.imem_addr)]
+        word = seq.instr
         opcode = data.View(amaranth_layout(Opcode.END), word).opcode
         mac = data.View(amaranth_layout(Opcode.MAC), word)
         vec = data.View(amaranth_layout(Opcode.VEC), word)
@@ -304,7 +306,7 @@ class Core(wiring.Component):
 
         m.d.comb += [
             self.quiet.eq(~seq.more & ~accum.pending & ~vu.pending),
-            self.error.eq(tram_collision | acc_collision),
+            self.error.eq(tram_collision | acc_collision | seq.error),
             self.trace_valid.eq(seq.issue),
             self.trace_pc.eq(seq.pc),
             self.link_dest.eq(vu.link_dest),

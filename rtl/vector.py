@@ -10,7 +10,7 @@ cycle                      what happens here
 t                          the core presents the accumulator, tensor-RAM and clamp-table
                            read addresses
 t+M                        ``a`` (fp32), ``t`` (bf16) and the clamp entry arrive; the op
-                           starts: an ``fp32_add``-stage add (ADD, SUB, RSUB), a
+                           starts: an add (ADD, SUB, RSUB) in all ``vec_op`` stages, a
                            ``vec_mul`` + ``norm_round``-stage multiply (MUL), or a one-stage
                            compare or pass, each padded to ``vec_op`` stages
 t+M+vec_op                 ``clamp_round`` stages: clamp, then round to bf16 unless the
@@ -40,7 +40,15 @@ from isa.config import Config
 from isa.instructions import Dest, Vec
 from isa.numerics import VecOp
 from isa.timing import latencies
-from rtl.arith import clamp_round, fp32_add, fp32_max, fp32_min, fp32_mul_bf16
+from rtl.arith import (
+    ClampBounds,
+    clamp_bounds,
+    clamp_round,
+    fp32_add,
+    fp32_max,
+    fp32_min,
+    fp32_mul_bf16,
+)
 from rtl.interconnect import bf16_block
 
 __all__ = ["VectorUnit"]
@@ -170,8 +178,14 @@ class VectorUnit(wiring.Component):
 
         # The op. SUB and RSUB are additions with one operand negated, which IEEE defines to
         # be the same operation (including the signs of zero results). Every path is padded
-        # to vec_op stages; the result is selected by the op as it leaves them.
+        # to vec_op stages; the result is selected by the op as it enters the last of them
+        # (a register), so that the clamp starts from a register. The selects are decoded a
+        # cycle earlier, so that a path's last stage gains no more than one 2:1 mux.
         op0 = op[op_at]
+        sel = op[round_at - 2]
+        take_mul = stage(sel == VecOp.MUL, "take_mul")
+        take_add = stage((sel == VecOp.ADD) | (sel == VecOp.SUB) | (sel == VecOp.RSUB),
+                         "take_add")
         results = []
         for i in range(b):
             a = self.a[32 * i:32 * i + 32]
@@ -179,11 +193,11 @@ class VectorUnit(wiring.Component):
             t = Cat(Const(0, 16), t16)              # bf16 widened exactly
             x = a ^ Cat(Const(0, 31), op0 == VecOp.RSUB)
             y = t ^ Cat(Const(0, 31), op0 == VecOp.SUB)
-            total = stage(fp32_add(m, x, y, name=f"add_{i}", stages=d.fp32_add, reg=stage),
-                          f"sum_{i}")
-            product = stage(fp32_mul_bf16(m, a, t16, name=f"mul_{i}", mul_stages=d.vec_mul,
-                                          round_stages=d.norm_round, reg=stage),
-                            f"product_{i}")
+            # The add takes every stage of the op (vec_op ≥ fp32_add): where the multiply
+            # is deeper, its padding registers go inside the add, shortening its stages.
+            total = fp32_add(m, x, y, name=f"add_{i}", stages=lat.vec_op, reg=stage)
+            product = fp32_mul_bf16(m, a, t16, name=f"mul_{i}", mul_stages=d.vec_mul,
+                                    round_stages=d.norm_round, reg=stage)
             # Built outside the Switch: a builder's comb assignments must not be conditional.
             vmax = fp32_max(m, a, t, name=f"max_{i}")
             vmin = fp32_min(m, a, t, name=f"min_{i}")
@@ -197,21 +211,17 @@ class VectorUnit(wiring.Component):
                     m.d.comb += simple.eq(vmax)
                 with m.Default():
                     m.d.comb += simple.eq(vmin)
-            simple = stage(simple, f"simple_{i}_r")
-            opr = op[round_at]
-            total = delay(total, lat.vec_op - d.fp32_add, f"sum_{i}")
             product = delay(product, lat.vec_op - d.vec_mul - d.norm_round, f"product_{i}")
             simple = delay(simple, lat.vec_op - 1, f"simple_{i}")
-            r = Signal(32, name=f"r_{i}")
-            with m.Switch(opr):
-                with m.Case(VecOp.ADD, VecOp.SUB, VecOp.RSUB):
-                    m.d.comb += r.eq(total)
-                with m.Case(VecOp.MUL):
-                    m.d.comb += r.eq(product)
-                with m.Default():
-                    m.d.comb += r.eq(simple)
-            results.append(r)
-        bounds = delay(self.bounds, lat.vec_op, "bounds")
+            results.append(stage(Mux(take_mul, product, Mux(take_add, total, simple)),
+                                 f"r_{i}"))
+        # The bounds arrive with the operands, so the clamp's logic on them alone (shared by
+        # the lanes) is done a cycle before the clamp and registered.
+        bounds = delay(self.bounds, lat.vec_op - 1, "bounds")
+        early = clamp_bounds(bounds[:32], bounds[32:], broken_rounding=self.broken_rounding)
+        pre = ClampBounds(*(stage(v, f"bounds_{k}") for k, v in zip(early._fields, early,
+                                                                     strict=True)))
+        bounds = stage(bounds, "bounds_r")
 
         # Clamp (which also canonicalises any NaN) and the bf16 rounding, which ACCS skips
         # like ACC: a partial sum moved to another core must continue its fp32 chain.
@@ -222,7 +232,7 @@ class VectorUnit(wiring.Component):
         for i in range(b):
             c, r16 = clamp_round(m, results[i], lo, hi, name=f"clamp_{i}",
                                  stages=d.clamp_round, reg=stage,
-                                 broken_rounding=self.broken_rounding)
+                                 broken_rounding=self.broken_rounding, bounds=pre)
             rounded.append(stage(Mux(to_acc, c, Cat(Const(0, 16), r16)), f"result_{i}"))
 
         # Local writes, and the outbound link and output pipelines.

@@ -231,7 +231,9 @@ def run_rtl(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: i
     async def bench(ctx):
         ctx.set(top.n_in_beats, n_in)
         ctx.set(top.out_ready, 1)
-        await ctx.tick()            # the instruction memories' read ports fetch pc 0
+        # The sequencers' prefetch fills after reset (rtl/sequencer.py): pc 0 is fetched,
+        # then registered.
+        await ctx.tick().repeat(2)
         for index, beats in enumerate(inferences):
             assert len(beats) == n_in
             outputs, trace = [], []

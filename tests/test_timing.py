@@ -42,11 +42,11 @@ def test_quick_flow(tmp_path: Path) -> None:
 
 
 def test_depths_are_the_fewest_passing_stages() -> None:
-    def row(unit: str, stages: str, ok: bool, checked: bool = True) -> dict:
-        return {"unit": unit, "stages": stages, "pass": ok, "checked": checked}
+    def row(unit: str, stages: str, ok: bool, whole: bool = False) -> dict:
+        return {"unit": unit, "stages": stages, "pass": ok, "whole": whole}
 
     rows = [row("reference", "1", True), row("add", "1", False), row("add", "2", True),
-            row("add", "3", True), row("cmp", "1", False), row("core", "-", False, False)]
+            row("add", "3", True), row("cmp", "1", False), row("core", "-", False, True)]
     assert timing.depths(rows) == {"add": "2", "cmp": "none"}
     assert timing.config_depths({"fp32_mul_bf16": "2+3", "fp32_add": "none", "x": "1"}) == {
         "vec_mul": 2, "norm_round": 3, "fp32_add": None}
