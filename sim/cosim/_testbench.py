@@ -15,7 +15,7 @@ it wrote. The one test, :func:`run_program`:
    Cycles are counted by the testbench from simulation time, independently of the RTL's
    ``cycle`` port, which is checked against the count;
 3. reads the tensor RAM and accumulator store of every core back through VPI;
-4. checks the reset (:func:`_check_reset`): presents inference 0's beats once more and
+4. checks the reset (:func:`_check_reset`): presents the last inference's beats once more and
    raises ``rst`` in the cycle before its first output beat, while that beat is inside the
    output pipeline; from the reset on, nothing may come out and nothing may be busy;
 5. writes ``result.json`` (scalars) and ``result.npz`` (arrays) into the run directory.
@@ -214,7 +214,7 @@ async def _check_reset(dut: Any, beats: list[int], cycle: int, until: int) -> No
         seen = [name for name in ("out_valid", "done", "error", "busy")
                 if int(getattr(dut, name).value)]
         if seen:
-            raise TbFailure(f"a reset in cycle {cycle} of a repeat of inference 0 did not "
+            raise TbFailure(f"a reset in cycle {cycle} of a repeat of the last inference did not "
                             f"stop it: {' and '.join(seen)} high in cycle {k} (a pipeline "
                             "register kept its contents through the reset)")
         await edge
@@ -275,12 +275,13 @@ async def run_program(dut: Any) -> None:
                 np.frombuffer(raw, dtype=dtype).reshape(entry["depth"], block))
         result["wall_s"] = time.perf_counter() - wall0
         if len(inputs):
-            first = result["out_cycles"][0]
-            done0 = result["done_cycles"][0]
-            cycle = max(0, (first[0] if first else done0) - 1)
+            # The last inference again: its model is the one still selected on in_model.
+            first = result["out_cycles"][-1]
+            done_last = result["done_cycles"][-1]
+            cycle = max(0, (first[0] if first else done_last) - 1)
             await RisingEdge(dut.clk)
-            await _check_reset(dut, [_beat_int(b) for b in inputs[0]], cycle,
-                               max(done0 + 1, cycle + 2))
+            await _check_reset(dut, [_beat_int(b) for b in inputs[-1]], cycle,
+                               max(done_last + 1, cycle + 2))
     except Exception as exc:
         # TbFailure: the RTL misbehaved; anything else is a testbench or port-name problem,
         # whose traceback cocotb writes to sim.log.
