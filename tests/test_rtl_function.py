@@ -29,7 +29,7 @@ from rtl.function import FunctionUnit
 from rtl.gen import FN_TABLE_FILE, write_memory_images
 from sim.cosim.random_programs import function_edges
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(900)
 
 UNUSUAL = Depths(mem_read=3, bf16_mul=1, fp32_add=2, vec_mul=1, norm_round=2, clamp_round=2,
                  link=1, output=1)

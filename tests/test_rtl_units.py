@@ -64,7 +64,9 @@ from isa.timing import issue_cycles
 from rtl.top import Top
 from sim.vm import VM, ScheduleError
 
-pytestmark = pytest.mark.timeout(400)
+# Each test elaborates and simulates the whole Top in Amaranth's Python simulator (minutes
+# on a busy 2-core machine): the timeout guards against a hang only.
+pytestmark = pytest.mark.timeout(1200)
 
 
 # -- the reference: instructions executed in issue-cycle order ---------------------------
