@@ -51,7 +51,8 @@ from rtl.arith import (
 )
 from rtl.dot import DotUnit, dot_latency
 
-pytestmark = pytest.mark.timeout(600)  # a hang guard: the edge-lane sweeps take minutes on a busy machine
+# A hang guard: the edge-lane sweeps take minutes on a busy machine.
+pytestmark = pytest.mark.timeout(600)
 
 N_RANDOM = 3000
 
