@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from amaranth.hdl import Module
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
@@ -68,6 +68,8 @@ class Lane(wiring.Component):
         self.config = config
         self.flavour = check_flavour(flavour)
         self.weights = weights
+        #: Native flavour, once elaborated: the lane's weight memory (for testbenches).
+        self.memories: dict[str, memory.Memory] = {}
         super().__init__(lane_signature(config))
 
     def elaborate(self, platform: object) -> Module:
@@ -75,7 +77,7 @@ class Lane(wiring.Component):
         cfg = self.config
         wmem = add_memory(m, "wmem", width=16 * cfg.block_size, depth=cfg.weight_store_depth,
                           flavour=self.flavour, init=self.weights, writable=False,
-                          latency=cfg.depths.mem_read)
+                          registry=self.memories, latency=cfg.depths.mem_read)
         m.submodules.dot = dot = DotUnit(cfg.block_size, cfg.depths)
         m.d.comb += [
             wmem.raddr.eq(self.waddr),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from _native_sim import run_native
 from conftest import need
 from test_multi_model import _mlp, two_model_program
 
@@ -60,12 +60,9 @@ def test_machine_flags_a_bad_model_selection(case: str) -> None:
     builder.add_nnir(_mlp(features=4))
     builder.add_nnir(_mlp(features=8))
     program = builder.to_program()
-    top = Top(program.config, program=program)
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
     seen: list[tuple[int, int]] = []
 
-    async def bench(ctx) -> None:
+    async def bench(ctx, top: Top) -> None:
         ctx.set(top.out_ready, 1)
         ctx.set(top.in_model, 5 if case == "no such model" else 0)
         for _ in range(MODEL_SETUP + 1):
@@ -77,6 +74,5 @@ def test_machine_flags_a_bad_model_selection(case: str) -> None:
         ctx.set(top.in_valid, 1)
         seen.append((ctx.get(top.busy), ctx.get(top.error)))
 
-    sim.add_testbench(bench)
-    sim.run()
+    run_native(program, bench)
     assert seen == [(1, 1)]

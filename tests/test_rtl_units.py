@@ -11,7 +11,10 @@ obeys the static-schedule rules.
 
 The programs are built in ``tests/_unit_programs.py``, which ``tests/test_cosim_directed.py``
 runs through co-simulation on Icarus and Verilator; here the instance flavour (Verilog) is
-only generated.
+only generated. Amaranth's simulator runs a two-core, eight-lane machine at about a cycle a
+second, so only the programs of the one-core machine run on the RTL here; for the others
+this file checks the reference against the VM and the properties each test states, and
+co-simulation proves the RTL equals the VM on them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from _native_sim import run_native
 from _unit_programs import (
     C1B4,
     COLLISIONS,
@@ -45,7 +49,6 @@ from _unit_programs import (
     vec,
     vector_ops,
 )
-from amaranth.sim import Simulator
 
 from isa.instructions import Dest, End, Mac, Vec, VecOp, decode_program
 from isa.numerics import (
@@ -61,12 +64,12 @@ from isa.numerics import (
 )
 from isa.program import MODEL_SETUP, Program
 from isa.timing import issue_cycles
-from rtl.top import Top
 from sim.vm import VM, ScheduleError
 
-# Each test elaborates and simulates the whole Top in Amaranth's Python simulator (minutes
-# on a busy 2-core machine): the timeout guards against a hang only.
-pytestmark = pytest.mark.timeout(1200)
+# The first test of a configuration in a process builds the whole Top's simulator (a minute
+# or more on a busy 2-core machine; tests/_native_sim.py), later ones reuse it: the timeout
+# guards against a hang only.
+pytestmark = pytest.mark.timeout(900)
 
 
 # -- the reference: instructions executed in issue-cycle order ---------------------------
@@ -88,12 +91,9 @@ class Outcome:
     error: bool = False
 
 
-def reference(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: int,
-              truncate: bool = False) -> Outcome:
-    """Execute ``prog`` for each inference's input beats by architecture §5.
-
-    ``truncate`` models the test-only broken RTL (bf16 by truncation, not rounding).
-    """
+def reference(prog: Program, inferences: Sequence[Sequence[int]], *,
+              tram_words: int) -> Outcome:
+    """Execute ``prog`` for each inference's input beats by architecture §5."""
     cfg, b = prog.config, prog.config.block_size
     n = cfg.num_cores
     tram = [np.zeros((cfg.tensor_ram_depth, b), np.uint16) for _ in range(n)]
@@ -110,11 +110,6 @@ def reference(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words:
         cl[:len(core.clamps)] = core.clamps
         clamps.append(cl)
     programs = [decode_program(core.instructions) for core in prog.cores]
-
-    def to_bf16(r: np.ndarray) -> np.ndarray:
-        if truncate:
-            return (f32_bits(r) >> np.uint32(16)).astype(np.uint16)
-        return f32_to_bf16_bits(r)
 
     out = Outcome([], [], [], tram, acc)
     for beats in inferences:
@@ -146,13 +141,13 @@ def reference(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words:
                 elif item.dest == Dest.TRAM:
                     for k in range(n):
                         if item.cores >> k & 1:
-                            tram[k][item.addr] = to_bf16(r)
+                            tram[k][item.addr] = f32_to_bf16_bits(r)
                 elif item.dest == Dest.ACCS:
                     for k in range(n):
                         if item.cores >> k & 1:
                             acc[k][item.addr] = r
                 else:
-                    outputs.append((t + VEC_OUTPUT, pack_beats(to_bf16(r), b)[0]))
+                    outputs.append((t + VEC_OUTPUT, pack_beats(f32_to_bf16_bits(r), b)[0]))
         out.outputs.append(sorted(outputs))
         out.done.append(prog.done_cycle())
         out.trace.append(sorted(trace))
@@ -164,7 +159,7 @@ def reference(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words:
 # -- running the RTL ---------------------------------------------------------------------
 
 def run_rtl(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: int,
-            broken_rounding: bool = False, gap: int = 0, max_cycles: int = 300,
+            gap: int = 0, max_cycles: int = 300,
             drop_beat: int | None = None, stall_cycle: int | None = None) -> Outcome:
     """Run ``prog`` on the native RTL, one inference after the other.
 
@@ -174,13 +169,10 @@ def run_rtl(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: i
     Every busy cycle checks ``busy``, ``cycle`` and ``in_ready``.
     """
     cfg, b = prog.config, prog.config.block_size
-    top = Top(cfg, program=prog, broken_rounding=broken_rounding)
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
     out = Outcome([], [], [], [], [])
     n_in = len(prog.input_dests)
 
-    async def bench(ctx):
+    async def bench(ctx, top):
         ctx.set(top.out_ready, 1)
         # The model table is read, then the sequencers' prefetch fills: the entry is
         # fetched, then registered (rtl/sequencer.py).
@@ -229,17 +221,29 @@ def run_rtl(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: i
                              dtype=np.uint32)
             out.acc.append(words)
 
-    sim.add_testbench(bench)
-    sim.run()
+    run_native(prog, bench)
     return out
 
 
+def in_native_tier(prog: Program) -> bool:
+    """Return True if ``prog`` runs in Amaranth's simulator here (see the module docstring:
+    the one-core machine only; co-simulation runs the others on Icarus and Verilator)."""
+    return prog.config.num_cores == 1
+
+
 def check(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: int = 32,
-          **kwargs) -> Outcome:
-    """Run ``prog`` on the RTL and assert it matches the reference (and the VM, if any)."""
+          rtl: bool = True, **kwargs) -> Outcome:
+    """Assert that the reference and the VM agree on ``prog``, and that the RTL matches them
+    where it runs here (``rtl`` and :func:`in_native_tier`); return the RTL's outcome, or the
+    reference's (equal to the VM's) where the RTL does not run here."""
+    want = reference(prog, inferences, tram_words=tram_words)
+    # The VM does not load a program without output beats (it has no latency to report).
+    with_vm = bool(prog.output_cycles())
+    if not (rtl and in_native_tier(prog)):
+        assert with_vm, "a program checked without the RTL must be checked against the VM"
+        compare_with_vm(prog, inferences, want, tram_words)
+        return want
     got = run_rtl(prog, inferences, tram_words=tram_words, **kwargs)
-    want = reference(prog, inferences, tram_words=tram_words,
-                     truncate=kwargs.get("broken_rounding", False))
     assert not got.error, "the RTL raised error"
     assert got.trace == want.trace, "issue trace"
     assert got.done == want.done, "done cycles"
@@ -249,8 +253,7 @@ def check(prog: Program, inferences: Sequence[Sequence[int]], *, tram_words: int
     for c in range(prog.config.num_cores):
         np.testing.assert_array_equal(got.tram[c], want.tram[c], err_msg=f"core {c} tram")
         np.testing.assert_array_equal(got.acc[c], want.acc[c], err_msg=f"core {c} acc")
-    # The VM does not load a program without output beats (it has no latency to report).
-    if not kwargs.get("broken_rounding", False) and prog.output_cycles():
+    if with_vm:
         compare_with_vm(prog, inferences, got, tram_words)
     return got
 
@@ -327,23 +330,15 @@ def test_mac_distance_is_order_sensitive():
 def test_random_accumulator_traffic(seed):
     """Random MACs (set and accumulate) and VEC results into a few accumulators at random
     distances, kept only where the VM accepts the schedule: the bypass and the
-    accumulator's write port under every legal interleaving the generator finds."""
-    run_case(random_accumulator_traffic(seed))
+    accumulator's write port under every legal interleaving the generator finds. (The RTL
+    runs the first here, all three under co-simulation.)"""
+    run_case(random_accumulator_traffic(seed), rtl=seed == 0)
 
 
 def test_vector_ops_clamps_and_destinations():
     """Every VEC op on ordinary and special values (NaN, ±inf, ±0, subnormals, overflow),
     through clamp entries (incl. one left zero), to the output, accumulator and tensor RAM."""
     run_case(vector_ops())
-
-
-def test_broken_rounding_is_detected():
-    """The test-only broken RTL truncates to bf16: it differs from the contract (and matches
-    a truncating model), which is what lets co-simulation prove a broken RTL is caught."""
-    case = vector_ops()
-    got = run_case(case, broken_rounding=True)
-    want = reference(case.program, case.inferences, tram_words=case.tram_words)
-    assert [v for _, v in got.outputs[0]] != [v for _, v in want.outputs[0]]
 
 
 def test_remote_writes_outputs_and_done():
@@ -419,7 +414,10 @@ def test_accs_write_port_collisions_raise_error(case):
     bad = collision_case(case, late=0)
     with pytest.raises(ScheduleError, match="a second write into the acc"):
         VM(bad.program)
-    assert run_rtl(bad.program, bad.inferences, tram_words=4).error
+    # Multi-core: tests/test_cosim_directed.py::test_rtl_unit_collisions_raise_error runs
+    # the bad programs on the RTL.
+    if in_native_tier(bad.program):
+        assert run_rtl(bad.program, bad.inferences, tram_words=4).error
     run_case(collision_case(case, late=1))
 
 
