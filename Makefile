@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= ia_420f_c6b32
 STAMP := .venv/.tidal-setup
 
-.PHONY: help setup demo test test-fast cosim-random mutate rtl bench timing functions lint clean
+.PHONY: help setup demo test test-fast cosim-both cosim-random mutate rtl bench timing functions lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -20,6 +20,9 @@ test: setup  ## the whole test suite, fastest tier first (what CI runs)
 
 test-fast: setup  ## everything except co-simulation
 	$(PY) -m pytest -q -m "not cosim"
+
+cosim-both: setup  ## the co-simulation tests with every configuration on both simulators (make test: one each)
+	TIDAL_COSIM_BOTH=1 TIDAL_NEED_SIMULATORS=1 $(PY) -m pytest -q tests/test_cosim*.py
 
 cosim-random: setup  ## COUNT (default 50) random programs per configuration and simulator vs the VM (SEED=first seed)
 	$(PY) -m sim.cosim.random_programs --count $(or $(COUNT),50) --seed $(or $(SEED),0)

@@ -13,7 +13,11 @@ Hypothesis profiles:
 under both profiles.
 
 A test that needs a simulator calls ``need("icarus")`` or ``need("verilator")`` first
-(``from conftest import need``).
+(``from conftest import need``). Co-simulation tests run each configuration on the one
+simulator :func:`simulators_for` assigns it (every configuration built once, for one
+simulator: the builds and runs of both would double the tier's time), such that each
+simulator sees one- and multi-core machines at realistic and other depths;
+``TIDAL_COSIM_BOTH=1`` (``make cosim-both``) runs every configuration on both.
 
 Every test of the modules in :data:`BOTH_EXECUTORS` is parametrised over the untraced
 executors of ``sim.vm`` (``compiled`` and ``numpy``) through the ``TIDAL_VM_EXECUTOR``
@@ -29,11 +33,14 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from isa.config import Config, Depths
 from sim.cosim import toolchain
 from sim.vm import EXECUTOR_ENV
 
 #: Set by ``scripts/test.sh`` (``make test``): every tier must really run.
 STRICT_ENV = "TIDAL_NEED_SIMULATORS"
+#: Set to 1 to co-simulate every configuration on both simulators (``make cosim-both``).
+BOTH_ENV = "TIDAL_COSIM_BOTH"
 
 settings.register_profile("ci", derandomize=True, deadline=None, database=None,
                           print_blob=True, suppress_health_check=[HealthCheck.too_slow])
@@ -65,6 +72,24 @@ def need(simulator: str) -> None:
     if strict():
         pytest.fail(f"{simulator} is required in CI and under make test: {why}", pytrace=False)
     pytest.skip(why)
+
+
+def simulators_for(config: Config | str) -> list[str]:
+    """Return the simulators that co-simulate ``config`` (a Config or a preset name).
+
+    One-core machines at the realistic depths and multi-core machines at any other depths
+    run on Verilator, the rest on Icarus; with ``TIDAL_COSIM_BOTH=1``, both.
+    """
+    if os.environ.get(BOTH_ENV, "") == "1":
+        return list(toolchain.SIMULATORS)
+    cfg = Config.preset(config) if isinstance(config, str) else config
+    realistic = cfg.depths == Depths.realistic()
+    return ["verilator" if realistic == (cfg.num_cores == 1) else "icarus"]
+
+
+def cosim_params(configs: list[str]) -> list[tuple[str, str]]:
+    """Return the ``(config, simulator)`` pairs of :func:`simulators_for` for presets."""
+    return [(c, s) for c in configs for s in simulators_for(c)]
 
 
 #: Test modules run through both executors.

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import need
+from conftest import need, simulators_for
 from torch import nn
 
 import compiler.frontend as vollo_torch
@@ -39,9 +39,6 @@ from sim.cosim import (
     vm_reference,
     watchdog_cycles,
 )
-
-SIMULATORS = ("icarus", "verilator")
-
 
 # -- programs ---------------------------------------------------------------------------------
 
@@ -282,9 +279,9 @@ UNUSUAL = Depths(mem_read=3, bf16_mul=1, fp32_add=4, vec_mul=3, norm_round=3, cl
 
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("kind, seed, config", CORPUS,
-                         ids=[f"{k}{s}-{c}" for k, s, c in CORPUS])
+@pytest.mark.parametrize("kind, seed, config, simulator",
+                         [(k, s, c, sim) for k, s, c in CORPUS for sim in simulators_for(c)],
+                         ids=lambda v: str(v))
 def test_corpus_matches_vm(simulator: str, kind: str, seed: int, config: str) -> None:
     """Random compiled CNNs and MLPs: bit- and cycle-exact over 5 timesteps."""
     need(simulator)
@@ -294,16 +291,23 @@ def test_corpus_matches_vm(simulator: str, kind: str, seed: int, config: str) ->
     assert report.output_values >= 5 and report.trace_records > 0
 
 
+#: The machines at the unusual depths.
+UNUSUAL_CONFIGS = {"c2b8_unusual": Config.ip_core(2, 8, depths=UNUSUAL, name="c2b8_unusual"),
+                   "c1b4_unusual": Config.ip_core(1, 4, depths=UNUSUAL, name="c1b4_unusual")}
+
+
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("simulator", SIMULATORS)
-def test_unusual_depths_match_vm(simulator: str) -> None:
+@pytest.mark.parametrize("name, simulator", [(n, s) for n, c in UNUSUAL_CONFIGS.items()
+                                             for s in simulators_for(c)])
+def test_unusual_depths_match_vm(name: str, simulator: str) -> None:
     """Every latency comes from isa: a compiled CNN and the hand-built programs at depths
     no preset uses are bit- and cycle-exact."""
     need(simulator)
-    cfg = Config.ip_core(2, 8, depths=UNUSUAL, name="c2b8_unusual")
-    for program in (random_program("cnn", 4, cfg), accs_chain_program(cfg),
-                    hand_program(Config.ip_core(1, 4, depths=UNUSUAL, name="c1b4_unusual"))):
+    cfg = UNUSUAL_CONFIGS[name]
+    programs = ((random_program("cnn", 4, cfg), accs_chain_program(cfg))
+                if cfg.num_cores > 1 else (hand_program(cfg),))
+    for program in programs:
         report = compare(program, random=3, simulator=simulator, seed=2)
         assert report.ok, report.summary()
         assert report.output_values > 0
@@ -311,7 +315,7 @@ def test_unusual_depths_match_vm(simulator: str) -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("simulator", simulators_for(accs_chain_program().config))
 def test_accs_chain_matches_vm(simulator: str) -> None:
     """A MAC chain split across two cores with ``Dest.ACCS`` (local and remote fp32
     accumulator writes, MAC accumulating on a received partial sum): bit- and cycle-exact,
@@ -325,7 +329,7 @@ def test_accs_chain_matches_vm(simulator: str) -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("simulator", simulators_for("c2b8-ideal"))
 def test_compiled_split_reduction_matches_vm(simulator: str) -> None:
     """A compiled MLP whose reduction the compiler splits across cores (``Dest.ACCS``
     hand-over): bit- and cycle-exact."""
@@ -398,7 +402,7 @@ def test_watchdog_stops_a_late_inference() -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("simulator", simulators_for(hand_program().config))
 def test_output_stall_is_an_error(simulator: str) -> None:
     """The machine cannot stall: a host holding ``out_ready`` low gets ``error`` in the
     cycle of the first output beat."""

@@ -25,14 +25,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _unit_programs import CASES, COLLISIONS, collision_case
-from conftest import need
+from conftest import cosim_params, need, simulators_for
 
 from isa.config import Config
 from isa.instructions import Dest, End, Instruction, Mac, Vec, VecOp, Wait, encode_program
 from isa.numerics import f32_to_bf16_bits
 from isa.program import CoreImage, Program, TensorLayout
 from isa.timing import latencies
-from sim.cosim import SIMULATORS, RtlError, compare, run_rtl
+from sim.cosim import RtlError, compare, run_rtl
 from sim.cosim.random_programs import clamp_table
 
 CONFIGS = ("c1b4", "c2b8", "c1b4-ideal", "c2b8-ideal")
@@ -287,8 +287,7 @@ def test_directed_programs_are_legal_and_hard(config: str) -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config, simulator", cosim_params(list(CONFIGS)))
 def test_directed_programs_match_vm(simulator: str, config: str) -> None:
     """Numerics and routing programs: bit- and cycle-exact, every write included."""
     need(simulator)
@@ -300,8 +299,8 @@ def test_directed_programs_match_vm(simulator: str, config: str) -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name, simulator", [
+    (name, sim) for name, make in CASES.items() for sim in simulators_for(make().program.config)])
 def test_rtl_unit_programs_match_vm(simulator: str, name: str) -> None:
     """Every hand-built program of the RTL unit tests (ideal depths, c1b4, c2b8, c3b4)."""
     need(simulator)
@@ -312,7 +311,8 @@ def test_rtl_unit_programs_match_vm(simulator: str, name: str) -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("simulator", sorted({
+    sim for name in COLLISIONS for sim in simulators_for(collision_case(name, 0).program.config)}))
 def test_rtl_unit_collisions_raise_error(simulator: str) -> None:
     """Two accumulator writes in one cycle on one core (the VM refuses these programs):
     the generated RTL raises ``error``, as the native one does in the unit tests."""

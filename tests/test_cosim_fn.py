@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import need
+from conftest import cosim_params, need
 
 from isa.config import Config
 from isa.functions import Function, apply, max_lanes
 from isa.instructions import Dest, End, Fn, Instruction, Vec, VecOp, Wait, encode_program
 from isa.program import CoreImage, Program, TensorLayout
 from isa.timing import latencies
-from sim.cosim import SIMULATORS, compare, vm_reference
+from sim.cosim import compare, vm_reference
 from sim.cosim.random_programs import function_edges
 
 #: Configurations, with the inferences co-simulated on each (None: the whole pool). Icarus
@@ -101,8 +101,7 @@ def test_fn_program_is_legal_and_covers_every_edge(config: str) -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config, simulator", cosim_params(list(CONFIGS)))
 def test_fn_program_matches_vm(simulator: str, config: str) -> None:
     """Every function on every edge input: bit- and cycle-exact, every write included."""
     need(simulator)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _native_sim import run_native
-from conftest import need
+from conftest import need, simulators_for
 from test_multi_model import _mlp, two_model_program
 
 from compiler import Config, ProgramBuilder
 from isa.program import MODEL_SETUP
 from rtl.top import Top
-from sim.cosim import SIMULATORS, compare, run_rtl
+from sim.cosim import compare, run_rtl
 
 #: Interleaved models: a run of one model and both switches.
 ORDER = [0, 1, 1, 0, 1]
@@ -29,7 +29,7 @@ CONFIG = "c2b8-ideal"
 
 @pytest.mark.cosim
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("simulator", SIMULATORS)
+@pytest.mark.parametrize("simulator", simulators_for(CONFIG))
 def test_interleaved_models_match_vm(simulator: str) -> None:
     """Model 0 on core 1 only, model 1 on both cores: entry pcs, renamed cores, offset
     weights and tensor RAM on the shared core, and the streaming CNN's state kept across

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import need
+from conftest import cosim_params, need
 
 from isa.config import Config
 from isa.functions import Function
 from isa.instructions import Dest, Fn, Mac, Vec, VecOp, decode_program
-from sim.cosim import SIMULATORS, compare, vm_reference
+from sim.cosim import compare, vm_reference
 from sim.cosim.random_programs import SPECIAL_BF16, hard_bf16, random_case, random_program
 
 CONFIGS = ("c1b4", "c2b8", "c1b4-ideal", "c2b8-ideal")
@@ -91,8 +91,7 @@ def test_random_program_is_legal() -> None:
 
 @pytest.mark.cosim
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("config, simulator", cosim_params(list(CONFIGS)))
 def test_random_programs_match_vm(simulator: str, config: str) -> None:
     """Random legal programs with hard inputs: bit- and cycle-exact, every write included."""
     need(simulator)

@@ -143,7 +143,7 @@ def cnn():
 '''
 
 _SPEC = '''\
-configs = ["c1b4", "c2b8"]
+configs = ["c1b4", "c2b8-ideal"]
 simulators = ["verilator"]
 seeds = [0]
 steps = 3
@@ -177,7 +177,7 @@ def test_regress_spec_on_a_local_cluster(tmp_path: Path, monkeypatch: pytest.Mon
     np.save(tmp_path / "seq.npy", np.random.default_rng(0).standard_normal((1, 3, 4)))
     jobs = regress.load_spec(tmp_path / "spec.toml")
     assert len(jobs) == 8
-    dying = "mlp/c2b8/verilator/seed 0"
+    dying = "mlp/c2b8-ideal/verilator/seed 0"
     monkeypatch.setenv(regress.DIE_ENV, dying)
     status = main(["-q", "regress", str(tmp_path / "spec.toml"), "--workers", "2",
                    "-o", str(tmp_path / "out")])
@@ -188,7 +188,7 @@ def test_regress_spec_on_a_local_cluster(tmp_path: Path, monkeypatch: pytest.Mon
     assert set(rows) == {j.name for j in jobs}
     want = {name: "pass" for name in rows}
     want[dying] = "died"
-    want["slow/c1b4/verilator/seed 0"] = want["slow/c2b8/verilator/seed 0"] = "timeout"
+    want["slow/c1b4/verilator/seed 0"] = want["slow/c2b8-ideal/verilator/seed 0"] = "timeout"
     assert {n: r["status"] for n, r in rows.items()} == want, out
     for name, r in rows.items():
         if r["status"] == "pass":
@@ -197,7 +197,8 @@ def test_regress_spec_on_a_local_cluster(tmp_path: Path, monkeypatch: pytest.Mon
             assert r["cycles_per_second"] > 0 and r["wall_seconds"] > 0
     table = (tmp_path / "out.md").read_text()
     assert table == out.split("results written")[0]
-    assert f"| {dying} | DIED |" in table and "| slow/c2b8/verilator/seed 0 | TIMEOUT |" in table
+    assert f"| {dying} | DIED |" in table
+    assert "| slow/c2b8-ideal/verilator/seed 0 | TIMEOUT |" in table
     assert "5 pass, 2 timeout, 1 died of 8 jobs" in table
 
 
