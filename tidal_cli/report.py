@@ -23,7 +23,7 @@ from typing import Any
 
 from isa import Dest, Mac, Program, Vec, Wait
 from isa.config import Depths
-from isa.instructions import End
+from isa.instructions import End, Fn
 from isa.timing import OUT, accesses
 
 __all__ = [
@@ -74,6 +74,7 @@ def _core_schedule(program: Program, c: int, acc_top: list[int], model_index: in
     instrs, issue = program.model_code(model_index)[c]
     macs: list[int] = []
     vecs: list[int] = []
+    fns: list[int] = []
     waits: list[dict[str, Any]] = []
     outputs: list[int] = []
     end = 0
@@ -92,16 +93,21 @@ def _core_schedule(program: Program, c: int, acc_top: list[int], model_index: in
                         acc_top[d] = max(acc_top[d], instr.addr + 1)
             outputs += [a.cycle for a in accesses(program.config, instr, c, t)
                         if a.memory == OUT]
+        elif isinstance(instr, Fn):
+            fns.append(t)
+            if instr.dest == Dest.ACC:
+                acc_top[c] = max(acc_top[c], instr.addr + 1)
         elif isinstance(instr, Wait):
             # The WAIT's own issue slot and the gap after it: no instruction issues in them.
             waits.append({"kind": "wait", "start": t, "length": instr.cycles})
         elif isinstance(instr, End):
             end = t
-    segments = _runs(macs, "mac") + _runs(vecs, "vec") + waits
+    segments = _runs(macs, "mac") + _runs(vecs, "vec") + _runs(fns, "fn") + waits
     segments.sort(key=lambda s: s["start"])
     return {
         "mac_cycles": len(macs),
         "vec_cycles": len(vecs),
+        "fn_cycles": len(fns),
         "wait_cycles": sum(w["length"] for w in waits),
         "end_cycle": end,
         "outputs": outputs,
@@ -222,6 +228,7 @@ def build_report(program: Program, reference_cycles: int | None = None,
             "core": c,
             "mac_cycles": sched["mac_cycles"],
             "vec_cycles": sched["vec_cycles"],
+            "fn_cycles": sched["fn_cycles"],
             "wait_cycles": sched["wait_cycles"],
             "end_cycle": sched["end_cycle"],
             "instructions": len(core.instructions),
@@ -371,9 +378,10 @@ def _layer_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _core_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    headers = ["core", "MAC (busy)", "VEC", "WAIT", "END at", "instrs", "out beats",
+    headers = ["core", "MAC (busy)", "VEC", "FN", "WAIT", "END at", "instrs", "out beats",
                "weight tiles", "tensor RAM", "utilisation"]
-    rows = [[str(c["core"]), str(c["mac_cycles"]), str(c["vec_cycles"]), str(c["wait_cycles"]),
+    rows = [[str(c["core"]), str(c["mac_cycles"]), str(c["vec_cycles"]), str(c["fn_cycles"]),
+             str(c["wait_cycles"]),
              str(c["end_cycle"]), str(c["instructions"]), str(c["output_beats"]),
              str(c["weight_tiles"]), str(c["tensor_ram_blocks"]), _pct(c["utilisation"])]
             for c in report["cores"]]
@@ -522,6 +530,7 @@ def render_html(report: dict[str, Any], plot: str | Path | None = None) -> str:
 _COLOURS = {
     "mac": "#2563eb",
     "vec": "#f59e0b",
+    "fn": "#db2777",
     "wait": "#eef0f3",
     "input": "#7c3aed",
     "output": "#16a34a",
@@ -601,7 +610,7 @@ def plot_timeline(program_or_report: Program | dict[str, Any], path: str | Path)
     ax.broken_barh([(0, tl["input_beats"])], (-bar / 2, bar), facecolor=_COLOURS["input"])
     for c, segments in enumerate(tl["cores"]):
         y = c + 1
-        for kind in ("wait", "vec", "mac"):
+        for kind in ("wait", "vec", "fn", "mac"):
             bars = [(s["start"], s["length"]) for s in segments if s["kind"] == kind]
             if bars:
                 ax.broken_barh(bars, (y - bar / 2, bar), facecolor=_COLOURS[kind],
@@ -634,6 +643,7 @@ def plot_timeline(program_or_report: Program | dict[str, Any], path: str | Path)
 
     legend = [Patch(facecolor=_COLOURS["mac"], label="MAC (matrix busy)"),
               Patch(facecolor=_COLOURS["vec"], label="VEC"),
+              Patch(facecolor=_COLOURS["fn"], label="FN"),
               Patch(facecolor=_COLOURS["wait"], edgecolor="#9ca3af", hatch="////",
                     label="WAIT"),
               Line2D([], [], color=_COLOURS["end"], linewidth=1.6, label="END"),
