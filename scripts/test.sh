@@ -15,8 +15,9 @@ tiers=(
   "co-simulation:tests/test_cosim.py tests/test_cosim_directed.py tests/test_cosim_fn.py tests/test_cosim_multi.py tests/test_cosim_random.py tests/test_build_cache.py tests/test_cosim_scale.py tests/test_cosim_recurrent.py"
 )
 # Tiers whose tests are many independent CPU-bound simulations run on two workers
-# (pytest-xdist): the CI machine has two cores.
-declare -A parallel=(["RTL units"]=1)
+# (pytest-xdist): the CI machine has two cores. Builds of one model are serialised by the
+# build cache's lock (sim/cosim/cache.py), so two workers never build it twice.
+declare -A parallel=(["RTL units"]=1 ["co-simulation"]=1)
 # Every test file must belong to a tier: a file left out would silently never run.
 declare -A tiered=()
 for tier in "${tiers[@]}"; do
@@ -33,5 +34,8 @@ for tier in "${tiers[@]}"; do
   echo "=== tier: $name (${files[*]})"
   args=()
   [ -n "${parallel[$name]:-}" ] && args=(-n 2)
-  $PY -m pytest -q -p no:cacheprovider "${args[@]}" "${files[@]}"
+  start=$SECONDS
+  # The slowest tests are listed: CI's time limit is the suite's budget.
+  $PY -m pytest -q -p no:cacheprovider --durations=5 "${args[@]}" "${files[@]}"
+  echo "=== tier: $name took $((SECONDS - start)) s (suite so far: ${SECONDS} s)"
 done

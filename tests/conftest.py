@@ -14,10 +14,9 @@ under both profiles.
 
 A test that needs a simulator calls ``need("icarus")`` or ``need("verilator")`` first
 (``from conftest import need``). Co-simulation tests run each configuration on the one
-simulator :func:`simulators_for` assigns it (every configuration built once, for one
-simulator: the builds and runs of both would double the tier's time), such that each
-simulator sees one- and multi-core machines at realistic and other depths;
-``TIDAL_COSIM_BOTH=1`` (``make cosim-both``) runs every configuration on both.
+simulator :func:`simulators_for` assigns it (the builds and runs of both would double the
+tier's time, and an Icarus launch costs seconds to tens of seconds where Verilator's costs
+one or two); ``TIDAL_COSIM_BOTH=1`` (``make cosim-both``) runs every configuration on both.
 
 Every test of the modules in :data:`BOTH_EXECUTORS` is parametrised over the untraced
 executors of ``sim.vm`` (``compiled`` and ``numpy``) through the ``TIDAL_VM_EXECUTOR``
@@ -77,14 +76,15 @@ def need(simulator: str) -> None:
 def simulators_for(config: Config | str) -> list[str]:
     """Return the simulators that co-simulate ``config`` (a Config or a preset name).
 
-    One-core machines at the realistic depths and multi-core machines at any other depths
-    run on Verilator, the rest on Icarus; with ``TIDAL_COSIM_BOTH=1``, both.
+    One-core machines at depths other than the realistic ones run on Icarus, every other
+    machine on Verilator; with ``TIDAL_COSIM_BOTH=1``, both. (Tests that name Icarus run
+    it on the one-core and two-core machines at the realistic depths.)
     """
     if os.environ.get(BOTH_ENV, "") == "1":
         return list(toolchain.SIMULATORS)
     cfg = Config.preset(config) if isinstance(config, str) else config
-    realistic = cfg.depths == Depths.realistic()
-    return ["verilator" if realistic == (cfg.num_cores == 1) else "icarus"]
+    icarus = cfg.num_cores == 1 and cfg.depths != Depths.realistic()
+    return ["icarus" if icarus else "verilator"]
 
 
 def cosim_params(configs: list[str]) -> list[tuple[str, str]]:
