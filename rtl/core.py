@@ -255,7 +255,8 @@ class Core(wiring.Component):
         ]
 
         # Vector unit.
-        m.submodules.vector = vu = VectorUnit(cfg, broken_rounding=self.broken_rounding)
+        m.submodules.vector = vu = VectorUnit(cfg, flavour=flavour,
+                                                  broken_rounding=self.broken_rounding)
         own = Signal(n)
         m.d.comb += [
             own.eq(Const(1, n) << self.core_id),
