@@ -34,7 +34,8 @@ accumulator whose ``ACCS`` write is still in flight, architecture §5 rule 3).
 
 The matrix block is placed with :func:`rtl.memory.place`: an ``Instance`` of the
 once-converted ``tidal_matrix`` (itself B ``tidal_lane`` instances) in the ``"instance"``
-flavour.
+flavour; the vector and function units place their B lanes (``tidal_vlane``,
+``tidal_flane``) the same way.
 """
 
 from __future__ import annotations
@@ -255,7 +256,8 @@ class Core(wiring.Component):
         ]
 
         # Vector unit.
-        m.submodules.vector = vu = VectorUnit(cfg, broken_rounding=self.broken_rounding)
+        m.submodules.vector = vu = VectorUnit(cfg, flavour=flavour,
+                                                  broken_rounding=self.broken_rounding)
         own = Signal(n)
         m.d.comb += [
             own.eq(Const(1, n) << self.core_id),

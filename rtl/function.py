@@ -7,6 +7,12 @@ b)`` from the bf16 input (its mode's rules, with one entry of the function table
 data of :mod:`isa.functions` (modes, windows, table bases, rules), the table is a ROM
 initialised with :func:`isa.functions.table`, and the arithmetic is :mod:`rtl.arith`'s.
 
+Each lane's selection, multiply-add and rounding is a :class:`FunctionLane`; the unit keeps
+what the lanes share (the control pipeline, the function's constants, the ROM and the
+``MAX_LANES`` tree). The lanes are placed with :func:`rtl.memory.place`, so that the
+``"instance"`` flavour converts the lane to Verilog once (``tidal_flane``) and instantiates
+it B times per core (``docs/rtl.md``, "Verilog").
+
 Stages, for an ``FN`` issued in cycle ``t`` (``M = mem_read``; ``isa/timing.py``):
 
 =========================  =================================================================
@@ -52,7 +58,7 @@ from amaranth.hdl import (
     signed,
     unsigned,
 )
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
@@ -61,9 +67,9 @@ from isa.instructions import Dest, Fn
 from isa.numerics import CANONICAL_NAN_F32
 from isa.timing import latencies
 from rtl.arith import clamp_round, fp32_add, fp32_max, fp32_mul_bf16
-from rtl.memory import addr_bits, check_flavour
+from rtl.memory import addr_bits, check_flavour, place
 
-__all__ = ["FunctionUnit"]
+__all__ = ["CONSTANTS", "FunctionUnit", "FunctionLane", "function_lane_signature"]
 
 _ADDR_BITS = Fn.FIELDS[3].width
 _INF32 = 0x7F800000
@@ -82,7 +88,8 @@ class FunctionUnit(wiring.Component):
     ----------
     config : Config
     flavour : str
-        ``"native"`` or ``"instance"`` (:mod:`rtl.memory`): how the ROM is built.
+        ``"native"`` or ``"instance"`` (:mod:`rtl.memory`): how the ROM is built and the
+        lanes are placed.
 
     Members
     -------
@@ -158,34 +165,6 @@ class FunctionUnit(wiring.Component):
             dest.append(stage(dest[-1], f"dest{k}"))
             addr.append(stage(addr[-1], f"addr{k}"))
 
-        # The function's constants, generated from isa.functions.
-        consts = _Constants(m, fn[d.mem_read])
-        rom_bits = addr_bits(len(table()))
-        # Index stage: each lane's registered selection, then the ROM read (M cycles).
-        sels = [{k: stage(v, f"{k}_{i}") for k, v in
-                 _select(m, consts, self.t[16 * i:16 * i + 16], rom_bits, f"sel_{i}").items()}
-                for i in range(b)]
-        entries = self._rom(m, [sel["index"] for sel in sels])
-
-        results = []
-        for i, sel in enumerate(sels):
-            entry = delay(entries[i], d.mem_read - 1, f"entry_{i}")
-            sel = {k: delay(v, d.mem_read, f"{k}_{i}") for k, v in sel.items()
-                   if k != "index"}
-            a, bb = Signal(32, name=f"a_{i}"), Signal(32, name=f"b_{i}")
-            m.d.comb += [a.eq((entry & sel["t_to_a"].replicate(32)) | sel["a"]),
-                         bb.eq((entry & sel["t_to_b"].replicate(32)) | sel["b"])]
-            product = stage(fp32_mul_bf16(m, a, sel["u"], name=f"mul_{i}", mul_stages=d.vec_mul,
-                                          round_stages=d.norm_round, reg=stage),
-                            f"product_{i}")
-            bb = delay(bb, mul, f"b_{i}")
-            total = stage(fp32_add(m, product, bb, name=f"add_{i}", stages=d.fp32_add,
-                                   reg=stage), f"sum_{i}")
-            bb = delay(bb, d.fp32_add, f"b2_{i}")
-            direct = delay(sel["direct"], mul + d.fp32_add, f"direct_{i}")
-            results.append(delay(Mux(direct, bb, total), max(levels, body) - body,
-                                 f"r_{i}"))
-
         # MAX_LANES: a tree of one-stage compares over the block widened to fp32.
         lanes: list[Value] = [Cat(Const(0, 16), self.t[16 * i:16 * i + 16]) for i in range(b)]
         for level in range(levels):
@@ -193,15 +172,23 @@ class FunctionUnit(wiring.Component):
                                     name=f"max{level}_{j}"), f"max{level}_{j}_r")
                      for j in range(len(lanes) // 2)]
         largest = delay(lanes[0], max(levels, body) - levels, "largest")
-        is_max = fn[round_at] == Function.MAX_LANES
 
+        # The lanes, with the function's constants (from isa.functions) of the index stage
+        # and one read port of the table each.
+        consts = _constants(m, fn[d.mem_read])
+        is_max = fn[round_at] == Function.MAX_LANES
+        indices = [Signal(addr_bits(len(table())), name=f"index_{i}") for i in range(b)]
+        entries = self._rom(m, indices)
         rounded = []
         for i in range(b):
-            r = Signal(32, name=f"pre_round_{i}")
-            m.d.comb += r.eq(Mux(is_max, largest, results[i]))
-            _, r16 = clamp_round(m, r, Const(_NEG_INF32, 32), Const(_INF32, 32),
-                                 name=f"round_{i}", stages=d.clamp_round, reg=stage)
-            rounded.append(stage(r16, f"result_{i}"))
+            out = Signal(16, name=f"result_{i}")
+            place(m, f"flane{i}", module="tidal_flane", signature=function_lane_signature(),
+                  connections={"consts": consts, "x": self.t[16 * i:16 * i + 16],
+                               "index": indices[i], "entry": entries[i],
+                               "is_max": is_max, "largest": largest, "result": out},
+                  flavour=self.flavour,
+                  native=FunctionLane(cfg) if self.flavour == "native" else None)
+            rounded.append(out)
 
         vw, dw = valid[write], dest[write]
         result_bf16 = Cat(*rounded)
@@ -219,11 +206,11 @@ class FunctionUnit(wiring.Component):
         """Return the table entries at ``addresses``, one read port each, one cycle later."""
         tab = table()
         if self.flavour == "instance":
-            data = Signal(32 * len(addresses), name="rom_data")
+            rdata = Signal(32 * len(addresses), name="rom_data")
             m.submodules.rom = Instance(
                 "tidal_rom", p_WIDTH=32, p_DEPTH=len(tab), p_PORTS=len(addresses),
-                i_clk=ClockSignal(), i_raddr=Cat(*addresses), o_rdata=data)
-            return [data[32 * i:32 * i + 32] for i in range(len(addresses))]
+                i_clk=ClockSignal(), i_raddr=Cat(*addresses), o_rdata=rdata)
+            return [rdata[32 * i:32 * i + 32] for i in range(len(addresses))]
         rom = memory.Memory(shape=unsigned(32), depth=len(tab), init=[int(v) for v in tab])
         m.submodules.rom = rom
         out = []
@@ -234,61 +221,153 @@ class FunctionUnit(wiring.Component):
         return out
 
 
-class _Constants:
-    """Each function's constants of :mod:`isa.functions`, selected by the ``fn`` of the
-    index stage: the mode, the windows and rules (``WINDOW``), the table base and the
-    exponent of ``POWER``."""
-
-    def __init__(self, m: Module, fn: Value) -> None:
-        def sig(name: str, shape: object = 1) -> Signal:
-            return Signal(shape, name=f"fn_{name}")
-
-        self.window, self.power, self.log = sig("window"), sig("power"), sig("log")
-        # WINDOW, per sign (0 positive, 1 negative): window [lo, hi), table offset
-        # base − lo·128 (added to the 15 low bits of x), rules' a and b.
-        self.lo = [sig(f"lo{s}", 8) for s in (0, 1)]
-        self.hi = [sig(f"hi{s}", 9) for s in (0, 1)]
-        self.off = [sig(f"off{s}", signed(17)) for s in (0, 1)]
-        self.small = [(sig(f"small_a{s}", 32), sig(f"small_b{s}", 32)) for s in (0, 1)]
-        self.large = [(sig(f"large_a{s}", 32), sig(f"large_b{s}", 32)) for s in (0, 1)]
-        # POWER and LOG: the table base; POWER: the reciprocal (k = 1, else a root: k =
-        # 2) and whether p is negative.
-        self.base = sig("base", 16)
-        self.recip, self.negative_p = sig("recip"), sig("negative_p")
-        # One Mux chain per constant (not a Switch process: see _select), zero for the
-        # functions it does not apply to.
-        values: dict[int, tuple[Signal, dict[Function, int]]] = {}
-        for spec in SPECS:
-            for target, value in self._case(spec):
-                values.setdefault(id(target), (target, {}))[1][spec.function] = int(value)
-        for target, by_function in values.values():
-            chain: Value = Const(0, target.shape())
-            for function, value in by_function.items():
-                chain = Mux(fn == function, value, chain)
-            m.d.comb += target.eq(chain)
-
-    def _case(self, spec: FunctionSpec) -> list[tuple[Signal, int]]:
-        f = spec.function
-        if spec.mode == Mode.WINDOW:
-            assert spec.small is not None and spec.large is not None
-            out = [(self.window, 1)]
-            for s, w in enumerate(windows(f)):
-                out += [(self.lo[s], w.lo), (self.hi[s], w.hi),
-                        (self.off[s], w.base - w.lo * 128),
-                        (self.small[s][0], _f32(spec.small[s].a)),
-                        (self.small[s][1], _f32(spec.small[s].b)),
-                        (self.large[s][0], _f32(spec.large[s].a)),
-                        (self.large[s][1], _f32(spec.large[s].b))]
-            return out
-        if spec.mode == Mode.POWER:
-            return [(self.power, 1), (self.base, base(f)), (self.recip, spec.power == -1.0),
-                    (self.negative_p, spec.power < 0)]
-        if spec.mode == Mode.LOG:
-            return [(self.log, 1), (self.base, base(f))]
-        return []  # MAX_LANES: no selection
+def function_lane_signature() -> wiring.Signature:
+    """Return the signature of a :class:`FunctionLane` (see its Members)."""
+    return wiring.Signature({
+        "consts": In(CONSTANTS),
+        "x": In(16),
+        "index": Out(addr_bits(len(table()))),
+        "entry": In(32),
+        "is_max": In(1),
+        "largest": In(32),
+        "result": Out(16),
+    })
 
 
-def _select(m: Module, c: _Constants, x: Value, rom_bits: int, name: str) -> dict[str, Value]:
+class FunctionLane(wiring.Component):
+    """One lane of the function unit: selection, table read, multiply-add and rounding.
+
+    Every port is in the cycle given below, for an ``FN`` issued in cycle ``t`` (``M =
+    mem_read``; ``body`` and ``L`` as in the module docstring).
+
+    Parameters
+    ----------
+    config : Config
+
+    Members
+    -------
+    consts : In(CONSTANTS)
+        The function's constants (cycle ``t + M``).
+    x : In(16)
+        The lane's bf16 input (cycle ``t + M``).
+    index : Out(addr_bits(len(table())))
+        The lane's table address, to the unit's ROM (cycle ``t + M + 1``).
+    entry : In(32)
+        The table entry at ``index``, from the ROM (cycle ``t + M + 2``).
+    is_max : In(1)
+        The function is ``MAX_LANES`` (cycle ``t + M + max(L, body)``).
+    largest : In(32)
+        ``MAX_LANES``: the largest lane of the block, widened to fp32 (same cycle).
+    result : Out(16)
+        The lane's bf16 result (cycle ``t + fn_write``).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        super().__init__(function_lane_signature())
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        cfg = self.config
+        d, levels = cfg.depths, cfg.tree_levels
+        mul = d.vec_mul + d.norm_round
+        body = 1 + d.mem_read + mul + d.fp32_add
+
+        def stage(value: Value, name: str) -> Signal:
+            # Datapath registers have no reset: they only matter under the unit's valid bit.
+            reg = Signal.like(value, name=name, reset_less=True)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        def delay(value: Value, cycles: int, name: str) -> Value:
+            for k in range(cycles):
+                value = stage(value, f"{name}_d{k}")
+            return value
+
+        # Index stage: the registered selection, then the ROM read (M cycles).
+        sel = {k: stage(v, k) for k, v in
+               _select(m, self.consts, self.x, addr_bits(len(table())), "sel").items()}
+        m.d.comb += self.index.eq(sel["index"])
+        entry = delay(self.entry, d.mem_read - 1, "entry")
+        sel = {k: delay(v, d.mem_read, k) for k, v in sel.items() if k != "index"}
+        a, bb = Signal(32, name="a"), Signal(32, name="b")
+        m.d.comb += [a.eq((entry & sel["t_to_a"].replicate(32)) | sel["a"]),
+                     bb.eq((entry & sel["t_to_b"].replicate(32)) | sel["b"])]
+        product = stage(fp32_mul_bf16(m, a, sel["u"], name="mul", mul_stages=d.vec_mul,
+                                      round_stages=d.norm_round, reg=stage), "product")
+        bb = delay(bb, mul, "b")
+        total = stage(fp32_add(m, product, bb, name="add", stages=d.fp32_add, reg=stage),
+                      "sum")
+        bb = delay(bb, d.fp32_add, "b2")
+        direct = delay(sel["direct"], mul + d.fp32_add, "direct")
+        result = delay(Mux(direct, bb, total), max(levels, body) - body, "r")
+
+        # Rounding: the vector unit's clamp with ±inf bounds (its NaN and rounding rules).
+        r = Signal(32, name="pre_round")
+        m.d.comb += r.eq(Mux(self.is_max, self.largest, result))
+        _, r16 = clamp_round(m, r, Const(_NEG_INF32, 32), Const(_INF32, 32), name="round",
+                             stages=d.clamp_round, reg=stage)
+        m.d.comb += self.result.eq(stage(r16, "result"))
+        return m
+
+
+#: Each function's constants of :mod:`isa.functions`, as the function unit selects them by
+#: the ``fn`` of the index stage and gives them to every lane: the mode; for ``WINDOW``, per
+#: sign (0 positive, 1 negative), the window ``[lo, hi)``, the table offset ``base −
+#: lo·128`` (added to the 15 low bits of ``x``) and the rules' ``a`` and ``b``; for ``POWER``
+#: and ``LOG`` the table base; for ``POWER`` the reciprocal (``k = 1``, else a root: ``k =
+#: 2``) and whether ``p`` is negative. Zero for the functions a field does not apply to.
+CONSTANTS = data.StructLayout({
+    "window": 1, "power": 1, "log": 1,
+    "lo": data.ArrayLayout(8, 2),
+    "hi": data.ArrayLayout(9, 2),
+    "off": data.ArrayLayout(signed(17), 2),
+    "small_a": data.ArrayLayout(32, 2), "small_b": data.ArrayLayout(32, 2),
+    "large_a": data.ArrayLayout(32, 2), "large_b": data.ArrayLayout(32, 2),
+    "base": 16, "recip": 1, "negative_p": 1,
+})
+
+
+def _constants(m: Module, fn: Value) -> data.View:
+    """Return the :data:`CONSTANTS` of the function ``fn``."""
+    c = Signal(CONSTANTS, name="fn_consts")
+    # One Mux chain per field (not a Switch process: see _select).
+    values: dict[tuple[str, int | None], dict[Function, int]] = {}
+    for spec in SPECS:
+        for key, value in _case(spec):
+            values.setdefault(key, {})[spec.function] = int(value)
+    for (field, index), by_function in values.items():
+        target = c[field] if index is None else c[field][index]
+        chain: Value = Const(0, target.shape())
+        for function, value in by_function.items():
+            chain = Mux(fn == function, value, chain)
+        m.d.comb += target.eq(chain)
+    return c
+
+
+def _case(spec: FunctionSpec) -> list[tuple[tuple[str, int | None], int]]:
+    """Return the :data:`CONSTANTS` fields of ``spec`` that are not zero, as ``((field,
+    index), value)``."""
+    f = spec.function
+    if spec.mode == Mode.WINDOW:
+        assert spec.small is not None and spec.large is not None
+        out = [(("window", None), 1)]
+        for s, w in enumerate(windows(f)):
+            out += [(("lo", s), w.lo), (("hi", s), w.hi), (("off", s), w.base - w.lo * 128),
+                    (("small_a", s), _f32(spec.small[s].a)),
+                    (("small_b", s), _f32(spec.small[s].b)),
+                    (("large_a", s), _f32(spec.large[s].a)),
+                    (("large_b", s), _f32(spec.large[s].b))]
+        return out
+    if spec.mode == Mode.POWER:
+        return [(("power", None), 1), (("base", None), base(f)),
+                (("recip", None), spec.power == -1.0), (("negative_p", None), spec.power < 0)]
+    if spec.mode == Mode.LOG:
+        return [(("log", None), 1), (("base", None), base(f))]
+    return []  # MAX_LANES: no selection
+
+
+def _select(m: Module, c: data.View, x: Value, rom_bits: int, name: str) -> dict[str, Value]:
     """Return one lane's selection (:func:`isa.functions.select`, NaN inputs ``direct``
     with the canonical NaN as :func:`isa.functions.apply` makes them): ``index`` (table
     address), ``t_to_a`` / ``t_to_b`` (the entry is ``a``, ORed with ``a``'s sign, or is
@@ -307,10 +386,10 @@ def _select(m: Module, c: _Constants, x: Value, rom_bits: int, name: str) -> dic
     lo, hi, off = Mux(s, c.lo[1], c.lo[0]), Mux(s, c.hi[1], c.hi[0]), Mux(s, c.off[1], c.off[0])
     inside = wire((e >= lo) & (e < hi), "inside")
     small = e < lo
-    rule_a = Mux(s, Mux(small, c.small[1][0], c.large[1][0]),
-                 Mux(small, c.small[0][0], c.large[0][0]))
-    rule_b = Mux(s, Mux(small, c.small[1][1], c.large[1][1]),
-                 Mux(small, c.small[0][1], c.large[0][1]))
+    rule_a = Mux(s, Mux(small, c.small_a[1], c.large_a[1]),
+                 Mux(small, c.small_a[0], c.large_a[0]))
+    rule_b = Mux(s, Mux(small, c.small_b[1], c.large_b[1]),
+                 Mux(small, c.small_b[0], c.large_b[0]))
     rule_a, rule_b = wire(rule_a, "rule_a"), wire(rule_b, "rule_b")
 
     # POWER and LOG: x = 2**E · 1.mant (a subnormal normalised by its leading zeros).

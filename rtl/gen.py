@@ -2,10 +2,12 @@
 
 Writes (the contract with ``sim/``, described in ``docs/rtl.md``):
 
-- ``tidal_lane.v``, ``tidal_matrix.v``, ``tidal_core.v``, ``tidal_top.v``: the lane, the
-  matrix block, the core and the top, each converted once from the ``"instance"`` flavour
-  (the matrix block instantiates ``tidal_lane`` B times, the core ``tidal_matrix`` once,
-  the top ``tidal_core`` num_cores times);
+- ``tidal_lane.v``, ``tidal_matrix.v``, ``tidal_vlane.v``, ``tidal_flane.v``,
+  ``tidal_core.v``, ``tidal_top.v``: the matrix lane, the matrix block, the vector and
+  function lanes, the core and the top, each converted once from the ``"instance"`` flavour
+  (the matrix block instantiates ``tidal_lane`` B times; the core ``tidal_matrix`` once and
+  ``tidal_vlane`` and ``tidal_flane`` B times each, in its vector and function units; the
+  top ``tidal_core`` num_cores times);
 - ``tidal_mem.v``, ``tidal_rom.v``, ``tidal_trace.v``, ``tidal.vlt``: copied from
   ``rtl/verilog/``;
 - ``manifest.json``: ``top``, ``sources`` (in compilation order, top last),
@@ -16,8 +18,8 @@ Writes (the contract with ``sim/``, described in ``docs/rtl.md``):
 simulation only), which reports every memory write to ``+TIDAL_WTRACE=<dir>``; the
 co-simulation builds with it (``docs/cosim.md``).
 
-``--broken rounding`` builds the test-only variant whose vector unit truncates instead of
-rounding to bf16 (give it its own ``--out``).
+``--broken rounding`` builds the test-only variant whose vector unit (its lanes and its
+clamp bounds) truncates instead of rounding to bf16 (give it its own ``--out``).
 
 :func:`memory_images` gives the words of every memory image of a program by manifest path,
 and :func:`write_memory_images` writes them as the hex files ``tidal_mem`` loads, with the
@@ -51,9 +53,11 @@ from isa.program import (
     model_table,
 )
 from rtl.core import Core, core_images
+from rtl.function import FunctionLane
 from rtl.lane import Lane
 from rtl.matrix import Matrix
 from rtl.top import Top
+from rtl.vector import VectorLane
 
 __all__ = ["BROKEN", "VERILOG_DIR", "FN_TABLE_FILE", "generate", "manifest_memories",
            "memory_images", "write_memory_images", "main"]
@@ -198,6 +202,8 @@ def generate(config: Config, out: str | Path, *, broken: str | None = None,
     modules = {
         "tidal_lane": Lane(config, **flags),
         "tidal_matrix": Matrix(config, **flags),
+        "tidal_vlane": VectorLane(config, broken_rounding=broken == "rounding"),
+        "tidal_flane": FunctionLane(config),
         "tidal_core": Core(config, **flags, broken_rounding=broken == "rounding",
                            write_trace=write_trace),
         "tidal_top": Top(config, **flags, broken_rounding=broken == "rounding"),

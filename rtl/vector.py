@@ -22,7 +22,12 @@ t+vec_remote_write         the link pipeline (``link`` registers) drives the oth
 t+vec_output               the output pipeline (``output`` registers) drives the output port
 =========================  =================================================================
 
-All B elements are computed side by side with the builders of :mod:`rtl.arith`.
+Each of the B elements is computed by a :class:`VectorLane` (the op, the clamp and the
+rounding, with the builders of :mod:`rtl.arith`); the unit keeps what the lanes share (the
+control pipeline, the decoded result selects, the clamp's logic on the bounds alone). The
+lanes are placed with :func:`rtl.memory.place`, so that the ``"instance"`` flavour converts
+the lane to Verilog once (``tidal_vlane``) and instantiates it B times per core
+(``docs/rtl.md``, "Verilog").
 
 The link pipeline holds one block of B 32-bit values in the layout of the result: fp32 for
 ``ACCS``, and for ``TRAM`` the bf16 value in the upper half of each lane with a zero lower
@@ -50,8 +55,9 @@ from rtl.arith import (
     fp32_mul_bf16,
 )
 from rtl.interconnect import bf16_block
+from rtl.memory import check_flavour, place
 
-__all__ = ["VectorUnit"]
+__all__ = ["VectorUnit", "VectorLane", "vector_lane_signature"]
 
 _ADDR_BITS = Vec.FIELDS[5].width
 
@@ -62,6 +68,8 @@ class VectorUnit(wiring.Component):
     Parameters
     ----------
     config : Config
+    flavour : str
+        ``"native"`` or ``"instance"`` (:mod:`rtl.memory`): how the lanes are placed.
     broken_rounding : bool
         Test-only: truncate instead of rounding to nearest-even when converting results to
         bf16, so that co-simulation can prove a wrong RTL is caught.
@@ -115,8 +123,10 @@ class VectorUnit(wiring.Component):
         A ``VEC`` in flight still has a write or an output beat in a later cycle.
     """
 
-    def __init__(self, config: Config, *, broken_rounding: bool = False) -> None:
+    def __init__(self, config: Config, *, flavour: str = "native",
+                 broken_rounding: bool = False) -> None:
         self.config = config
+        self.flavour = check_flavour(flavour)
         self.broken_rounding = bool(broken_rounding)
         b, n = config.block_size, config.num_cores
         super().__init__({
@@ -176,45 +186,12 @@ class VectorUnit(wiring.Component):
             addr.append(stage(addr[-1], f"addr{k}"))
             cores.append(stage(cores[-1], f"cores{k}"))
 
-        # The op. SUB and RSUB are additions with one operand negated, which IEEE defines to
-        # be the same operation (including the signs of zero results). Every path is padded
-        # to vec_op stages; the result is selected by the op as it enters the last of them
-        # (a register), so that the clamp starts from a register. The selects are decoded a
-        # cycle earlier, so that a path's last stage gains no more than one 2:1 mux.
-        op0 = op[op_at]
+        # The op runs in the lanes; the selects of its result are decoded here, a cycle
+        # early, so that a path's last stage gains no more than one 2:1 mux.
         sel = op[round_at - 2]
         take_mul = stage(sel == VecOp.MUL, "take_mul")
         take_add = stage((sel == VecOp.ADD) | (sel == VecOp.SUB) | (sel == VecOp.RSUB),
                          "take_add")
-        results = []
-        for i in range(b):
-            a = self.a[32 * i:32 * i + 32]
-            t16 = self.t[16 * i:16 * i + 16]
-            t = Cat(Const(0, 16), t16)              # bf16 widened exactly
-            x = a ^ Cat(Const(0, 31), op0 == VecOp.RSUB)
-            y = t ^ Cat(Const(0, 31), op0 == VecOp.SUB)
-            # The add takes every stage of the op (vec_op ≥ fp32_add): where the multiply
-            # is deeper, its padding registers go inside the add, shortening its stages.
-            total = fp32_add(m, x, y, name=f"add_{i}", stages=lat.vec_op, reg=stage)
-            product = fp32_mul_bf16(m, a, t16, name=f"mul_{i}", mul_stages=d.vec_mul,
-                                    round_stages=d.norm_round, reg=stage)
-            # Built outside the Switch: a builder's comb assignments must not be conditional.
-            vmax = fp32_max(m, a, t, name=f"max_{i}")
-            vmin = fp32_min(m, a, t, name=f"min_{i}")
-            simple = Signal(32, name=f"simple_{i}")
-            with m.Switch(op0):
-                with m.Case(VecOp.PASS_A):
-                    m.d.comb += simple.eq(a)
-                with m.Case(VecOp.PASS_T):
-                    m.d.comb += simple.eq(t)
-                with m.Case(VecOp.MAX):
-                    m.d.comb += simple.eq(vmax)
-                with m.Default():
-                    m.d.comb += simple.eq(vmin)
-            product = delay(product, lat.vec_op - d.vec_mul - d.norm_round, f"product_{i}")
-            simple = delay(simple, lat.vec_op - 1, f"simple_{i}")
-            results.append(stage(Mux(take_mul, product, Mux(take_add, total, simple)),
-                                 f"r_{i}"))
         # The bounds arrive with the operands, so the clamp's logic on them alone (shared by
         # the lanes) is done a cycle before the clamp and registered.
         bounds = delay(self.bounds, lat.vec_op - 1, "bounds")
@@ -222,18 +199,22 @@ class VectorUnit(wiring.Component):
         pre = ClampBounds(*(stage(v, f"bounds_{k}") for k, v in zip(early._fields, early,
                                                                      strict=True)))
         bounds = stage(bounds, "bounds_r")
-
-        # Clamp (which also canonicalises any NaN) and the bf16 rounding, which ACCS skips
-        # like ACC: a partial sum moved to another core must continue its fp32 chain.
-        lo, hi = bounds[:32], bounds[32:]
+        # ACCS skips the bf16 rounding like ACC: a partial sum moved to another core must
+        # continue its fp32 chain.
         dest_w = dest[local - 1]
         to_acc = (dest_w == Dest.ACC) | (dest_w == Dest.ACCS)
         rounded = []
         for i in range(b):
-            c, r16 = clamp_round(m, results[i], lo, hi, name=f"clamp_{i}",
-                                 stages=d.clamp_round, reg=stage,
-                                 broken_rounding=self.broken_rounding, bounds=pre)
-            rounded.append(stage(Mux(to_acc, c, Cat(Const(0, 16), r16)), f"result_{i}"))
+            out = Signal(32, name=f"result_{i}")
+            place(m, f"vlane{i}", module="tidal_vlane", signature=vector_lane_signature(),
+                  connections={"op": op[op_at], "a": self.a[32 * i:32 * i + 32],
+                               "t": self.t[16 * i:16 * i + 16], "take_mul": take_mul,
+                               "take_add": take_add, "lo": bounds[:32], "hi": bounds[32:],
+                               **pre._asdict(), "to_acc": to_acc, "result": out},
+                  flavour=self.flavour,
+                  native=(VectorLane(cfg, broken_rounding=self.broken_rounding)
+                          if self.flavour == "native" else None))
+            rounded.append(out)
 
         # Local writes, and the outbound link and output pipelines.
         vw, dw = valid[local], dest[local]
@@ -279,4 +260,117 @@ class VectorUnit(wiring.Component):
         # Something of a VEC happens after this cycle: a VEC before its local write, a block
         # entering the link or output pipeline, or one inside it short of its last register.
         m.d.comb += self.pending.eq(Cat(*valid[:local], load_now, *busy).any())
+        return m
+
+
+def vector_lane_signature() -> wiring.Signature:
+    """Return the signature of a :class:`VectorLane` (see its Members)."""
+    return wiring.Signature({
+        "op": In(VecOp),
+        "a": In(32),
+        "t": In(16),
+        "take_mul": In(1),
+        "take_add": In(1),
+        "lo": In(32),
+        "hi": In(32),
+        "rlo": In(16),
+        "rhi": In(16),
+        "lo_le_hi": In(1),
+        "nan": In(1),
+        "to_acc": In(1),
+        "result": Out(32),
+    })
+
+
+class VectorLane(wiring.Component):
+    """One element of the vector unit: the op, then the clamp and the bf16 rounding.
+
+    Every input is driven by the :class:`VectorUnit` in the cycle given below, for a ``VEC``
+    issued in cycle ``t`` (``M = mem_read``, ``V = vec_op``; module docstring).
+
+    Parameters
+    ----------
+    config : Config
+    broken_rounding : bool
+        Test-only (:class:`VectorUnit`).
+
+    Members
+    -------
+    op : In(VecOp)
+        The op (cycle ``t + M``).
+    a : In(32)
+        fp32 accumulator element (cycle ``t + M``).
+    t : In(16)
+        bf16 tensor-RAM element (cycle ``t + M``).
+    take_mul, take_add : In(1)
+        The op is ``MUL``, or an addition (``ADD``, ``SUB``, ``RSUB``) (cycle
+        ``t + M + V − 1``, the last stage of the op).
+    lo, hi : In(32)
+        The clamp bounds, fp32 (cycle ``t + M + V``).
+    rlo, rhi, lo_le_hi, nan : In(16), In(16), In(1), In(1)
+        :func:`rtl.arith.clamp_bounds` of ``lo, hi`` (cycle ``t + M + V``).
+    to_acc : In(1)
+        The destination is an accumulator (``ACC``, ``ACCS``): keep the clamped fp32 value,
+        do not round (cycle ``t + vec_local_write − 1``).
+    result : Out(32)
+        The element's result (cycle ``t + vec_local_write``): fp32, or the bf16 value in
+        the upper half with a zero lower half.
+    """
+
+    def __init__(self, config: Config, *, broken_rounding: bool = False) -> None:
+        self.config = config
+        self.broken_rounding = bool(broken_rounding)
+        super().__init__(vector_lane_signature())
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        d, lat = self.config.depths, latencies(self.config)
+
+        def stage(value: Value, name: str) -> Signal:
+            # Datapath registers have no reset: they only matter under the unit's valid bit.
+            reg = Signal.like(value, name=name, reset_less=True)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        def delay(value: Value, cycles: int, name: str) -> Value:
+            for k in range(cycles):
+                value = stage(value, f"{name}_d{k}")
+            return value
+
+        # The op. SUB and RSUB are additions with one operand negated, which IEEE defines to
+        # be the same operation (including the signs of zero results). Every path is padded
+        # to vec_op stages; the result is selected by the op as it enters the last of them
+        # (a register), so that the clamp starts from a register.
+        op, a, t16 = Value.cast(self.op), self.a, self.t
+        t = Cat(Const(0, 16), t16)              # bf16 widened exactly
+        x = a ^ Cat(Const(0, 31), op == VecOp.RSUB)
+        y = t ^ Cat(Const(0, 31), op == VecOp.SUB)
+        # The add takes every stage of the op (vec_op ≥ fp32_add): where the multiply is
+        # deeper, its padding registers go inside the add, shortening its stages.
+        total = fp32_add(m, x, y, name="add", stages=lat.vec_op, reg=stage)
+        product = fp32_mul_bf16(m, a, t16, name="mul", mul_stages=d.vec_mul,
+                                round_stages=d.norm_round, reg=stage)
+        # Built outside the Switch: a builder's comb assignments must not be conditional.
+        vmax = fp32_max(m, a, t, name="max")
+        vmin = fp32_min(m, a, t, name="min")
+        simple = Signal(32, name="simple")
+        with m.Switch(op):
+            with m.Case(VecOp.PASS_A):
+                m.d.comb += simple.eq(a)
+            with m.Case(VecOp.PASS_T):
+                m.d.comb += simple.eq(t)
+            with m.Case(VecOp.MAX):
+                m.d.comb += simple.eq(vmax)
+            with m.Default():
+                m.d.comb += simple.eq(vmin)
+        product = delay(product, lat.vec_op - d.vec_mul - d.norm_round, "product")
+        simple = delay(simple, lat.vec_op - 1, "simple")
+        result = stage(Mux(self.take_mul, product, Mux(self.take_add, total, simple)), "r")
+
+        # Clamp (which also canonicalises any NaN) and the bf16 rounding.
+        pre = ClampBounds(rlo=self.rlo, rhi=self.rhi, lo_le_hi=self.lo_le_hi, nan=self.nan)
+        c, r16 = clamp_round(m, result, self.lo, self.hi, name="clamp", stages=d.clamp_round,
+                             reg=stage, broken_rounding=self.broken_rounding, bounds=pre)
+        m.d.comb += self.result.eq(stage(Mux(self.to_acc, c, Cat(Const(0, 16), r16)),
+                                         "result"))
         return m
