@@ -12,7 +12,7 @@ tiers=(
   "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py tests/test_rtl_function.py"
   "timing:tests/test_timing.py"
   "tools:tests/test_cli.py tests/test_report.py tests/test_cli_fuzz.py"
-  "co-simulation:tests/test_cosim.py tests/test_cosim_directed.py tests/test_cosim_fn.py tests/test_cosim_multi.py tests/test_cosim_random.py tests/test_build_cache.py tests/test_cosim_scale.py tests/test_cosim_recurrent.py"
+  "co-simulation:tests/test_cosim.py tests/test_cosim_directed.py tests/test_cosim_fn.py tests/test_cosim_multi.py tests/test_cosim_random.py tests/test_build_cache.py tests/test_cosim_scale.py tests/test_cosim_recurrent.py tests/test_cosim_reset.py"
 )
 # Tiers whose tests are many independent CPU-bound simulations run on two workers
 # (pytest-xdist): the CI machine has two cores.

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from isa.program import Program
-from sim.cosim._compare import ChunkInfo, CompareReport, Divergence, compare_runs, vm_reference
+from sim.cosim._compare import (
+    ChunkInfo,
+    CompareReport,
+    Divergence,
+    compare_runs,
+    run_step,
+    vm_reference,
+)
 from sim.cosim._errors import RtlError
 from sim.cosim._run import RtlResult, run_rtl
 from sim.cosim.engine import JobOutcome, default_workers, open_engine
@@ -94,7 +101,7 @@ def compare_chunked(program: Program, beats: Sequence[np.ndarray], simulator: st
     for first, count in bounds:
         states.append(vm.state())
         for k in range(first, first + count):
-            vm.run_beats(beats[k], model_index=models[k])
+            run_step(vm, beats[k], models[k])
     jobs = [(program, first, list(beats[first:first + count]), state, simulator, build_dir,
              rtl_variant, list(models[first:first + count]))
             for (first, count), state in zip(bounds, states, strict=True)]
@@ -175,8 +182,9 @@ def merge(program: Program, simulator: str, bounds: Sequence[tuple[int, int]],
     complete = contiguous and len(rtl_parts) == len(bounds)
     ok = (all(c.ok for c in infos) and sums["values_compared"] > 0 and first_div is None
           and error is None)
+    resets = sum(o.result.resets for o in outcomes if o.result is not None)
     return CompareReport(
-        ok=ok, inferences=sum(c for _, c in bounds), **sums, **flags,
+        ok=ok, inferences=sum(c for _, c in bounds), resets=resets, **sums, **flags,
         vm_cycles=vm_cycles, rtl_cycles=rtl_cycles, vm_done=vm_done, rtl_done=rtl_done,
         first_divergence=first_div, error=error,
         rtl=_concatenate(rtl_parts) if complete else None, divergences=divergences,

@@ -18,11 +18,18 @@ import numpy as np
 from isa.instructions import EncodingError, decode
 from isa.program import Program
 from sim.cosim._errors import RtlError
-from sim.cosim._run import RtlResult, input_beats, model_indices, random_inputs, run_rtl
+from sim.cosim._run import (
+    RtlResult,
+    input_beats,
+    insert_resets,
+    model_indices,
+    random_inputs,
+    run_rtl,
+)
 from sim.vm import VM, TraceRecord, WriteRecord
 
 __all__ = ["Divergence", "ChunkInfo", "CompareReport", "VmReference", "vm_reference",
-           "compare_runs", "compare"]
+           "run_step", "compare_runs", "compare"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +133,11 @@ class CompareReport:
         outputs, output cycles, done cycles, spaced latencies, issue traces, write traces
         and the final state are all identical.
     inferences : int
-        Inferences run on the VM (the RTL ran as many, unless it stopped: see ``error``).
+        Inferences run on the VM (the RTL ran as many, unless it stopped: see ``error``),
+        resets included: a reset is an inference of the reset entry, numbered in run order
+        like the others (no output beats, spaced latency 0).
+    resets : int
+        How many of the inferences are resets (``compare(..., resets=...)``).
     values_compared : int
         Output lanes plus state words' lanes compared (0 makes ``ok`` False).
     output_values, state_values : int
@@ -189,6 +200,7 @@ class CompareReport:
     error: str | None
     rtl: RtlResult | None
     divergences: list[Divergence] = dataclasses.field(default_factory=list)
+    resets: int = 0
     program_name: str = ""
     config_name: str = ""
     simulator: str = ""
@@ -199,8 +211,9 @@ class CompareReport:
     def summary(self) -> str:
         """Return a human-readable multi-line report."""
         verdict = "OK" if self.ok else "MISMATCH"
+        resets = f" ({self.resets} of them resets)" if self.resets else ""
         lines = [f"compare {self.program_name or 'program'} on {self.config_name} "
-                 f"[{self.simulator}], {self.inferences} inference(s): {verdict}"]
+                 f"[{self.simulator}], {self.inferences} inference(s){resets}: {verdict}"]
         if self.values_compared == 0:
             lines.append("  nothing was compared: a comparison must compare something")
         lines.append(f"  outputs: {self.output_values:,} values, "
@@ -278,6 +291,8 @@ class VmReference:
         Per inference, the spaced latency and the done cycle.
     state : dict
         After the last inference, as :attr:`RtlResult.state`.
+    resets : int
+        How many of the inferences were resets.
     """
 
     outputs: list[np.ndarray]
@@ -286,6 +301,17 @@ class VmReference:
     cycles: list[int]
     done: list[int]
     state: dict[str, list[np.ndarray]]
+    resets: int = 0
+
+
+def run_step(vm: VM, beats: np.ndarray, model_index: int) -> np.ndarray:
+    """Run one inference of ``vm`` at the beat level and return its output beats: of model
+    ``model_index``, or a reset (:meth:`sim.vm.VM.reset`, no output beats) if that is the
+    reset entry's index."""
+    if model_index == vm.program.reset_index:
+        vm.reset()
+        return np.zeros((0, vm.program.config.block_size), np.uint16)
+    return vm.run_beats(beats, model_index=model_index)
 
 
 def vm_reference(program: Program, beats: Sequence[np.ndarray],
@@ -293,9 +319,9 @@ def vm_reference(program: Program, beats: Sequence[np.ndarray],
                  state: dict[str, list[np.ndarray]] | None = None) -> VmReference:
     """Run ``beats`` (one ``uint16`` [n_in, B] array per inference) on a tracing VM.
 
-    ``models`` gives each inference's model index (default: all model 0). ``state`` (as
-    :meth:`sim.vm.VM.state` gives it), if given, is the memories the first inference
-    starts from instead of the program's images.
+    ``models`` gives each inference's model index (default: all model 0; the reset entry's
+    index runs :meth:`sim.vm.VM.reset`). ``state`` (as :meth:`sim.vm.VM.state` gives it), if
+    given, is the memories the first inference starts from instead of the program's images.
 
     Raises
     ------
@@ -308,11 +334,16 @@ def vm_reference(program: Program, beats: Sequence[np.ndarray],
     run = VmReference([], [], [], [], [], {})
     for beat, k in zip(beats, models if models is not None else [0] * len(beats),
                        strict=True):
-        run.outputs.append(vm.run_beats(beat, model_index=k))
+        run.outputs.append(run_step(vm, beat, k))
         run.traces.append(list(vm.trace))
         run.writes.append(list(vm.write_trace))
-        run.cycles.append(vm.cycle_count(spaced=True))
-        run.done.append(vm.cycle_count(spaced=False) - 1)
+        if k == program.reset_index:
+            run.resets += 1
+            run.cycles.append(0)
+            run.done.append(vm.reset_cycle_count() - 1)
+        else:
+            run.cycles.append(vm.cycle_count(spaced=True))
+            run.done.append(vm.cycle_count(spaced=False) - 1)
     run.state = vm.state()
     return run
 
@@ -522,7 +553,8 @@ def compare_runs(program: Program, vm: VmReference, rtl: RtlResult | None,
         write_records=n_writes, writes_equal=writes_equal,
         vm_cycles=list(vm.cycles), rtl_cycles=list(rtl.cycles) if rtl is not None else [],
         vm_done=list(vm.done), rtl_done=rtl_done, first_divergence=first, error=error,
-        rtl=rtl, divergences=candidates, program_name=str(program.meta.get("name", "")),
+        rtl=rtl, divergences=candidates, resets=vm.resets,
+        program_name=str(program.meta.get("name", "")),
         config_name=program.config.name, simulator=simulator)
 
 
@@ -530,7 +562,8 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
             simulator: str = "verilator", *, seed: int = 0, waves: bool | None = None,
             build_dir: str | Path | None = None, rtl_variant: str | None = None,
             models: Sequence[int] | None = None, chunks: int = 1, workers: int | None = None,
-            scheduler: str | None = None) -> CompareReport:
+            scheduler: str | None = None, resets: Sequence[int] | None = None
+            ) -> CompareReport:
     """Run the same inferences on the VM and on the RTL and compare everything.
 
     Compared: every output beat bit for bit and the cycle it is presented in, the spaced
@@ -557,7 +590,15 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
         As for :func:`run_rtl` (``waves`` only unchunked).
     models : sequence of int, optional
         Each inference's model index in a multi-model program (default: all model 0); with
-        ``inputs`` None, one random inference per entry.
+        ``inputs`` None, one random inference per entry. The reset entry's index
+        (``program.reset_index``, item None) is a reset.
+    resets : sequence of int, optional
+        Reset the machine before these inferences of ``inputs`` (``len(inputs)``: after the
+        last): a sequence of sequences ``s0, s1, ...`` is ``inputs = s0 + s1 + ...``,
+        ``resets = [len(s0), len(s0) + len(s1), ...]`` (:func:`sim.cosim.insert_resets`).
+        The RTL's host selects the reset entry and sends its dummy beat, the VM runs
+        :meth:`sim.vm.VM.reset`; the resets' writes, done cycles and the state after them
+        are compared like an inference's, and the report counts them (``resets``).
     chunks : int
         Number of chunks (1 to the number of inferences).
     workers : int, optional
@@ -579,14 +620,17 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
     SimulatorMissing
         If the simulator is not installed.
     ValueError
-        If ``chunks`` does not fit the inferences, ``workers`` is below 1, or ``waves`` is
-        asked of a chunked comparison.
+        If ``chunks`` does not fit the inferences, ``workers`` is below 1, ``waves`` is
+        asked of a chunked comparison, or ``resets`` does not fit (see
+        :func:`sim.cosim.insert_resets`).
     RuntimeError
         If the Dask scheduler cannot be reached.
     """
     if inputs is None:
         inputs = random_inputs(program, len(models) if models is not None else random, seed,
                                models)
+    if resets is not None:
+        inputs, models = insert_resets(program, inputs, models, resets)
     models = model_indices(program, len(inputs), models)
     beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
     if chunks != 1 or workers is not None or scheduler is not None:
