@@ -8,7 +8,7 @@ export TIDAL_NEED_SIMULATORS=1
 tiers=(
   "isa:tests/test_isa.py tests/test_numerics.py tests/test_functions.py tests/test_dependencies.py"
   "front end:tests/test_frontend*.py tests/test_nnir*.py tests/test_onnx.py"
-  "compiler+VM:tests/test_vm.py tests/test_vm_fast.py tests/test_compiler.py tests/test_compiler_functions.py tests/test_recurrent.py tests/test_multi_model.py tests/test_seed.py tests/test_user_inputs.py"
+  "compiler+VM:tests/test_vm.py tests/test_vm_fast.py tests/test_compiler.py tests/test_compiler_functions.py tests/test_recurrent.py tests/test_multi_model.py tests/test_seed.py tests/test_user_inputs.py tests/test_reset.py"
   "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py tests/test_rtl_function.py"
   "timing:tests/test_timing.py"
   "tools:tests/test_cli.py tests/test_report.py tests/test_cli_fuzz.py tests/test_cli_sequences.py"
