@@ -60,3 +60,12 @@ def test_lstm_across_resets_matches_vm(simulator: str) -> None:
     for memory in ("tram", "acc"):
         for want, got in zip(fresh[memory], report.rtl.state[memory], strict=True):
             np.testing.assert_array_equal(got, want)
+    if simulator == "verilator":
+        # Chunked, in this process: the first chunk ends with the reset, the second starts
+        # from the VM's state after it.
+        chunked = compare(program, inputs=[x[t].numpy() for t in range(2 * STEPS)],
+                          simulator=simulator, resets=[STEPS], chunks=2, workers=1)
+        assert chunked.ok, chunked.summary()
+        assert chunked.resets == 1 and chunked.inferences == 2 * STEPS + 1
+    with pytest.raises(ValueError, match="must be increasing positions"):
+        compare(program, inputs=[x[0].numpy()], simulator=simulator, resets=[1, 1])

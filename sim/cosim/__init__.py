@@ -46,6 +46,7 @@ from sim.cosim._run import (
     insert_resets,
     random_inputs,
     run_rtl,
+    split_resets,
     watchdog_cycles,
 )
 from sim.cosim._traces import parse_rtl_trace, parse_write_trace
@@ -57,5 +58,6 @@ __all__ = [
     "VmReference", "TraceRecord", "WriteRecord", "SIMULATORS", "SimulatorMissing",
     "build_rtl", "model_cached", "run_rtl", "compare", "compare_runs", "vm_reference",
     "input_beats", "random_inputs", "parse_rtl_trace", "parse_write_trace",
-    "require_simulator", "watchdog_cycles", "insert_resets", "run_step",
+    "require_simulator", "watchdog_cycles", "insert_resets", "split_resets",
+    "run_step",
 ]

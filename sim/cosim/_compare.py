@@ -18,14 +18,7 @@ import numpy as np
 from isa.instructions import EncodingError, decode
 from isa.program import Program
 from sim.cosim._errors import RtlError
-from sim.cosim._run import (
-    RtlResult,
-    input_beats,
-    insert_resets,
-    model_indices,
-    random_inputs,
-    run_rtl,
-)
+from sim.cosim._run import RtlResult, insert_resets, random_inputs, run_rtl, split_resets
 from sim.vm import VM, TraceRecord, WriteRecord
 
 __all__ = ["Divergence", "ChunkInfo", "CompareReport", "VmReference", "vm_reference",
@@ -305,9 +298,9 @@ class VmReference:
 
 
 def run_step(vm: VM, beats: np.ndarray, model_index: int) -> np.ndarray:
-    """Run one inference of ``vm`` at the beat level and return its output beats: of model
-    ``model_index``, or a reset (:meth:`sim.vm.VM.reset`, no output beats) if that is the
-    reset entry's index."""
+    """Run one run of a run list (:func:`sim.cosim.insert_resets`) on ``vm`` at the beat
+    level and return its output beats: an inference of model ``model_index``, or a reset
+    (:meth:`sim.vm.VM.reset`, no output beats) if that is the reset entry's index."""
     if model_index == vm.program.reset_index:
         vm.reset()
         return np.zeros((0, vm.program.config.block_size), np.uint16)
@@ -316,24 +309,29 @@ def run_step(vm: VM, beats: np.ndarray, model_index: int) -> np.ndarray:
 
 def vm_reference(program: Program, beats: Sequence[np.ndarray],
                  models: Sequence[int] | None = None,
-                 state: dict[str, list[np.ndarray]] | None = None) -> VmReference:
+                 state: dict[str, list[np.ndarray]] | None = None,
+                 resets: Sequence[int] | None = None) -> VmReference:
     """Run ``beats`` (one ``uint16`` [n_in, B] array per inference) on a tracing VM.
 
-    ``models`` gives each inference's model index (default: all model 0; the reset entry's
-    index runs :meth:`sim.vm.VM.reset`). ``state`` (as :meth:`sim.vm.VM.state` gives it), if
-    given, is the memories the first inference starts from instead of the program's images.
+    ``models`` gives each inference's model index (default: all model 0). ``state`` (as
+    :meth:`sim.vm.VM.state` gives it), if given, is the memories the first inference
+    starts from instead of the program's images. ``resets``: run :meth:`sim.vm.VM.reset`
+    before these inferences (:func:`sim.cosim.insert_resets`); the result's lists hold the
+    resets too, in run order.
 
     Raises
     ------
     ScheduleError
         If the VM refuses the program.
+    ValueError
+        If ``models`` or ``resets`` do not fit ``beats``.
     """
     vm = VM(program, trace=True)
     if state is not None:
         vm.load_state(state)
     run = VmReference([], [], [], [], [], {})
-    for beat, k in zip(beats, models if models is not None else [0] * len(beats),
-                       strict=True):
+    runs, indices = insert_resets(program, beats, models, resets)
+    for beat, k in zip(runs, indices, strict=True):
         run.outputs.append(run_step(vm, beat, k))
         run.traces.append(list(vm.trace))
         run.writes.append(list(vm.write_trace))
@@ -590,8 +588,7 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
         As for :func:`run_rtl` (``waves`` only unchunked).
     models : sequence of int, optional
         Each inference's model index in a multi-model program (default: all model 0); with
-        ``inputs`` None, one random inference per entry. The reset entry's index
-        (``program.reset_index``, item None) is a reset.
+        ``inputs`` None, one random inference per entry.
     resets : sequence of int, optional
         Reset the machine before these inferences of ``inputs`` (``len(inputs)``: after the
         last): a sequence of sequences ``s0, s1, ...`` is ``inputs = s0 + s1 + ...``,
@@ -629,28 +626,26 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
     if inputs is None:
         inputs = random_inputs(program, len(models) if models is not None else random, seed,
                                models)
-    if resets is not None:
-        inputs, models = insert_resets(program, inputs, models, resets)
-    models = model_indices(program, len(inputs), models)
-    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    runs, indices = insert_resets(program, inputs, models, resets)
     if chunks != 1 or workers is not None or scheduler is not None:
         if waves:
             raise ValueError("waves need one simulator run: compare with chunks=1")
         from sim.cosim._chunks import compare_chunked
 
-        return compare_chunked(program, beats, simulator, chunks=chunks, workers=workers,
+        return compare_chunked(program, runs, simulator, chunks=chunks, workers=workers,
                                scheduler=scheduler, build_dir=build_dir,
-                               rtl_variant=rtl_variant, models=models)
+                               rtl_variant=rtl_variant, models=indices)
     started = time.perf_counter()
-    vm = vm_reference(program, beats, models)
+    beats, models, resets = split_resets(program, runs, indices)
+    vm = vm_reference(program, beats, models, resets=resets)
     rtl: RtlResult | None = None
     error: str | None = None
-    if beats:
+    if runs:
         try:
             rtl = run_rtl(program, beats, simulator=simulator, waves=waves,
                           build_dir=build_dir, trace=True,
                           timeout_cycles=[d + 1 for d in vm.done], rtl_variant=rtl_variant,
-                          models=models)
+                          models=models, resets=resets)
         except RtlError as exc:
             rtl, error = exc.result, str(exc)
     report = compare_runs(program, vm, rtl, error, simulator)

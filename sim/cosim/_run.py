@@ -30,7 +30,7 @@ from sim.cosim._traces import parse_rtl_trace, read_write_trace
 from sim.vm import TraceRecord, WriteRecord
 
 __all__ = ["RtlResult", "run_rtl", "input_beats", "random_inputs", "watchdog_cycles",
-           "insert_resets"]
+           "insert_resets", "split_resets"]
 
 #: Clock period of the simulation (any value works; the machine counts cycles).
 PERIOD_NS = 10
@@ -115,16 +115,14 @@ def input_beats(program: Program, item: Any, model_index: int = 0) -> np.ndarray
     Parameters
     ----------
     program : Program
-    item : array_like or sequence of array_like or None
+    item : array_like or sequence of array_like
         Either the beats themselves (a ``uint16`` array of shape [n_in, B], bf16 bit
         patterns), or the model's input tensor(s) as floats: one array shaped like the
         (only) input's :class:`~isa.program.TensorLayout` (any shape of that size), or a
         list/tuple with one array per input. Floats are rounded to bf16 (round to nearest
-        even) and laid out as in ``docs/architecture.md`` §7. For the reset entry, None:
-        its dummy beat (zeros; the machine writes it nowhere).
+        even) and laid out as in ``docs/architecture.md`` §7.
     model_index : int
-        The model the inference runs (its inputs are the layouts), or the reset entry's
-        index (``program.reset_index``).
+        The model the inference runs (its inputs are the layouts).
 
     Raises
     ------
@@ -133,10 +131,8 @@ def input_beats(program: Program, item: Any, model_index: int = 0) -> np.ndarray
         no such model.
     """
     b = program.config.block_size
-    model = program.table_entry(model_index)
+    model = program.model(model_index)
     n_in = len(model.input_dests)
-    if item is None and model_index == program.reset_index:
-        return np.zeros((n_in, b), np.uint16)
     if isinstance(item, np.ndarray) and item.dtype == np.uint16:
         if item.shape != (n_in, b):
             raise ValueError(f"input beats have shape {item.shape}, expected ({n_in}, {b})")
@@ -164,16 +160,13 @@ def random_inputs(program: Program, n: int, seed: int = 0,
                   models: Sequence[int] | None = None) -> list[np.ndarray]:
     """Return ``n`` inferences of random inputs as beats (normal values rounded to bf16).
 
-    ``models`` gives each inference's model (default: all model 0; the reset entry's index
-    gives its dummy beat). Padding lanes are zero, as the layout requires.
+    ``models`` gives each inference's model (default: all model 0). Padding lanes are zero,
+    as the layout requires.
     """
     rng = np.random.default_rng(seed)
     models = model_indices(program, n, models)
     out = []
     for k in models:
-        if k == program.reset_index:
-            out.append(input_beats(program, None, k))
-            continue
         layouts = program.model(k).inputs
         values = [rng.standard_normal(layout.shape).astype(np.float32) for layout in layouts]
         out.append(input_beats(program, values if len(values) > 1 else values[0], k))
@@ -183,67 +176,87 @@ def random_inputs(program: Program, n: int, seed: int = 0,
 def model_indices(program: Program, n: int, models: Sequence[int] | None) -> list[int]:
     """Return the model of each of ``n`` inferences (checked), model 0 if ``models`` is None.
 
-    An index may be the reset entry's (``program.reset_index``): that inference is a reset.
-
     Raises
     ------
     ValueError
-        If ``models`` does not have ``n`` entries or names no entry of the model table.
+        If ``models`` does not have ``n`` entries or names no model of the program.
     """
     if models is None:
         return [0] * n
-    for k in models:
-        program.table_entry(k)
-    models = [int(k) for k in models]
+    models = [program.check_model_index(k) for k in models]
     if len(models) != n:
         raise ValueError(f"{len(models)} model indices for {n} inferences")
     return models
 
 
 def insert_resets(program: Program, inputs: Sequence[Any], models: Sequence[int] | None,
-                  resets: Sequence[int]) -> tuple[list[Any], list[int]]:
-    """Return ``inputs`` and their model indices with a reset inserted at each of ``resets``.
+                  resets: Sequence[int] | None) -> tuple[list[np.ndarray], list[int]]:
+    """Return the run list of ``inputs`` with a reset before each position of ``resets``:
+    every run's input beats and its model table index.
 
     A reset is an inference of the program's reset entry (``docs/architecture.md`` §2): its
-    item is None (the dummy beat) and its model index ``program.reset_index``. ``resets``
-    are positions in ``inputs``: ``i`` resets the machine before inference ``i`` (``len(inputs)``:
-    after the last), so a sequence of sequences ``s0, s1, ...`` is ``inputs = s0 + s1 +
-    ...`` with ``resets = [len(s0), len(s0) + len(s1), ...]``.
+    index is ``program.reset_index`` and its beats the one dummy beat (zeros, written
+    nowhere). ``resets`` are positions in ``inputs``: ``i`` resets the machine before
+    inference ``i`` (``len(inputs)``: after the last), so a sequence of sequences ``s0, s1,
+    ...`` is ``inputs = s0 + s1 + ...`` with ``resets = [len(s0), len(s0) + len(s1), ...]``.
+    :func:`split_resets` is the inverse.
 
     Raises
     ------
     ValueError
-        If the program has no reset entry, or ``resets`` is not increasing positions
-        ``0..len(inputs)``, or ``models`` does not fit ``inputs``.
+        If an input does not fit its model, ``models`` does not fit ``inputs``, or with
+        ``resets``: the program has no reset entry, or they are not increasing positions
+        ``0..len(inputs)``.
     """
+    n = len(inputs)
+    models = model_indices(program, n, models)
+    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    if resets is None:
+        return beats, models
     if program.reset_index is None:
         raise ValueError("the program has no reset entry (a hand-built program; programs "
                          "compiled by tidal have one)")
-    n = len(inputs)
-    models = model_indices(program, n, models)
     positions = list(resets)
     if (not all(isinstance(i, int | np.integer) and 0 <= i <= n for i in positions)
             or any(a >= b for a, b in zip(positions, positions[1:], strict=False))):
         raise ValueError(f"resets {positions!r} must be increasing positions 0..{n} (a reset "
                          "before inference i)")
-    items: list[Any] = []
+    dummy = np.zeros((1, program.config.block_size), np.uint16)
+    runs: list[np.ndarray] = []
     indices: list[int] = []
     for i in range(n + 1):
         if i in positions:
-            items.append(None)
+            runs.append(dummy)
             indices.append(program.reset_index)
         if i < n:
-            items.append(inputs[i])
+            runs.append(beats[i])
             indices.append(models[i])
-    return items, indices
+    return runs, indices
+
+
+def split_resets(program: Program, runs: Sequence[np.ndarray], indices: Sequence[int]
+                 ) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """Return ``(inputs, models, resets)`` of a run list (the inverse of
+    :func:`insert_resets`)."""
+    inputs: list[np.ndarray] = []
+    models: list[int] = []
+    resets: list[int] = []
+    for beats, k in zip(runs, indices, strict=True):
+        if k == program.reset_index:
+            resets.append(len(inputs))
+        else:
+            inputs.append(beats)
+            models.append(k)
+    return inputs, models, resets
 
 
 def watchdog_cycles(program: Program, base: int | None = None, model_index: int = 0) -> int:
     """Return the cycle limit per inference: ``base`` plus a small margin.
 
-    ``base`` defaults to the static contiguous interval of model ``model_index`` (done
-    cycle + 1, the VM's count). The margin (16 cycles + 1/16) absorbs nothing a correct RTL
-    needs; it only lets a late ``done`` be reported as late rather than as missing.
+    ``base`` defaults to the static contiguous interval of model ``model_index`` (a model
+    table index: the reset entry's too; done cycle + 1, the VM's count). The margin (16
+    cycles + 1/16) absorbs nothing a correct RTL needs; it only lets a late ``done`` be
+    reported as late rather than as missing.
     """
     if base is None:
         base = program.cycle_count_per_inference(spaced=False, model_index=model_index)
@@ -333,8 +346,7 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
         One item per inference: beats (``uint16`` [n_in, B]) or model-shaped float arrays
         (see :func:`input_beats`).
     models : sequence of int, optional
-        Each inference's model index, sent on the input port (default: all model 0). The
-        reset entry's index (``program.reset_index``, item None) runs a reset.
+        Each inference's model index, sent on the input port (default: all model 0).
     simulator : {"verilator", "icarus"}
     waves : bool, optional
         Record an FST waveform (``RtlResult.waves``); builds a separate model.
@@ -360,7 +372,8 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
     resets : sequence of int, optional
         Reset the machine before these inferences (:func:`insert_resets`): the host selects
         the reset entry and sends its dummy beat. The result's per-inference lists then
-        hold the resets too, in run order (a reset has no output beats).
+        hold the resets too, in run order (a reset has no output beats), and so does
+        ``timeout_cycles`` if it is a sequence.
 
     Returns
     -------
@@ -378,10 +391,7 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
         If an input does not fit the program.
     """
     program.validate()
-    if resets is not None:
-        inputs, models = insert_resets(program, inputs, models, resets)
-    models = model_indices(program, len(inputs), models)
-    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    beats, models = insert_resets(program, inputs, models, resets)
     n = len(beats)
     if timeout_cycles is None or isinstance(timeout_cycles, int | np.integer):
         limits = [watchdog_cycles(program, timeout_cycles, k) for k in models]
