@@ -477,7 +477,7 @@ class Program:
         ``total_weight_tiles``, ``total_instrs`` (all of the whole program); and of model
         ``model_index``: ``input_bytes``, ``output_bytes``, ``ideal_compute_cycles`` (Σ over
         layers of ceil(tiles / cores)), ``cycles_per_inference`` and ``utilisation`` (ideal /
-        actual).
+        actual); and ``reset_cycles`` (:meth:`reset_cycles`, None without a reset entry).
         """
         cfg, model = self.config, self.model(model_index)
         tiles = [len(c.weights) for c in self.cores]
@@ -499,6 +499,7 @@ class Program:
             "ideal_compute_cycles": ideal,
             "cycles_per_inference": cycles,
             "utilisation": ideal / cycles if cycles else 0.0,
+            "reset_cycles": self.reset_cycles() if self.reset is not None else None,
         }
 
     # -- serialisation -------------------------------------------------------------------

@@ -116,6 +116,7 @@ def test_reset_cost_is_static() -> None:
         restores.append(n)
     cycles = max(restores) + latencies(C2B8).vec_local_write
     assert program.reset_cycles() == cycles == program.to_vm().reset_cycle_count()
+    assert program.metrics()["reset_cycles"] == cycles
     # The model's own code and timing are those of the program without the reset.
     bare = lower(streaming, C2B8)
     for spaced in (True, False):
