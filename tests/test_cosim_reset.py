@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import need
+from test_cosim import hand_program
 from torch import nn
 
 import compiler.frontend as vollo_torch
 from compiler import Config
-from sim.cosim import compare
+from sim.cosim import compare, insert_resets, random_inputs
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -69,3 +70,13 @@ def test_lstm_across_resets_matches_vm(simulator: str) -> None:
         assert chunked.resets == 1 and chunked.inferences == 2 * STEPS + 1
     with pytest.raises(ValueError, match="must be increasing positions"):
         compare(program, inputs=[x[0].numpy()], simulator=simulator, resets=[1, 1])
+
+
+def test_resets_need_a_reset_entry() -> None:
+    """A hand-built program (no reset entry) runs as before without resets, and refuses
+    them by name."""
+    program = hand_program()
+    runs, models = insert_resets(program, random_inputs(program, 2), None, [])
+    assert models == [0, 0] and len(runs) == 2
+    with pytest.raises(ValueError, match="no reset entry"):
+        compare(program, random=2, simulator="icarus", resets=[1])

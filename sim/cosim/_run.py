@@ -211,7 +211,7 @@ def insert_resets(program: Program, inputs: Sequence[Any], models: Sequence[int]
     n = len(inputs)
     models = model_indices(program, n, models)
     beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
-    if resets is None:
+    if resets is None or len(resets) == 0:
         return beats, models
     if program.reset_index is None:
         raise ValueError("the program has no reset entry (a hand-built program; programs "
