@@ -95,17 +95,17 @@ class VM:
         schedules = [analyse(program, k) for k in range(program.table_size)]
         cfg = program.config
         b = cfg.block_size
-        self._tram_init = np.zeros((cfg.num_cores * cfg.tensor_ram_depth, b), np.float32)
+        tram = np.zeros((cfg.num_cores * cfg.tensor_ram_depth, b), np.float32)
         clamps = []
         for c, core in enumerate(program.cores):
             start = c * cfg.tensor_ram_depth
-            self._tram_init[start:start + len(core.tram_init)] = bf16_bits_to_f32(core.tram_init)
+            tram[start:start + len(core.tram_init)] = bf16_bits_to_f32(core.tram_init)
             # Entries beyond the image are zero, like every memory the image does not cover.
             table = np.zeros((cfg.clamp_store_depth, 2), np.float32)
             table[:len(core.clamps)] = core.clamps
             clamps.append(table)
         self._mem = Memories(
-            tram=self._tram_init.copy(),
+            tram=tram,
             acc=np.zeros((cfg.num_cores * cfg.accum_store_depth, b), np.float32),
             weights=[bf16_bits_to_f32(core.weights) for core in program.cores],
             clamps=clamps,
