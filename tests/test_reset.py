@@ -23,7 +23,7 @@ from compiler import Config, Program, ProgramBuilder
 from compiler.lower import lower
 from compiler.reset import add_reset
 from isa.instructions import Dest, End, Vec, VecOp, decode_program
-from isa.program import ProgramError, ProgramFormatError
+from isa.program import MAX_MODELS, ProgramError, ProgramFormatError
 from isa.timing import latencies
 
 pytestmark = pytest.mark.timeout(300)
@@ -147,6 +147,21 @@ def test_one_reset_restores_every_model() -> None:
     # The reset entry is not a model: it cannot be run as one.
     with pytest.raises(ValueError, match="out of range"):
         vm.run(conv_b[..., 0], model_index=2)
+
+
+def test_the_reset_entry_takes_a_model_table_entry() -> None:
+    """With the reset entry after them, a program holds at most MAX_MODELS - 1 models."""
+    streaming, *_ = _streaming("conv")
+    program = streaming.to_program(C2B8)
+    full = dataclasses.replace(program, extra_models=[program.model(0)] * (MAX_MODELS - 1))
+    with pytest.raises(ProgramError, match=f"{MAX_MODELS} models and the reset entry: the "
+                                           f"model table holds at most {MAX_MODELS}"):
+        full.validate()
+    dataclasses.replace(full, reset=None).validate()  # without a reset entry they fit
+    builder = ProgramBuilder(C2B8)
+    builder._models = [None] * (MAX_MODELS - 1)  # as if 15 models had been added
+    with pytest.raises(ValueError, match=f"at most {MAX_MODELS - 1} models"):
+        builder.add_nnir(streaming)
 
 
 def test_reset_entry_in_the_file_format() -> None:
