@@ -15,7 +15,9 @@ then places the models side by side in the memories of the machine:
 - clamp table: each core's entries are shared between the models (equal bounds, one entry);
 - accumulator store: shared. A model's accumulators hold nothing from one inference to the
   next (every chain starts with a ``MAC`` that sets its accumulator), so models need no
-  separate ones.
+  separate ones;
+- reset: one reset entry (``compiler/reset.py``), after the models, restores every model's
+  memories at once.
 
 Relocation only adds offsets to addresses and renames cores: every model keeps the timing of
 its own single-model program, and computes bit-identical outputs.
@@ -32,6 +34,7 @@ import numpy as np
 from compiler.lower import lower
 from compiler.nnir import NNIR
 from compiler.program import AllocationError, Program
+from compiler.reset import add_reset
 from isa.config import Config
 from isa.instructions import (
     Dest,
@@ -117,13 +120,15 @@ class ProgramBuilder:
         ------
         ValueError
             If ``core_indices`` is empty, repeats a core or names one outside the machine, or
-            the program already holds ``MAX_MODELS`` models.
+            the program already holds ``MAX_MODELS - 1`` models (the reset entry takes the
+            model table's last entry).
         AllocationError
             If the model alone does not fit its cores.
         """
         k = len(self._models)
-        if k >= MAX_MODELS:
-            raise ValueError(f"a program holds at most {MAX_MODELS} models")
+        if k >= MAX_MODELS - 1:
+            raise ValueError(f"a program holds at most {MAX_MODELS - 1} models (the model "
+                             "table's last entry is the reset entry)")
         n = self.config.num_cores
         if core_indices is None:
             cores = list(range(n))
@@ -186,7 +191,7 @@ class ProgramBuilder:
                           input_dests=first.input_dests, meta=first.meta,
                           extra_models=entries[1:])
         program.validate()
-        return program
+        return add_reset(program)
 
     def _place(self, added: _Added, machine: list[_Core]) -> ModelEntry:
         """Append one model to ``machine``; return its entry (pc, I/O, meta)."""

@@ -491,10 +491,12 @@ class NNIR:
         return _streaming_transform(self, axis)
 
     def to_program(self, config: Any, name: str | None = None, **kwargs: Any) -> Any:
-        """Compile the graph for an accelerator configuration (see ``compiler.lower``)."""
+        """Compile the graph for an accelerator configuration (see ``compiler.lower``), with
+        a reset entry (``compiler.reset``)."""
         from compiler.lower import lower
+        from compiler.reset import add_reset
 
-        return lower(self, config, name=name, **kwargs)
+        return add_reset(lower(self, config, name=name, **kwargs))
 
 
 def compact(nodes: list[Node], inputs: list[int], outputs: list[int], streaming: bool) -> NNIR:

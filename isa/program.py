@@ -16,7 +16,9 @@ File format (all integers little-endian)::
     52      ...   payload: u32 header length, UTF-8 JSON header, then the raw arrays
 
 The JSON header describes each array (offset into the payload, dtype, shape). Version 3
-added multi-model programs (the header's ``models`` list, :class:`ModelEntry`). A file that is
+added multi-model programs (the header's ``models`` list, :class:`ModelEntry`); version 4
+the reset entry (the header's ``reset``: its model index, entry pc and input descriptor, or
+null; :attr:`Program.reset`). A file that is
 truncated, corrupted, of another format or of another version raises
 :class:`ProgramFormatError` saying which; nothing is loaded unless the checksum matches and
 every field is consistent with the configuration.
@@ -42,7 +44,7 @@ __all__ = [
     "MAGIC", "FORMAT_VERSION", "INDESC_ADDR_BITS", "INDESC_MASK_BITS", "MODEL_INDEX_BITS",
     "MAX_MODELS", "MODEL_SETUP", "MODEL_FIELD_BITS", "ProgramFormatError", "ProgramError",
     "TensorLayout", "CoreImage", "ModelEntry", "Program", "check_meta", "indesc_words",
-    "model_table",
+    "model_table", "reset_entry",
 ]
 
 #: The machine's input descriptor word (one per input beat, from ``Program.input_dests``):
@@ -63,7 +65,7 @@ MODEL_SETUP = 3
 MODEL_FIELD_BITS = 17
 
 MAGIC = b"TIDALPRG"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 _HEAD = struct.Struct("<8sHHQ32s")
 
 
@@ -219,6 +221,13 @@ class Program:
         compiler records.
     extra_models : list[ModelEntry]
         Models 1, 2, ... of a multi-model program (empty for a single model).
+    reset : ModelEntry or None
+        The reset entry (``docs/architecture.md`` §2), or None for a program without one (a
+        hand-built program). Not a model of the program: it is the model table's entry
+        :attr:`reset_index`, after the models, and :attr:`num_models` does not count it. Its
+        code restores every tensor-RAM word the models write to its load-time value and
+        every accumulator word they write to zero; its one input beat (``inputs`` one
+        B-value block) has an empty core mask, so it writes nothing; it has no outputs.
     """
 
     config: Config
@@ -228,6 +237,7 @@ class Program:
     input_dests: np.ndarray
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra_models: list[ModelEntry] = dataclasses.field(default_factory=list)
+    reset: ModelEntry | None = None
 
     # -- models --------------------------------------------------------------------------
 
@@ -262,18 +272,59 @@ class Program:
             return self.extra_models[k - 1]
         return ModelEntry(0, self.inputs, self.outputs, self.input_dests, self.meta)
 
-    def model_code(self, model_index: int = 0) -> list[tuple[list[Instruction], list[int]]]:
-        """Return, per core, model ``model_index``'s instructions from its entry up to its
-        ``END`` and their issue cycles.
+    @property
+    def reset_index(self) -> int | None:
+        """Return the reset entry's index in the model table (:attr:`num_models`), or None
+        if the program has no reset entry."""
+        return self.num_models if self.reset is not None else None
+
+    @property
+    def table_size(self) -> int:
+        """Return the model table's used entries: the models, then the reset entry if any."""
+        return self.num_models + (self.reset is not None)
+
+    def table_entry(self, index: Any) -> ModelEntry:
+        """Return entry ``index`` of the model table: a model, or the reset entry.
 
         Raises
         ------
         ValueError
-            If there is no such model.
+            If ``index`` is not an int from 0 to ``table_size - 1``.
+        """
+        if _is_int(index) and index == self.reset_index:
+            return self.reset  # type: ignore[return-value]
+        if not _is_int(index) or not 0 <= index < self.table_size:
+            raise ValueError(f"model table index {index!r} is out of range: the program has "
+                             f"{self.table_size} entries, 0..{self.table_size - 1}")
+        return self.model(index)
+
+    def reset_cycles(self) -> int:
+        """Return the reset's cycle cost: its done cycle + 1, the interval from its dummy
+        beat to the next inference's first beat (plus the model switches' ``MODEL_SETUP``
+        idle cycles before and after it, ``docs/architecture.md`` §2).
+
+        Raises
+        ------
+        ValueError
+            If the program has no reset entry.
+        """
+        if self.reset_index is None:
+            raise ValueError("the program has no reset entry (a hand-built program; "
+                             "programs compiled by tidal have one)")
+        return self.done_cycle(self.reset_index) + 1
+
+    def model_code(self, model_index: int = 0) -> list[tuple[list[Instruction], list[int]]]:
+        """Return, per core, the instructions of model table entry ``model_index`` (a model
+        or the reset entry) from its entry pc up to its ``END`` and their issue cycles.
+
+        Raises
+        ------
+        ValueError
+            If there is no such entry.
         TimingError
             If a core's code has no ``END`` after the entry.
         """
-        entry = self.model(model_index).entry
+        entry = self.table_entry(model_index).entry
         code = []
         for core in self.cores:
             instrs = decode_program(core.instructions[entry:])
@@ -319,20 +370,23 @@ class Program:
                 decode_program(core.instructions)
             except EncodingError as exc:
                 raise ProgramError(f"core {c} instructions: {exc}") from None
-        if self.num_models > MAX_MODELS:
-            raise ProgramError(f"{self.num_models} models: a program holds at most "
-                               f"{MAX_MODELS}")
+        if self.table_size > MAX_MODELS:
+            extra = " and the reset entry" if self.reset is not None else ""
+            raise ProgramError(f"{self.num_models} models{extra}: the model table holds at "
+                               f"most {MAX_MODELS} entries")
         total = 0
-        for k in range(self.num_models):
+        for k in range(self.table_size):
             total += self._validate_model(k)
         if total > cfg.io_depth:
             raise ProgramError(f"the models' {total} input beats in all exceed the input "
                                f"descriptor table (io_depth={cfg.io_depth})")
 
     def _validate_model(self, k: int) -> int:
-        """Check model ``k`` (see :meth:`validate`); return its input beats."""
-        cfg, model = self.config, self.model(k)
-        who = f"model {k} " if self.num_models > 1 else ""
+        """Check model table entry ``k`` (see :meth:`validate`); return its input beats."""
+        cfg = self.config
+        is_reset = k == self.reset_index
+        model = self.reset if is_reset else self.model(k)
+        who = "the reset entry " if is_reset else f"model {k} " if self.num_models > 1 else ""
         if not isinstance(model, ModelEntry) or not _is_int(model.entry):
             raise ProgramError(f"{who}is not a ModelEntry with an int entry pc")
         if not 0 <= model.entry < min(len(core.instructions) for core in self.cores):
@@ -344,7 +398,10 @@ class Program:
             except TimingError as exc:
                 start = f" from its entry pc {model.entry}" if k else ""
                 raise ProgramError(f"{who}core {c} instructions{start}: {exc}") from None
-        if not model.outputs or not model.inputs:
+        if is_reset:
+            if model.outputs or len(model.inputs) != 1 or model.inputs[0].beats != 1:
+                raise ProgramError("the reset entry must have one input beat and no outputs")
+        elif not model.outputs or not model.inputs:
             raise ProgramError(f"{who or 'a program '}needs at least one input and one "
                                "output tensor")
         beats = sum(t.beats for t in model.inputs)
@@ -364,8 +421,8 @@ class Program:
     # -- static timing -------------------------------------------------------------------
 
     def output_cycles(self, model_index: int = 0) -> list[int]:
-        """Return the cycle each output beat of model ``model_index`` is presented, in beat
-        order."""
+        """Return the cycle each output beat of model ``model_index`` (a model table index:
+        the reset entry has none) is presented, in beat order."""
         cycles = []
         for c, (instrs, issue) in enumerate(self.model_code(model_index)):
             for instr, t in zip(instrs, issue, strict=True):
@@ -375,12 +432,13 @@ class Program:
 
     def done_cycle(self, model_index: int = 0) -> int:
         """Return the last cycle in which anything of an inference of model ``model_index``
-        happens.
+        (a model table index: :meth:`reset_cycles` uses the reset entry's) happens.
 
         That is the latest of: an ``END`` issue, a memory write, an output beat, the last
         input beat's write. The next inference's first beat can be accepted one cycle later.
         """
-        last = len(self.model(model_index).input_dests) - 1 + latencies(self.config).input_write
+        last = (len(self.table_entry(model_index).input_dests) - 1
+                + latencies(self.config).input_write)
         for c, (instrs, issue) in enumerate(self.model_code(model_index)):
             for instr, t in zip(instrs, issue, strict=True):
                 last = max(last, last_effect(self.config, instr, c, t))
@@ -396,10 +454,11 @@ class Program:
             beat is accepted to the cycle the last output beat is presented, inclusive.
             False: the interval between back-to-back (contiguous) inferences.
         model_index : int
-            The model (0 for a single-model program).
+            The model (0 for a single-model program); with ``spaced`` False, any model
+            table index (the reset entry's gives :meth:`reset_cycles`).
         """
         if spaced:
-            return max(self.output_cycles(model_index)) + 1
+            return max(self.output_cycles(self.check_model_index(model_index))) + 1
         return self.done_cycle(model_index) + 1
 
     def compute_duration_per_inference_us(self, spaced: bool = True,
@@ -418,7 +477,7 @@ class Program:
         ``total_weight_tiles``, ``total_instrs`` (all of the whole program); and of model
         ``model_index``: ``input_bytes``, ``output_bytes``, ``ideal_compute_cycles`` (Σ over
         layers of ceil(tiles / cores)), ``cycles_per_inference`` and ``utilisation`` (ideal /
-        actual).
+        actual); and ``reset_cycles`` (:meth:`reset_cycles`, None without a reset entry).
         """
         cfg, model = self.config, self.model(model_index)
         tiles = [len(c.weights) for c in self.cores]
@@ -440,6 +499,7 @@ class Program:
             "ideal_compute_cycles": ideal,
             "cycles_per_inference": cycles,
             "utilisation": ideal / cycles if cycles else 0.0,
+            "reset_cycles": self.reset_cycles() if self.reset is not None else None,
         }
 
     # -- serialisation -------------------------------------------------------------------
@@ -476,6 +536,7 @@ class Program:
             "input_dests": {"offset": offset, "shape": list(dests.shape)},
             "meta": self.meta,
             "models": [],
+            "reset": None,
         }
         blobs.append(dests.tobytes())
         offset += len(blobs[-1])
@@ -488,6 +549,12 @@ class Program:
                 "input_dests": {"offset": offset, "shape": list(dests.shape)},
                 "meta": model.meta,
             })
+            blobs.append(dests.tobytes())
+            offset += len(blobs[-1])
+        if self.reset is not None:
+            dests = np.ascontiguousarray(self.reset.input_dests, dtype="<u4")
+            header["reset"] = {"model_index": self.reset_index, "entry": self.reset.entry,
+                               "input_dests": {"offset": offset, "shape": list(dests.shape)}}
             blobs.append(dests.tobytes())
             offset += len(blobs[-1])
         head = json.dumps(header, sort_keys=True).encode()
@@ -595,6 +662,16 @@ class Program:
                                      array(entry["input_dests"], "<u4", 2), entry["meta"])
                           for entry in header["models"]],
         )
+        reset = header["reset"]
+        if reset is not None:
+            if reset["model_index"] != program.num_models:
+                raise ValueError(f"the reset entry's model index is {reset['model_index']!r}, "
+                                 f"not {program.num_models} (the entry after the models)")
+            program.reset = reset_entry(config, int(reset["entry"]))
+            if not np.array_equal(array(reset["input_dests"], "<u4", 2),
+                                  program.reset.input_dests):
+                raise ValueError("the reset entry's input descriptor must be [[0, 0]] (one "
+                                 "beat, written nowhere)")
         try:
             program.validate()
             check_meta(program)
@@ -611,6 +688,17 @@ class Program:
 # -- the machine's tables -------------------------------------------------------------------
 
 
+def reset_entry(config: Config, entry: int) -> ModelEntry:
+    """Return a reset entry (:attr:`Program.reset`) whose code starts at pc ``entry``.
+
+    Its one input beat (a block of B values, whatever the host sends) has core mask 0: the
+    machine accepts it and writes it nowhere, since a model table word needs at least one
+    beat. It has no outputs.
+    """
+    return ModelEntry(entry, [TensorLayout((config.block_size,), config.block_size)], [],
+                      np.zeros((1, 2), np.uint32), {"name": "reset"})
+
+
 def indesc_words(program: Program) -> list[int]:
     """Return the input descriptor table: every model's descriptors, model 0's first.
 
@@ -618,12 +706,13 @@ def indesc_words(program: Program) -> list[int]:
     the ``base`` of its :func:`model_table` word.
     """
     return [int(addr) | int(mask) << INDESC_ADDR_BITS
-            for k in range(program.num_models)
-            for mask, addr in program.model(k).input_dests.tolist()]
+            for k in range(program.table_size)
+            for mask, addr in program.table_entry(k).input_dests.tolist()]
 
 
 def model_table(program: Program) -> list[int]:
-    """Return the model table: per model, ``entry | base << 17 | beats << 34``.
+    """Return the model table: per model (then the reset entry, if the program has one),
+    ``entry | base << 17 | beats << 34``.
 
     ``entry`` is the model's entry pc, ``base`` the index of its first input descriptor in
     :func:`indesc_words` and ``beats`` its input beats (:data:`MODEL_FIELD_BITS` each). The
@@ -631,8 +720,8 @@ def model_table(program: Program) -> list[int]:
     the words of indices without a model are zero.
     """
     words, base = [], 0
-    for k in range(program.num_models):
-        model = program.model(k)
+    for k in range(program.table_size):
+        model = program.table_entry(k)
         beats = len(model.input_dests)
         words.append(model.entry | base << MODEL_FIELD_BITS | beats << 2 * MODEL_FIELD_BITS)
         base += beats

@@ -8,11 +8,11 @@ export TIDAL_NEED_SIMULATORS=1
 tiers=(
   "isa:tests/test_isa.py tests/test_numerics.py tests/test_functions.py tests/test_dependencies.py"
   "front end:tests/test_frontend*.py tests/test_nnir*.py tests/test_onnx.py"
-  "compiler+VM:tests/test_vm.py tests/test_vm_fast.py tests/test_compiler.py tests/test_compiler_functions.py tests/test_recurrent.py tests/test_multi_model.py tests/test_seed.py tests/test_user_inputs.py"
+  "compiler+VM:tests/test_vm.py tests/test_vm_fast.py tests/test_compiler.py tests/test_compiler_functions.py tests/test_recurrent.py tests/test_multi_model.py tests/test_seed.py tests/test_user_inputs.py tests/test_reset.py"
   "RTL units:tests/test_rtl_arith.py tests/test_rtl_units.py tests/test_rtl_function.py"
   "timing:tests/test_timing.py"
-  "tools:tests/test_cli.py tests/test_report.py tests/test_cli_fuzz.py"
-  "co-simulation:tests/test_cosim.py tests/test_cosim_directed.py tests/test_cosim_fn.py tests/test_cosim_multi.py tests/test_cosim_random.py tests/test_build_cache.py tests/test_cosim_scale.py tests/test_cosim_recurrent.py"
+  "tools:tests/test_cli.py tests/test_report.py tests/test_cli_fuzz.py tests/test_cli_sequences.py"
+  "co-simulation:tests/test_cosim.py tests/test_cosim_directed.py tests/test_cosim_fn.py tests/test_cosim_multi.py tests/test_cosim_random.py tests/test_build_cache.py tests/test_cosim_scale.py tests/test_cosim_recurrent.py tests/test_cosim_reset.py"
 )
 # Tiers whose tests are many independent CPU-bound simulations run on two workers
 # (pytest-xdist): the CI machine has two cores. Builds of one model are serialised by the

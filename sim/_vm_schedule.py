@@ -119,7 +119,8 @@ class Schedule:
     n_out : int
         Output beats per inference.
     latency : int
-        Spaced latency: the last output beat's cycle + 1.
+        Spaced latency: the last output beat's cycle + 1 (0 for the reset entry, which has
+        no output).
     done_cycle : int
         The last cycle in which anything happens.
     """
@@ -273,8 +274,9 @@ def _check_hazards(cfg: Config, reads: list[Access], writes: list[Access]) -> No
 
 
 def analyse(program: Program, model_index: int = 0) -> Schedule:
-    """Decode model ``model_index`` of ``program`` (its code from its entry pc on every
-    core), list its accesses and check the static-schedule rules.
+    """Decode model table entry ``model_index`` of ``program`` (a model or the reset entry:
+    its code from its entry pc on every core), list its accesses and check the
+    static-schedule rules.
 
     Raises
     ------
@@ -285,7 +287,7 @@ def analyse(program: Program, model_index: int = 0) -> Schedule:
     ProgramError
         If the program is otherwise inconsistent with its configuration.
     """
-    model = program.model(model_index)
+    model = program.table_entry(model_index)
     instrs, cycles = _decode(program, model.entry)
     program.validate()
     cfg = program.config
@@ -321,6 +323,6 @@ def analyse(program: Program, model_index: int = 0) -> Schedule:
     done = max([a.cycle for a in writes] + [s.cycle for s in sources]
                + [n_in - 1 + lat.input_write])
     return Schedule(cfg, sources, reads, writes, n_out,
-                    latency=max(a.cycle for a in writes if a.memory == OUT) + 1,
+                    latency=max((a.cycle for a in writes if a.memory == OUT), default=-1) + 1,
                     done_cycle=done)
 

@@ -4,7 +4,8 @@
 their issue cycles with :mod:`isa.timing`, checks the static-schedule rules of
 ``docs/architecture.md`` §5 once (raising :class:`ScheduleError`), and compiles an execution
 plan. ``vm.run(x)`` then executes one inference (one timestep of a streaming program) with
-the numerics of :mod:`isa.numerics`; tensor RAM and accumulators persist between inferences.
+the numerics of :mod:`isa.numerics`; tensor RAM and accumulators persist between inferences
+until ``vm.reset()`` runs the program's reset entry.
 Three executors run the plan, bit for bit alike: the compiled one (:mod:`sim._vm_fast`,
 the default), the numpy one (:mod:`sim._vm_plan`, the readable specification and the
 fallback) and, with tracing, the cycle-by-cycle model (:mod:`sim._vm_cycle`).
@@ -63,13 +64,15 @@ class VM:
     executor : str
         What runs inferences: ``"compiled"``, ``"numpy"`` or, when tracing, ``"cycle"``.
     inferences : int
-        Inferences run since load (or :meth:`reset`).
+        Inferences run since load (or the last :meth:`reset`).
+    resets : int
+        Resets run since load.
     trace : list of TraceRecord
-        After a run with tracing on: every instruction issue of the last inference, sorted
-        by (cycle, core); empty otherwise.
+        After a run with tracing on: every instruction issue of the last inference (or
+        reset), sorted by (cycle, core); empty otherwise.
     write_trace : list of WriteRecord
-        After a run with tracing on: every write and output beat of the last inference,
-        sorted by (cycle, core, memory); empty otherwise.
+        After a run with tracing on: every write and output beat of the last inference (or
+        reset), sorted by (cycle, core, memory); empty otherwise.
 
     Raises
     ------
@@ -89,20 +92,20 @@ class VM:
         executor = _choose_executor(executor)
         self.program = program
         self.tracing = bool(trace)
-        schedules = [analyse(program, k) for k in range(program.num_models)]
+        schedules = [analyse(program, k) for k in range(program.table_size)]
         cfg = program.config
         b = cfg.block_size
-        self._tram_init = np.zeros((cfg.num_cores * cfg.tensor_ram_depth, b), np.float32)
+        tram = np.zeros((cfg.num_cores * cfg.tensor_ram_depth, b), np.float32)
         clamps = []
         for c, core in enumerate(program.cores):
             start = c * cfg.tensor_ram_depth
-            self._tram_init[start:start + len(core.tram_init)] = bf16_bits_to_f32(core.tram_init)
+            tram[start:start + len(core.tram_init)] = bf16_bits_to_f32(core.tram_init)
             # Entries beyond the image are zero, like every memory the image does not cover.
             table = np.zeros((cfg.clamp_store_depth, 2), np.float32)
             table[:len(core.clamps)] = core.clamps
             clamps.append(table)
         self._mem = Memories(
-            tram=self._tram_init.copy(),
+            tram=tram,
             acc=np.zeros((cfg.num_cores * cfg.accum_store_depth, b), np.float32),
             weights=[bf16_bits_to_f32(core.weights) for core in program.cores],
             clamps=clamps,
@@ -111,12 +114,15 @@ class VM:
         )
         # One set of plans per model, all on the one set of memories: a model's state lives
         # in its own tensor-RAM region (the compiler's ProgramBuilder keeps them apart).
+        # The reset entry's plans, if any, come last (the model table's order).
         self._models = [_ModelPlans(program, k, schedule, self._mem, executor, self.tracing)
                         for k, schedule in enumerate(schedules)]
+        self._reset = self._models[-1] if program.reset is not None else None
         self.executor = ("cycle" if self.tracing
                          else "compiled" if self._models[0].fast is not None else "numpy")
         self._last = self._models[0]
         self.inferences = 0
+        self.resets = 0
         self.trace: list[TraceRecord] = []
         self.write_trace: list[WriteRecord] = []
 
@@ -360,12 +366,38 @@ class VM:
         self._mem.acc[...] = arrays["acc"].astype(np.uint32).view(np.float32)
 
     def reset(self) -> None:
-        """Return to the state just after load: initial images, zero accumulators, no runs."""
-        self._mem.tram[...] = self._tram_init
-        self._mem.acc[...] = 0
+        """Run the program's reset entry: start a new sequence without reloading.
+
+        The machine runs the reset code (``docs/architecture.md`` §2, ``compiler/reset.py``)
+        like an inference, bit- and cycle-exactly through the same executor: afterwards
+        every tensor-RAM and accumulator word the models write holds its load-time value
+        again, so :meth:`state` equals a freshly loaded VM's and the next inferences give
+        what they give after load. Its cost is :meth:`reset_cycle_count` cycles. It sets
+        :attr:`inferences` to 0 and counts in :attr:`resets`; with tracing, :attr:`trace`
+        and :attr:`write_trace` then hold the reset's issues and writes.
+
+        Raises
+        ------
+        ValueError
+            If the program has no reset entry (a hand-built program; every program the
+            compiler builds has one).
+        """
+        plans = self._reset_plans()
+        self._execute(plans, np.zeros((1, self.program.config.block_size), np.float32),
+                      exact=True)
         self.inferences = 0
-        self.trace = []
-        self.write_trace = []
+        self.resets += 1
+
+    def reset_cycle_count(self) -> int:
+        """Return the cycles of a reset: its done cycle + 1, as
+        :meth:`isa.program.Program.reset_cycles` (ValueError without a reset entry)."""
+        return self._reset_plans().interval
+
+    def _reset_plans(self) -> _ModelPlans:
+        if self._reset is None:
+            raise ValueError("the program has no reset entry (a hand-built program; programs "
+                             "compiled by tidal have one): load it again to start over")
+        return self._reset
 
 
 class _ModelPlans:
@@ -373,7 +405,7 @@ class _ModelPlans:
 
     def __init__(self, program: Program, k: int, schedule: Schedule, mem: Memories, executor: str,
                  tracing: bool) -> None:
-        self.entry = program.model(k)
+        self.entry = program.table_entry(k)
         dests = self.entry.input_dests
         self.n_in = len(dests)
         self.latency = schedule.latency

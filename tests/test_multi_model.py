@@ -131,7 +131,12 @@ def test_save_load_round_trip() -> None:
     assert table[0] == beats0 << 2 * f
     assert table[1] == (loaded.model(1).entry | beats0 << f
                         | len(loaded.model(1).input_dests) << 2 * f)
-    assert len(indesc_words(loaded)) == beats0 + len(loaded.model(1).input_dests)
+    # The reset entry is the table's last word: one beat, written nowhere (mask 0).
+    beats1 = len(loaded.model(1).input_dests)
+    assert loaded.reset_index == 2 and len(table) == 3
+    assert table[2] == loaded.reset.entry | (beats0 + beats1) << f | 1 << 2 * f
+    assert indesc_words(loaded)[beats0 + beats1:] == [0]
+    assert len(indesc_words(loaded)) == beats0 + beats1 + 1
 
 
 def test_bad_model_index_is_one_clear_error() -> None:

@@ -476,11 +476,15 @@ def test_nnir_rejects_broadcast_of_non_constants() -> None:
 
 
 def test_to_program_delegates_to_the_back_end(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``to_program`` is ``compiler.lower.lower`` (the back end's), called with the graph."""
+    """``to_program`` is ``compiler.lower.lower`` (the back end's), called with the graph,
+    with the reset entry of ``compiler.reset.add_reset`` appended."""
     calls = []
     fake = types.ModuleType("compiler.lower")
     fake.lower = lambda nnir, config, name=None: calls.append((nnir, config, name)) or "program"
     monkeypatch.setitem(sys.modules, "compiler.lower", fake)
+    reset = types.ModuleType("compiler.reset")
+    reset.add_reset = lambda program: ("with reset", program)
+    monkeypatch.setitem(sys.modules, "compiler.reset", reset)
     g = small_graph()
-    assert g.to_program("config", name="m") == "program"
+    assert g.to_program("config", name="m") == ("with reset", "program")
     assert calls == [(g, "config", "m")]

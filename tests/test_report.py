@@ -143,7 +143,9 @@ def test_json_schema_keys(report: dict) -> None:
     assert data["schema_version"] == rep.SCHEMA_VERSION == 2
     assert data["compute_only"] is True
     assert set(data) == {"schema_version", "compute_only", "notes", "program", "models",
-                         "latency", "reference", "layers", "cores", "memory", "timeline"}
+                         "reset", "latency", "reference", "layers", "cores", "memory",
+                         "timeline"}
+    assert data["reset"] is None  # hand-built: no reset entry (tests/test_cli_sequences.py)
     assert {"spaced_cycles", "spaced_us", "contiguous_cycles", "contiguous_us", "clock_mhz",
             "ideal_compute_cycles", "utilisation"} <= set(data["latency"])
     assert {"name", "op", "cores", "start", "end", "tiles", "macs", "busy"} \

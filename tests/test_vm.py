@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from compiler.reset import add_reset
 from isa import Config, CoreImage, Dest, End, Instruction, Mac, Program, TensorLayout, Vec, Wait
 from isa.config import Depths
 from isa.functions import Function, apply, max_lanes
@@ -178,10 +179,13 @@ def test_mac_chain_any_distance(spacing: tuple[int, int]) -> None:
 
 
 def test_mac_accumulates_across_inferences_and_reset() -> None:
-    # acc[0] += W0 x every inference: the accumulator persists; reset() zeroes it.
+    # acc[0] += W0 x every inference: the accumulator persists; the reset entry (added by
+    # the compiler's add_reset) zeroes it, and a hand-built program without one refuses.
     code = Code(1).at(0, 2, Mac(acc=0, tram=0, weight=0, accumulate=1)) \
         .at(0, 8, vec(VecOp.PASS_A)).end()
-    vm = VM(program(C1B4, code, weights=[W0[None]]))
+    with pytest.raises(ValueError, match="no reset entry"):
+        VM(program(C1B4, code, weights=[W0[None]])).reset()
+    vm = VM(add_reset(program(C1B4, code, weights=[W0[None]])))
     x = np.array([1, 2, 3, 4], np.float32)
     assert [vm.run(x).tolist() for _ in range(3)] == [[5, 2, -3, 5], [10, 4, -6, 10],
                                                      [15, 6, -9, 15]]
@@ -663,7 +667,7 @@ def streaming_sum() -> Program:
 
 def test_run_timesteps() -> None:
     x = np.arange(24, dtype=np.float32).reshape(1, 4, 6)  # streaming axis 2
-    vm = VM(streaming_sum())
+    vm = VM(add_reset(streaming_sum()))
     y = vm.run_timesteps(x, input_axis=2, output_axis=2)
     assert y.shape == (1, 4, 6) and vm.inferences == 6
     np.testing.assert_array_equal(y, np.cumsum(x, axis=2))
@@ -683,7 +687,7 @@ def test_state_is_a_copy_and_images_load() -> None:
     prog = passthrough()
     prog.cores[0].tram_init = f32_to_bf16_bits(np.array([[9, 9, 9, 9], [1, 2, 3, 4]],
                                                         np.float32))
-    vm = VM(prog)
+    vm = VM(add_reset(prog))
     s = vm.state()
     assert s["tram"][0].shape == (C1B4.tensor_ram_depth, 4) and s["tram"][0].dtype == np.uint16
     assert s["acc"][0].shape == (C1B4.accum_store_depth, 4) and s["acc"][0].dtype == np.uint32

@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import math
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,42 @@ def load_array(path: str | Path) -> np.ndarray:
                        "inputs (float16, float32, float64, longdouble): convert with "
                        ".astype(np.float32)")
     return array.astype(np.float32)
+
+
+def load_sequences(path: str | Path) -> list[tuple[str, np.ndarray]]:
+    """Read a ``.npz`` archive of sequences as ``(name, float32 array)`` pairs.
+
+    The sequences are the archive's arrays in the archive's order: the order ``np.savez``
+    was given them (``arr_0, arr_1, ...`` positionally, or the keywords' order).
+
+    Raises
+    ------
+    CliError
+        If the file does not exist (usage), is not a ``.npz`` archive, holds no arrays, or
+        an array is not of a floating dtype (naming it).
+    """
+    file = _existing_file(path, "sequences")
+    with file.open("rb") as f:
+        head = f.read(2)
+    if head != b"PK":
+        raise CliError(f"{str(file)!r} is not a .npz archive: save the sequences with "
+                       "np.savez(path, seq0, seq1, ...)")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            items = [(name, archive[name]) for name in archive.files]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if "allow_pickle" in str(exc):
+            raise CliError(f"{str(file)!r} holds Python objects, not numbers: save float "
+                           "arrays") from None
+        raise CliError(f"{str(file)!r} is not a readable .npz archive: {one_line(exc)}") \
+            from None
+    if not items:
+        raise CliError(f"{str(file)!r} holds no arrays: save at least one sequence")
+    for name, array in items:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise CliError(f"{str(file)!r}: sequence {name!r} holds {array.dtype} values; the "
+                           "VM takes floating-point inputs: convert with .astype(np.float32)")
+    return [(name, array.astype(np.float32)) for name, array in items]
 
 
 def insert_axis(shape: Sequence[int], axis: int, length: int) -> tuple[int, ...]:

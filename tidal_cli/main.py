@@ -33,6 +33,7 @@ from tidal_cli.loader import (
     load_array,
     load_factory,
     load_program,
+    load_sequences,
     one_line,
 )
 from tidal_cli.progress import step
@@ -120,13 +121,41 @@ def _check_io(model: ModelEntry, command: str) -> None:
                        "(use the Python API: program.to_vm().run(*inputs))")
 
 
-def _stream_axes(model: ModelEntry) -> tuple[int, int]:
+def _stream_axes(model: ModelEntry, option: str = "--timesteps") -> tuple[int, int]:
     """Return the recorded (input, output) time axes of a streaming model."""
     meta = model.meta
     if not meta.get("streaming") or meta.get("input_axis") is None:
-        raise CliError("--timesteps needs a streaming program (compile with "
+        raise CliError(f"{option} needs a streaming program (compile with "
                        "--streaming-axis N); this one runs whole inputs", EXIT_USAGE)
     return int(meta["input_axis"]), int(meta["output_axis"])
+
+
+def _no_timesteps(args: argparse.Namespace) -> None:
+    if args.timesteps:
+        raise CliError("--timesteps goes with --input: every array of --sequences is a whole "
+                       "sequence already", EXIT_USAGE)
+
+
+def _load_sequences(program: isa.Program, model: ModelEntry, path: str,
+                    command: str) -> list[tuple[str, np.ndarray]]:
+    """Load ``--sequences``: the archive's sequences, each checked like ``--input`` with
+    ``--timesteps`` (the model's input shape with its time axis), none empty."""
+    _check_io(model, command)
+    axis, _ = _stream_axes(model, "--sequences")
+    if program.reset is None:
+        raise CliError("--sequences needs the program's reset entry, which this program "
+                       "lacks (a hand-built program): compile it with tidal compile")
+    shape = model.inputs[0].shape
+    sequences = load_sequences(path)
+    for name, x in sequences:
+        what = f"{path!r}[{name!r}]"
+        if x.ndim != len(shape) + 1:
+            raise CliError(f"{what} has shape {x.shape}; each sequence must be the input "
+                           f"shape {shape} with a time axis inserted at {axis}")
+        check_shape(x, insert_axis(shape, axis, x.shape[axis]), what)
+        if not x.shape[axis]:
+            raise CliError(f"{what} has no timesteps (time axis {axis} is empty)")
+    return sequences
 
 
 def _load_input(model: ModelEntry, path: str, timesteps: bool, command: str) -> np.ndarray:
@@ -258,12 +287,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_output(args.trace, "--trace")
     program = load_program(args.program)
     model = _model(program, args.model)
-    x = _load_input(model, args.input, args.timesteps, "run")
+    if args.sequences is not None:
+        _no_timesteps(args)
+        sequences = _load_sequences(program, model, args.sequences, "run")
+        if args.output is not None and not str(args.output).endswith(".npz"):
+            raise CliError(f"-o {args.output!r}: with --sequences the outputs are one "
+                           "sequence each, written as a .npz archive: name it OUT.npz",
+                           EXIT_USAGE)
+    else:
+        x = _load_input(model, args.input, args.timesteps, "run")
     try:
         vm = program.to_vm(trace=args.trace is not None)
     except ScheduleError as exc:
         raise CliError(f"the VM refuses {args.program!r}: {one_line(exc)}") from None
-    if args.timesteps:
+    if args.sequences is not None:
+        in_axis, out_axis = _stream_axes(model)
+        steps = sum(x.shape[in_axis] for _, x in sequences)
+        outputs = []
+        with step(f"running {len(sequences)} sequences ({steps} timesteps) on the VM",
+                  quiet=args.quiet or steps < 256):
+            for i, (name, x) in enumerate(sequences):
+                if i:
+                    vm.reset()
+                outputs.append((name, vm.run_timesteps(x, in_axis, out_axis,
+                                                       model_index=args.model)))
+        print(f"VM: {len(sequences)} sequence(s), {steps} timesteps, one inference each; a "
+              f"reset between sequences ({vm.reset_cycle_count()} cycles each)")
+    elif args.timesteps:
         in_axis, out_axis = _stream_axes(model)
         steps = x.shape[in_axis]
         # A progress line only when the run is long enough for a user to wonder.
@@ -279,7 +329,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.trace is not None:
         Path(args.trace).write_text(format_trace(vm.trace))
         print(f"trace of the last inference written to {args.trace}")
-    _show_output(y, args.output)
+    if args.sequences is None:
+        _show_output(y, args.output)
+    elif args.output is not None:
+        np.savez(args.output, **{name: np.asarray(y, np.float32) for name, y in outputs})
+        print(f"outputs of {len(outputs)} sequence(s) written to {args.output} (named as "
+              "the inputs)")
+    else:
+        for name, y in outputs:
+            print(f"sequence {name}: ", end="")
+            _show_output(y, None)
     return 0
 
 
@@ -323,12 +382,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     program = load_program(args.program)
     model = _model(program, args.model)
     inputs = None
+    resets: list[int] | None = None
     if args.input is not None:
         x = _load_input(model, args.input, args.timesteps, "compare")
         inputs = _inferences(model, x, args.timesteps)
+    elif args.sequences is not None:
+        _no_timesteps(args)
+        sequences = _load_sequences(program, model, args.sequences, "compare")
+        inputs, resets = [], []
+        for _, x in sequences:
+            if inputs:
+                resets.append(len(inputs))  # a reset before each sequence but the first
+            inputs += _inferences(model, x, True)
     elif args.timesteps:
         raise CliError("--timesteps goes with --input", EXIT_USAGE)
-    count = len(inputs) if inputs is not None else args.random
+    runs = len(inputs) if inputs is not None else args.random
+    count = runs + len(resets or [])
     if args.chunks > count:
         raise CliError(f"--chunks {args.chunks} exceeds the {count} inference(s) to compare"
                        + (" (a whole sequence? add --timesteps)"
@@ -338,13 +407,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         where = (f" in {args.chunks} chunk(s) on "
                  + (args.scheduler or (f"{args.workers} worker(s)" if args.workers
                                        else "one worker per core")))
-    with step(f"comparing {count} inference(s) on the VM and on {args.simulator}{where}",
-              quiet=args.quiet):
+    with_resets = f" and {len(resets)} reset(s)" if resets else ""
+    with step(f"comparing {runs} inference(s){with_resets} on the VM and on "
+              f"{args.simulator}{where}", quiet=args.quiet):
         try:
             report = cosim.compare(program, inputs=inputs, random=args.random,
-                                   simulator=args.simulator, models=[args.model] * count,
+                                   simulator=args.simulator, models=[args.model] * runs,
                                    chunks=args.chunks, workers=args.workers,
-                                   scheduler=args.scheduler)
+                                   scheduler=args.scheduler, resets=resets)
         except ScheduleError as exc:
             raise CliError(f"the VM refuses {args.program!r}: {one_line(exc)}") from None
         except RuntimeError as exc:  # the simulator is missing, the scheduler unreachable
@@ -506,6 +576,7 @@ _EPILOG = """\
 examples:
   tidal compile examples/models.py:seed_cnn --streaming-axis 2 -o seed_cnn.bin
   tidal run seed_cnn.bin --input x.npy --timesteps -o y.npy
+  tidal run lstm.bin --sequences days.npz -o outputs.npz
   tidal sim seed_cnn.bin --input x0.npy --simulator verilator
   tidal compare seed_cnn.bin --random 16 --simulator verilator
   tidal report seed_cnn.bin --format md --plot timeline.png -o report.md
@@ -565,18 +636,27 @@ examples:
     p = command("run", cmd_run, "run a program on the VM (bit- and cycle-accurate)", """\
 INPUT.npy is shaped like the model input without the streaming axis (one
 inference); with --timesteps it is a whole sequence, its time axis where the
-model had it (compile --streaming-axis).
+model had it (compile --streaming-axis). SEQS.npz holds several such
+sequences (np.savez(path, seq0, seq1, ...), run in the archive's order); the
+machine runs the program's reset entry between them, so each sequence starts
+from the program's initial state; -o then writes OUT.npz, one output sequence
+per input sequence, under the same names.
 
 examples:
   tidal run seed_cnn.bin --input x_t0.npy
-  tidal run seed_cnn.bin --input x.npy --timesteps -o y.npy""")
+  tidal run seed_cnn.bin --input x.npy --timesteps -o y.npy
+  tidal run lstm.bin --sequences days.npz -o outputs.npz""")
     p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
-    p.add_argument("--input", required=True, metavar="INPUT.npy",
-                   help="the input, a .npy array (see below)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="INPUT.npy",
+                        help="the input, a .npy array (see below)")
+    source.add_argument("--sequences", metavar="SEQS.npz",
+                        help="several sequences, a reset of the machine between them")
     p.add_argument("--timesteps", action="store_true",
                    help="INPUT holds a sequence; run one inference per timestep")
     p.add_argument("-o", "--output", metavar="OUT.npy",
-                   help="write the output here (default: print it)")
+                   help="write the output here (default: print it; OUT.npz with "
+                        "--sequences)")
     p.add_argument("--trace", metavar="TRACE.txt",
                    help="write the VM's per-instruction trace here")
     p.add_argument("--model", type=int, default=0, metavar="K",
@@ -611,6 +691,7 @@ cycle counts bit for bit. Exit 0 when identical, 1 at the first divergence.
 examples:
   tidal compare seed_cnn.bin --random 16 --simulator verilator
   tidal compare tiny_c1b4.bin --input x.npy --timesteps --simulator icarus
+  tidal compare lstm.bin --sequences days.npz --simulator verilator
   tidal compare seed_cnn.bin --input seq.npy --timesteps --chunks 8 --workers 2
   tidal compare seed_cnn.bin --input seq.npy --timesteps --chunks 64 \\
       --scheduler tcp://10.0.0.5:8786
@@ -620,11 +701,17 @@ state at its first step, on a local Dask cluster (one worker per core, or
 --workers W; --workers 1 runs them one after the other in this process) or on
 the cluster of --scheduler (docs/cosim.md).
 
+--sequences SEQS.npz compares several sequences (as for tidal run) with a
+reset of the machine between them: the reset's writes, cycles and the state
+after it are compared too.
+
 Icarus is for small configurations (c1b4, c2b8); use Verilator for a full C6B32.""")
     p.add_argument("program", metavar="PROG.bin", help="a program file (tidal compile -o)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--input", metavar="INPUT.npy",
                         help="run this input (one inference, or a sequence with --timesteps)")
+    source.add_argument("--sequences", metavar="SEQS.npz",
+                        help="several sequences (as for tidal run), a reset between them")
     source.add_argument("--random", type=_positive_int, default=4, metavar="N",
                         help="run N inferences on random inputs (default 4)")
     p.add_argument("--timesteps", action="store_true",

@@ -24,6 +24,7 @@ from typing import Any
 from isa import Dest, Mac, Program, Vec, Wait
 from isa.config import Depths
 from isa.instructions import End, Fn
+from isa.program import MODEL_SETUP
 from isa.timing import OUT, accesses
 
 __all__ = [
@@ -160,6 +161,20 @@ def _model_summary(program: Program, k: int) -> dict[str, Any]:
     }
 
 
+def _reset_summary(program: Program) -> dict[str, Any] | None:
+    """Return the ``reset`` entry: the reset entry's index, pc and cycle cost, or None."""
+    if program.reset is None:
+        return None
+    cfg, cycles = program.config, program.reset_cycles()
+    return {
+        "model_index": program.reset_index,
+        "entry_pc": program.reset.entry,
+        "cycles": cycles,
+        "us": cycles / cfg.clock_mhz,
+        "model_setup_cycles": MODEL_SETUP,
+    }
+
+
 def build_report(program: Program, reference_cycles: int | None = None,
                  reference_name: str | None = None,
                  reference_source: str | None = None, model_index: int = 0) -> dict[str, Any]:
@@ -265,6 +280,7 @@ def build_report(program: Program, reference_cycles: int | None = None,
             "num_models": program.num_models,
         },
         "models": [_model_summary(program, k) for k in range(program.num_models)],
+        "reset": _reset_summary(program),
         "latency": {
             "clock_mhz": cfg.clock_mhz,
             "depths": dataclasses.asdict(cfg.depths),
@@ -359,6 +375,12 @@ def _summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                          f"{_cores_text(m['cores'])}: {m['spaced_cycles']} cycles = "
                          f"{m['spaced_us']:.4f} µs spaced, {m['contiguous_cycles']} "
                          f"contiguous{here}"))
+    reset = report.get("reset")
+    if reset is not None:
+        rows.append(("reset (new sequence)",
+                     f"{reset['cycles']} cycles = {reset['us']:.4f} µs (model table entry "
+                     f"{reset['model_index']}, plus {reset['model_setup_cycles']} idle cycles "
+                     "to select it and again to select a model)"))
     ref = report["reference"]
     if ref is not None:
         rows.append(("reference", f"{ref['cycles']} cycles ({ref['name'] or 'same shape'}"

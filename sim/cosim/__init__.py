@@ -36,10 +36,19 @@ from sim.cosim._compare import (
     VmReference,
     compare,
     compare_runs,
+    run_step,
     vm_reference,
 )
 from sim.cosim._errors import RtlError
-from sim.cosim._run import RtlResult, input_beats, random_inputs, run_rtl, watchdog_cycles
+from sim.cosim._run import (
+    RtlResult,
+    input_beats,
+    insert_resets,
+    random_inputs,
+    run_rtl,
+    split_resets,
+    watchdog_cycles,
+)
 from sim.cosim._traces import parse_rtl_trace, parse_write_trace
 from sim.cosim.toolchain import SIMULATORS, SimulatorMissing, require_simulator
 from sim.vm import TraceRecord, WriteRecord
@@ -49,5 +58,6 @@ __all__ = [
     "VmReference", "TraceRecord", "WriteRecord", "SIMULATORS", "SimulatorMissing",
     "build_rtl", "model_cached", "run_rtl", "compare", "compare_runs", "vm_reference",
     "input_beats", "random_inputs", "parse_rtl_trace", "parse_write_trace",
-    "require_simulator", "watchdog_cycles",
+    "require_simulator", "watchdog_cycles", "insert_resets", "split_resets",
+    "run_step",
 ]

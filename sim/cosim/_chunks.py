@@ -20,9 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from isa.program import Program
-from sim.cosim._compare import ChunkInfo, CompareReport, Divergence, compare_runs, vm_reference
+from sim.cosim._compare import (
+    ChunkInfo,
+    CompareReport,
+    Divergence,
+    compare_runs,
+    run_step,
+    vm_reference,
+)
 from sim.cosim._errors import RtlError
-from sim.cosim._run import RtlResult, run_rtl
+from sim.cosim._run import RtlResult, run_rtl, split_resets
 from sim.cosim.engine import JobOutcome, default_workers, open_engine
 from sim.cosim.toolchain import require_simulator
 from sim.vm import VM
@@ -52,16 +59,19 @@ def run_chunk(program: Program, first: int, beats: Sequence[np.ndarray],
               models: Sequence[int]) -> CompareReport:
     """Compare one chunk (runs on a worker): both sides start from ``state``.
 
-    ``first`` is the chunk's first global step (for the RTL's messages); the report's
-    inferences are numbered from 0 within the chunk (:func:`merge` shifts them).
+    ``beats`` and ``models`` are the chunk's part of the run list
+    (:func:`sim.cosim.insert_resets`: resets included). ``first`` is the chunk's first
+    global step (for the RTL's messages); the report's inferences are numbered from 0
+    within the chunk (:func:`merge` shifts them).
     """
-    vm = vm_reference(program, beats, models, state)
+    beats, models, resets = split_resets(program, beats, models)
+    vm = vm_reference(program, beats, models, state, resets)
     rtl: RtlResult | None = None
     error: str | None = None
     try:
         rtl = run_rtl(program, beats, simulator=simulator, build_dir=build_dir, trace=True,
                       timeout_cycles=[d + 1 for d in vm.done], rtl_variant=rtl_variant,
-                      models=models, state=state, first_inference=first)
+                      models=models, state=state, first_inference=first, resets=resets)
     except RtlError as exc:
         rtl, error = exc.result, str(exc)
     return compare_runs(program, vm, rtl, error, simulator)
@@ -73,7 +83,8 @@ def compare_chunked(program: Program, beats: Sequence[np.ndarray], simulator: st
                     models: Sequence[int]) -> CompareReport:
     """Compare ``beats`` in ``chunks`` chunks run on :func:`~sim.cosim.engine.open_engine`.
 
-    ``models`` gives each inference's model index.
+    ``beats`` and ``models`` are the run list (:func:`sim.cosim.insert_resets`): each
+    run's beats and model table index, a reset's the reset entry's.
 
     Raises
     ------
@@ -94,7 +105,7 @@ def compare_chunked(program: Program, beats: Sequence[np.ndarray], simulator: st
     for first, count in bounds:
         states.append(vm.state())
         for k in range(first, first + count):
-            vm.run_beats(beats[k], model_index=models[k])
+            run_step(vm, beats[k], models[k])
     jobs = [(program, first, list(beats[first:first + count]), state, simulator, build_dir,
              rtl_variant, list(models[first:first + count]))
             for (first, count), state in zip(bounds, states, strict=True)]
@@ -175,8 +186,9 @@ def merge(program: Program, simulator: str, bounds: Sequence[tuple[int, int]],
     complete = contiguous and len(rtl_parts) == len(bounds)
     ok = (all(c.ok for c in infos) and sums["values_compared"] > 0 and first_div is None
           and error is None)
+    resets = sum(o.result.resets for o in outcomes if o.result is not None)
     return CompareReport(
-        ok=ok, inferences=sum(c for _, c in bounds), **sums, **flags,
+        ok=ok, inferences=sum(c for _, c in bounds), resets=resets, **sums, **flags,
         vm_cycles=vm_cycles, rtl_cycles=rtl_cycles, vm_done=vm_done, rtl_done=rtl_done,
         first_divergence=first_div, error=error,
         rtl=_concatenate(rtl_parts) if complete else None, divergences=divergences,

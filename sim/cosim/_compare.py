@@ -18,11 +18,11 @@ import numpy as np
 from isa.instructions import EncodingError, decode
 from isa.program import Program
 from sim.cosim._errors import RtlError
-from sim.cosim._run import RtlResult, input_beats, model_indices, random_inputs, run_rtl
+from sim.cosim._run import RtlResult, insert_resets, random_inputs, run_rtl, split_resets
 from sim.vm import VM, TraceRecord, WriteRecord
 
 __all__ = ["Divergence", "ChunkInfo", "CompareReport", "VmReference", "vm_reference",
-           "compare_runs", "compare"]
+           "run_step", "compare_runs", "compare"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +126,11 @@ class CompareReport:
         outputs, output cycles, done cycles, spaced latencies, issue traces, write traces
         and the final state are all identical.
     inferences : int
-        Inferences run on the VM (the RTL ran as many, unless it stopped: see ``error``).
+        Inferences run on the VM (the RTL ran as many, unless it stopped: see ``error``),
+        resets included: a reset is an inference of the reset entry, numbered in run order
+        like the others (no output beats, spaced latency 0).
+    resets : int
+        How many of the inferences are resets (``compare(..., resets=...)``).
     values_compared : int
         Output lanes plus state words' lanes compared (0 makes ``ok`` False).
     output_values, state_values : int
@@ -189,6 +193,7 @@ class CompareReport:
     error: str | None
     rtl: RtlResult | None
     divergences: list[Divergence] = dataclasses.field(default_factory=list)
+    resets: int = 0
     program_name: str = ""
     config_name: str = ""
     simulator: str = ""
@@ -199,8 +204,9 @@ class CompareReport:
     def summary(self) -> str:
         """Return a human-readable multi-line report."""
         verdict = "OK" if self.ok else "MISMATCH"
+        resets = f" ({self.resets} of them resets)" if self.resets else ""
         lines = [f"compare {self.program_name or 'program'} on {self.config_name} "
-                 f"[{self.simulator}], {self.inferences} inference(s): {verdict}"]
+                 f"[{self.simulator}], {self.inferences} inference(s){resets}: {verdict}"]
         if self.values_compared == 0:
             lines.append("  nothing was compared: a comparison must compare something")
         lines.append(f"  outputs: {self.output_values:,} values, "
@@ -278,6 +284,8 @@ class VmReference:
         Per inference, the spaced latency and the done cycle.
     state : dict
         After the last inference, as :attr:`RtlResult.state`.
+    resets : int
+        How many of the inferences were resets.
     """
 
     outputs: list[np.ndarray]
@@ -286,33 +294,54 @@ class VmReference:
     cycles: list[int]
     done: list[int]
     state: dict[str, list[np.ndarray]]
+    resets: int = 0
+
+
+def run_step(vm: VM, beats: np.ndarray, model_index: int) -> np.ndarray:
+    """Run one run of a run list (:func:`sim.cosim.insert_resets`) on ``vm`` at the beat
+    level and return its output beats: an inference of model ``model_index``, or a reset
+    (:meth:`sim.vm.VM.reset`, no output beats) if that is the reset entry's index."""
+    if model_index == vm.program.reset_index:
+        vm.reset()
+        return np.zeros((0, vm.program.config.block_size), np.uint16)
+    return vm.run_beats(beats, model_index=model_index)
 
 
 def vm_reference(program: Program, beats: Sequence[np.ndarray],
                  models: Sequence[int] | None = None,
-                 state: dict[str, list[np.ndarray]] | None = None) -> VmReference:
+                 state: dict[str, list[np.ndarray]] | None = None,
+                 resets: Sequence[int] | None = None) -> VmReference:
     """Run ``beats`` (one ``uint16`` [n_in, B] array per inference) on a tracing VM.
 
     ``models`` gives each inference's model index (default: all model 0). ``state`` (as
     :meth:`sim.vm.VM.state` gives it), if given, is the memories the first inference
-    starts from instead of the program's images.
+    starts from instead of the program's images. ``resets``: run :meth:`sim.vm.VM.reset`
+    before these inferences (:func:`sim.cosim.insert_resets`); the result's lists hold the
+    resets too, in run order.
 
     Raises
     ------
     ScheduleError
         If the VM refuses the program.
+    ValueError
+        If ``models`` or ``resets`` do not fit ``beats``.
     """
     vm = VM(program, trace=True)
     if state is not None:
         vm.load_state(state)
     run = VmReference([], [], [], [], [], {})
-    for beat, k in zip(beats, models if models is not None else [0] * len(beats),
-                       strict=True):
-        run.outputs.append(vm.run_beats(beat, model_index=k))
+    runs, indices = insert_resets(program, beats, models, resets)
+    for beat, k in zip(runs, indices, strict=True):
+        run.outputs.append(run_step(vm, beat, k))
         run.traces.append(list(vm.trace))
         run.writes.append(list(vm.write_trace))
-        run.cycles.append(vm.cycle_count(spaced=True))
-        run.done.append(vm.cycle_count(spaced=False) - 1)
+        if k == program.reset_index:
+            run.resets += 1
+            run.cycles.append(0)
+            run.done.append(vm.reset_cycle_count() - 1)
+        else:
+            run.cycles.append(vm.cycle_count(spaced=True))
+            run.done.append(vm.cycle_count(spaced=False) - 1)
     run.state = vm.state()
     return run
 
@@ -522,7 +551,8 @@ def compare_runs(program: Program, vm: VmReference, rtl: RtlResult | None,
         write_records=n_writes, writes_equal=writes_equal,
         vm_cycles=list(vm.cycles), rtl_cycles=list(rtl.cycles) if rtl is not None else [],
         vm_done=list(vm.done), rtl_done=rtl_done, first_divergence=first, error=error,
-        rtl=rtl, divergences=candidates, program_name=str(program.meta.get("name", "")),
+        rtl=rtl, divergences=candidates, resets=vm.resets,
+        program_name=str(program.meta.get("name", "")),
         config_name=program.config.name, simulator=simulator)
 
 
@@ -530,7 +560,8 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
             simulator: str = "verilator", *, seed: int = 0, waves: bool | None = None,
             build_dir: str | Path | None = None, rtl_variant: str | None = None,
             models: Sequence[int] | None = None, chunks: int = 1, workers: int | None = None,
-            scheduler: str | None = None) -> CompareReport:
+            scheduler: str | None = None, resets: Sequence[int] | None = None
+            ) -> CompareReport:
     """Run the same inferences on the VM and on the RTL and compare everything.
 
     Compared: every output beat bit for bit and the cycle it is presented in, the spaced
@@ -558,6 +589,13 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
     models : sequence of int, optional
         Each inference's model index in a multi-model program (default: all model 0); with
         ``inputs`` None, one random inference per entry.
+    resets : sequence of int, optional
+        Reset the machine before these inferences of ``inputs`` (``len(inputs)``: after the
+        last): a sequence of sequences ``s0, s1, ...`` is ``inputs = s0 + s1 + ...``,
+        ``resets = [len(s0), len(s0) + len(s1), ...]`` (:func:`sim.cosim.insert_resets`).
+        The RTL's host selects the reset entry and sends its dummy beat, the VM runs
+        :meth:`sim.vm.VM.reset`; the resets' writes, done cycles and the state after them
+        are compared like an inference's, and the report counts them (``resets``).
     chunks : int
         Number of chunks (1 to the number of inferences).
     workers : int, optional
@@ -579,34 +617,35 @@ def compare(program: Program, inputs: Sequence[Any] | None = None, random: int =
     SimulatorMissing
         If the simulator is not installed.
     ValueError
-        If ``chunks`` does not fit the inferences, ``workers`` is below 1, or ``waves`` is
-        asked of a chunked comparison.
+        If ``chunks`` does not fit the inferences, ``workers`` is below 1, ``waves`` is
+        asked of a chunked comparison, or ``resets`` does not fit (see
+        :func:`sim.cosim.insert_resets`).
     RuntimeError
         If the Dask scheduler cannot be reached.
     """
     if inputs is None:
         inputs = random_inputs(program, len(models) if models is not None else random, seed,
                                models)
-    models = model_indices(program, len(inputs), models)
-    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    runs, indices = insert_resets(program, inputs, models, resets)
     if chunks != 1 or workers is not None or scheduler is not None:
         if waves:
             raise ValueError("waves need one simulator run: compare with chunks=1")
         from sim.cosim._chunks import compare_chunked
 
-        return compare_chunked(program, beats, simulator, chunks=chunks, workers=workers,
+        return compare_chunked(program, runs, simulator, chunks=chunks, workers=workers,
                                scheduler=scheduler, build_dir=build_dir,
-                               rtl_variant=rtl_variant, models=models)
+                               rtl_variant=rtl_variant, models=indices)
     started = time.perf_counter()
-    vm = vm_reference(program, beats, models)
+    beats, models, resets = split_resets(program, runs, indices)
+    vm = vm_reference(program, beats, models, resets=resets)
     rtl: RtlResult | None = None
     error: str | None = None
-    if beats:
+    if runs:
         try:
             rtl = run_rtl(program, beats, simulator=simulator, waves=waves,
                           build_dir=build_dir, trace=True,
                           timeout_cycles=[d + 1 for d in vm.done], rtl_variant=rtl_variant,
-                          models=models)
+                          models=models, resets=resets)
         except RtlError as exc:
             rtl, error = exc.result, str(exc)
     report = compare_runs(program, vm, rtl, error, simulator)

@@ -29,7 +29,8 @@ from sim.cosim._errors import RtlError
 from sim.cosim._traces import parse_rtl_trace, read_write_trace
 from sim.vm import TraceRecord, WriteRecord
 
-__all__ = ["RtlResult", "run_rtl", "input_beats", "random_inputs", "watchdog_cycles"]
+__all__ = ["RtlResult", "run_rtl", "input_beats", "random_inputs", "watchdog_cycles",
+           "insert_resets", "split_resets"]
 
 #: Clock period of the simulation (any value works; the machine counts cycles).
 PERIOD_NS = 10
@@ -188,12 +189,74 @@ def model_indices(program: Program, n: int, models: Sequence[int] | None) -> lis
     return models
 
 
+def insert_resets(program: Program, inputs: Sequence[Any], models: Sequence[int] | None,
+                  resets: Sequence[int] | None) -> tuple[list[np.ndarray], list[int]]:
+    """Return the run list of ``inputs`` with a reset before each position of ``resets``:
+    every run's input beats and its model table index.
+
+    A reset is an inference of the program's reset entry (``docs/architecture.md`` §2): its
+    index is ``program.reset_index`` and its beats the one dummy beat (zeros, written
+    nowhere). ``resets`` are positions in ``inputs``: ``i`` resets the machine before
+    inference ``i`` (``len(inputs)``: after the last), so a sequence of sequences ``s0, s1,
+    ...`` is ``inputs = s0 + s1 + ...`` with ``resets = [len(s0), len(s0) + len(s1), ...]``.
+    :func:`split_resets` is the inverse.
+
+    Raises
+    ------
+    ValueError
+        If an input does not fit its model, ``models`` does not fit ``inputs``, or with
+        ``resets``: the program has no reset entry, or they are not increasing positions
+        ``0..len(inputs)``.
+    """
+    n = len(inputs)
+    models = model_indices(program, n, models)
+    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    if resets is None or len(resets) == 0:
+        return beats, models
+    if program.reset_index is None:
+        raise ValueError("the program has no reset entry (a hand-built program; programs "
+                         "compiled by tidal have one)")
+    positions = list(resets)
+    if (not all(isinstance(i, int | np.integer) and 0 <= i <= n for i in positions)
+            or any(a >= b for a, b in zip(positions, positions[1:], strict=False))):
+        raise ValueError(f"resets {positions!r} must be increasing positions 0..{n} (a reset "
+                         "before inference i)")
+    dummy = np.zeros((1, program.config.block_size), np.uint16)
+    runs: list[np.ndarray] = []
+    indices: list[int] = []
+    for i in range(n + 1):
+        if i in positions:
+            runs.append(dummy)
+            indices.append(program.reset_index)
+        if i < n:
+            runs.append(beats[i])
+            indices.append(models[i])
+    return runs, indices
+
+
+def split_resets(program: Program, runs: Sequence[np.ndarray], indices: Sequence[int]
+                 ) -> tuple[list[np.ndarray], list[int], list[int]]:
+    """Return ``(inputs, models, resets)`` of a run list (the inverse of
+    :func:`insert_resets`)."""
+    inputs: list[np.ndarray] = []
+    models: list[int] = []
+    resets: list[int] = []
+    for beats, k in zip(runs, indices, strict=True):
+        if k == program.reset_index:
+            resets.append(len(inputs))
+        else:
+            inputs.append(beats)
+            models.append(k)
+    return inputs, models, resets
+
+
 def watchdog_cycles(program: Program, base: int | None = None, model_index: int = 0) -> int:
     """Return the cycle limit per inference: ``base`` plus a small margin.
 
-    ``base`` defaults to the static contiguous interval of model ``model_index`` (done
-    cycle + 1, the VM's count). The margin (16 cycles + 1/16) absorbs nothing a correct RTL
-    needs; it only lets a late ``done`` be reported as late rather than as missing.
+    ``base`` defaults to the static contiguous interval of model ``model_index`` (a model
+    table index: the reset entry's too; done cycle + 1, the VM's count). The margin (16
+    cycles + 1/16) absorbs nothing a correct RTL needs; it only lets a late ``done`` be
+    reported as late rather than as missing.
     """
     if base is None:
         base = program.cycle_count_per_inference(spaced=False, model_index=model_index)
@@ -267,8 +330,8 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
             trace: bool = True, timeout_cycles: int | Sequence[int] | None = None,
             rtl_variant: str | None = None, stall_output: bool = False,
             models: Sequence[int] | None = None,
-            state: dict[str, list[np.ndarray]] | None = None, first_inference: int = 0
-            ) -> RtlResult:
+            state: dict[str, list[np.ndarray]] | None = None, first_inference: int = 0,
+            resets: Sequence[int] | None = None) -> RtlResult:
     """Run inferences of ``program`` on the RTL, back to back, in one simulator launch.
 
     State (tensor RAM, accumulators) persists from one inference to the next, as on the
@@ -306,6 +369,11 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
         two inferences). Chunked co-simulation starts each chunk from the VM's state.
     first_inference : int
         The number of the first inference in messages (a chunk's first global step).
+    resets : sequence of int, optional
+        Reset the machine before these inferences (:func:`insert_resets`): the host selects
+        the reset entry and sends its dummy beat. The result's per-inference lists then
+        hold the resets too, in run order (a reset has no output beats), and so does
+        ``timeout_cycles`` if it is a sequence.
 
     Returns
     -------
@@ -323,8 +391,7 @@ def run_rtl(program: Program, inputs: Sequence[Any], simulator: str = "verilator
         If an input does not fit the program.
     """
     program.validate()
-    models = model_indices(program, len(inputs), models)
-    beats = [input_beats(program, item, k) for item, k in zip(inputs, models, strict=True)]
+    beats, models = insert_resets(program, inputs, models, resets)
     n = len(beats)
     if timeout_cycles is None or isinstance(timeout_cycles, int | np.integer):
         limits = [watchdog_cycles(program, timeout_cycles, k) for k in models]
