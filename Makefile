@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= ia_420f_c6b32
 STAMP := .venv/.tidal-setup
 
-.PHONY: help setup demo test test-fast cosim-both cosim-random mutate rtl bench timing functions lint clean
+.PHONY: help setup demo test test-c6b32 test-fast cosim-both cosim-random mutate rtl bench timing functions lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -17,6 +17,9 @@ demo: setup  ## compile the seed CNN, run it on the VM and the RTL, compare, pri
 
 test: setup  ## the whole test suite, fastest tier first (what CI runs)
 	@bash scripts/test.sh
+
+test-c6b32: setup  ## co-simulation on the full C6B32 (seed CNN, LSTM across a reset, GELU/LayerNorm/softmax)
+	TIDAL_NEED_SIMULATORS=1 $(PY) -m pytest -q -m c6b32 tests/test_cosim_c6b32.py
 
 test-fast: setup  ## everything except co-simulation
 	$(PY) -m pytest -q -m "not cosim"

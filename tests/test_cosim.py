@@ -349,18 +349,6 @@ def test_compiled_split_reduction_matches_vm(simulator: str) -> None:
 
 
 @pytest.mark.cosim
-# A fresh clone builds the C6B32 model here (single-threaded Verilator conversion, minutes;
-# longer since the function unit): the timeout guards against a hang, not a slow build.
-@pytest.mark.timeout(2700)
-def test_seed_cnn_c6b32_verilator() -> None:
-    """The seed CNN on the full C6B32 under Verilator, 16 timesteps."""
-    need("verilator")
-    program = seed_cnn_program()
-    report = compare(program, random=16, simulator="verilator")
-    assert report.ok, report.summary()
-    assert report.inferences == 16 and report.output_values == 16 * 32
-
-
 @pytest.mark.cosim
 @pytest.mark.timeout(300)
 def test_hand_program_state_and_cycles() -> None:
