@@ -68,13 +68,16 @@ def test_lstm_across_a_reset() -> None:
 
 def test_gelu_layernorm_softmax() -> None:
     """The function unit (GELU, the reciprocal square root and exponential of the norms and
-    the softmax), sums and maxima over the data axis and their broadcasts, 4 inferences."""
+    the softmax), sums and maxima over the data axis and their broadcasts, streamed over a
+    sequence of 6 timesteps."""
     need("verilator")
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.LayerNorm(96), nn.Linear(96, 32),
                           nn.Softmax(dim=-1))
-    gm, _ = vollo_torch.fx.prepare_shape(model, torch.randn(1, 64))
-    program = vollo_torch.fx.nnir.to_nnir(gm).to_program(Config.ia_420f_c6b32())
-    report = compare(program, random=4, simulator="verilator", seed=3)
+    x = torch.randn(6, 64)
+    gm, _ = vollo_torch.fx.prepare_shape(model, x)
+    streaming, _ = vollo_torch.fx.nnir.to_nnir(gm).streaming_transform(0)
+    program = streaming.to_program(Config.ia_420f_c6b32())
+    report = compare(program, inputs=[x[t].numpy() for t in range(6)], simulator="verilator")
     assert report.ok, report.summary()
-    assert report.output_values == 4 * 32
+    assert report.output_values == 6 * 32
