@@ -299,7 +299,7 @@ def test_stage_arguments() -> None:
 #: Unit depths for the DotUnit tests: products and adder-tree levels of several stages.
 DOT_DEPTHS = [Depths.ideal(), Depths(bf16_mul=2, fp32_add=3)]
 #: Edge-lane combinations per depth (test_dot_unit_edge_lanes).
-EDGE_COMBOS = 400
+EDGE_COMBOS = 250
 
 
 def test_dot_latency() -> None:

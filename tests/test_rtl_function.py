@@ -103,7 +103,7 @@ def run(cfg: Config, work: list[tuple[Function, np.ndarray]]) -> None:
 
 
 def test_function_unit_realistic_b4() -> None:
-    run(Config.preset("c1b4"), jobs(4, 400, 1))
+    run(Config.preset("c1b4"), jobs(4, 100, 1))
 
 
 def test_function_unit_unusual_depths_b2() -> None:
