@@ -7,7 +7,7 @@ STAMP := .venv/.tidal-setup
 .PHONY: help setup demo test test-c6b32 test-fast cosim-both cosim-random mutate rtl bench timing functions lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 setup:  ## install system packages and the .venv (a quick no-op when up to date)
 	@bash scripts/setup.sh
