@@ -5,9 +5,8 @@ a minute for the one-core, four-lane machine: it compiles every statement to Pyt
 the machine's structure does not depend on the program, only its memories' contents do.
 So each test process builds one simulator per configuration and, for every
 run, resets it (every signal and memory back to its initial value, zero) and writes the
-program's memory images through the testbench before the first clock edge: the same
-words :class:`~rtl.top.Top` would take as ``init`` (:func:`rtl.core.core_images`,
-:func:`isa.program.model_table`, :func:`isa.program.indesc_words`).
+program's memory images through the testbench before the first clock edge: the words
+:func:`rtl.gen.memory_images` gives the Verilog simulators, by the same paths.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from amaranth.sim import Simulator
 
 from isa.config import Config
-from isa.program import Program, indesc_words, model_table
-from rtl.core import core_images
+from isa.program import Program
+from rtl.gen import memory_images
 from rtl.top import Top
 
 __all__ = ["run_native"]
@@ -48,18 +47,14 @@ def _machine(config: Config) -> tuple[Top, Simulator, list[Bench]]:
 
 def _load(ctx, top: Top, program: Program) -> None:
     """Write ``program``'s memory images into the (zeroed) memories of ``top``."""
-    memories = {f"top.{name}": mem for name, mem in top.memories.items()}
+    memories = dict(top.memories)
     for c, core in enumerate(top.cores):
         memories.update({f"core{c}.{name}": mem for name, mem in core.memories.items()})
         for lane, unit in enumerate(core.matrix.lanes):
             memories[f"core{c}.matrix.lane{lane}.wmem"] = unit.memories["wmem"]
-    images = {"top.models": model_table(program), "top.indesc": indesc_words(program)}
-    for c, image in enumerate(program.cores):
-        images.update({f"core{c}.{name}": words
-                       for name, words in core_images(image, program.config).items()})
-    for name, words in images.items():
-        mem = memories[name]
-        assert len(words) <= mem.depth, f"{name}: {len(words)} words exceed {mem.depth}"
+    for path, words in memory_images(program).items():
+        mem = memories[path]
+        assert len(words) <= mem.depth, f"{path}: {len(words)} words exceed {mem.depth}"
         for addr, word in enumerate(words):
             if word:
                 ctx.set(mem.data[addr], word)
