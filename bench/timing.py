@@ -256,7 +256,7 @@ UNITS: list[Unit] = [
       for m, r in sorted(itertools.product((1, 2), (1, 2, 3, 4)), key=lambda d: (sum(d), d))],
     *_builder_rows("fp32_max", Fp32Max, range(1, 3), quick=(1,)),
     *_builder_rows("fp32_min", Fp32Min, range(1, 3)),
-    *_builder_rows("clamp_round", ClampRound, range(1, 4), quick=(1,)),
+    *_builder_rows("clamp_round", ClampRound, range(1, 4), quick=(2,)),
     # The read data leaves the unit unregistered: the harness registers it.
     *[Unit("memory read", str(s), functools.partial(MemoryRead, s), registered=False)
       for s in (1, 2)],

@@ -70,7 +70,8 @@ class Depths:
     norm_round : int
         The vector unit's normalise-and-round after ``vec_mul``.
     clamp_round : int
-        The vector unit's clamp and rounding to bf16.
+        The vector unit's selection of its op's result, clamp and rounding to bf16 (and
+        the function unit's selection and rounding).
     link : int
         One hop of the interconnect: a ``VEC`` result to another core, and an input beat
         to the cores' tensor RAMs.
@@ -116,11 +117,13 @@ class Depths:
 
         Each is the fewest stages at which the builder passes (``docs/timing.md``), except
         ``mem_read``: a block-RAM read alone takes 0.9 of the reference stage, so its data
-        is registered before anything (the activation broadcast, a multiply) uses it.
+        is registered before anything (the activation broadcast, a multiply) uses it; and
+        ``clamp_round``: its first stage also selects the op's result (add, multiply or
+        compare), which no op's last stage has room for.
         ``output`` is the register in front of the output port.
         """
         return cls(mem_read=2, bf16_mul=4, fp32_add=4, vec_mul=2, norm_round=3,
-                   clamp_round=1, link=1, output=1)
+                   clamp_round=2, link=1, output=1)
 
     @classmethod
     def from_dict(cls, data: Any) -> Depths:

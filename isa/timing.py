@@ -28,7 +28,8 @@ writes locally after that, reaches other cores ``link`` cycles later and the out
 ``output`` cycles later.
 
 An ``FN`` (the function unit, :mod:`isa.functions`) reads its tensor-RAM block in ``t``,
-forms each element's table address in one stage, reads the function table (``M``), then
+forms each element's table address in one stage, reads the function table (``M + 1``: the
+table spans dozens of block RAMs, and selecting among their outputs takes a stage), then
 multiplies (``vec_mul + norm_round``), adds (``fp32_add``) and rounds (``clamp_round``),
 and writes its own core's tensor RAM or accumulator in ``t + fn_write``. ``MAX_LANES``
 reduces the block by a tree of ``log2 B`` one-stage compares in the same span (or in a
@@ -109,7 +110,7 @@ def _latencies(d: Depths, tree_levels: int) -> Latencies:
     accumulate = products + tree_levels * d.fp32_add
     vec_op = max(d.fp32_add, d.vec_mul + d.norm_round)
     local = d.mem_read + vec_op + d.clamp_round
-    fn_body = 1 + d.mem_read + d.vec_mul + d.norm_round + d.fp32_add
+    fn_body = 1 + (d.mem_read + 1) + d.vec_mul + d.norm_round + d.fp32_add
     return Latencies(
         input_write=d.link,
         mac_products=products,

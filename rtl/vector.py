@@ -13,8 +13,9 @@ t+M                        ``a`` (fp32), ``t`` (bf16) and the clamp entry arrive
                            starts: an add (ADD, SUB, RSUB) in all ``vec_op`` stages, a
                            ``vec_mul`` + ``norm_round``-stage multiply (MUL), or a one-stage
                            compare or pass, each padded to ``vec_op`` stages
-t+M+vec_op                 ``clamp_round`` stages: clamp, then round to bf16 unless the
-                           destination is an accumulator (``ACC``, ``ACCS``)
+t+M+vec_op                 ``clamp_round`` stages: the op's result selected, the clamp,
+                           then the rounding to bf16 unless the destination is an
+                           accumulator (``ACC``, ``ACCS``)
 t+vec_local_write          result on the local write port (accumulator or own tensor RAM);
                            the outbound link and output pipelines load
 t+vec_remote_write         the link pipeline (``link`` registers) drives the other cores'
@@ -187,8 +188,8 @@ class VectorUnit(wiring.Component):
             cores.append(stage(cores[-1], f"cores{k}"))
 
         # The op runs in the lanes; the selects of its result are decoded here, a cycle
-        # early, so that a path's last stage gains no more than one 2:1 mux.
-        sel = op[round_at - 2]
+        # early, so that the clamp's first stage gains no more than two 2:1 muxes.
+        sel = op[round_at - 1]
         take_mul = stage(sel == VecOp.MUL, "take_mul")
         take_add = stage((sel == VecOp.ADD) | (sel == VecOp.SUB) | (sel == VecOp.RSUB),
                          "take_add")
@@ -304,7 +305,7 @@ class VectorLane(wiring.Component):
         bf16 tensor-RAM element (cycle ``t + M``).
     take_mul, take_add : In(1)
         The op is ``MUL``, or an addition (``ADD``, ``SUB``, ``RSUB``) (cycle
-        ``t + M + V − 1``, the last stage of the op).
+        ``t + M + V``, the clamp's first stage).
     lo, hi : In(32)
         The clamp bounds, fp32 (cycle ``t + M + V``).
     rlo, rhi, lo_le_hi, nan : In(16), In(16), In(1), In(1)
@@ -338,16 +339,16 @@ class VectorLane(wiring.Component):
             return value
 
         # The op. SUB and RSUB are additions with one operand negated, which IEEE defines to
-        # be the same operation (including the signs of zero results). Every path is padded
-        # to vec_op stages; the result is selected by the op as it enters the last of them
-        # (a register), so that the clamp starts from a register.
+        # be the same operation (including the signs of zero results). Every path ends in a
+        # register after vec_op stages; the result is selected by the op in the clamp's
+        # first stage, which has room for it (a path's last stage would not: docs/timing.md).
         op, a, t16 = Value.cast(self.op), self.a, self.t
         t = Cat(Const(0, 16), t16)              # bf16 widened exactly
         x = a ^ Cat(Const(0, 31), op == VecOp.RSUB)
         y = t ^ Cat(Const(0, 31), op == VecOp.SUB)
         # The add takes every stage of the op (vec_op ≥ fp32_add): where the multiply is
         # deeper, its padding registers go inside the add, shortening its stages.
-        total = fp32_add(m, x, y, name="add", stages=lat.vec_op, reg=stage)
+        total = stage(fp32_add(m, x, y, name="add", stages=lat.vec_op, reg=stage), "total")
         product = fp32_mul_bf16(m, a, t16, name="mul", mul_stages=d.vec_mul,
                                 round_stages=d.norm_round, reg=stage)
         # Built outside the Switch: a builder's comb assignments must not be conditional.
@@ -363,9 +364,9 @@ class VectorLane(wiring.Component):
                 m.d.comb += simple.eq(vmax)
             with m.Default():
                 m.d.comb += simple.eq(vmin)
-        product = delay(product, lat.vec_op - d.vec_mul - d.norm_round, "product")
-        simple = delay(simple, lat.vec_op - 1, "simple")
-        result = stage(Mux(self.take_mul, product, Mux(self.take_add, total, simple)), "r")
+        product = delay(product, lat.vec_op - d.vec_mul - d.norm_round + 1, "product")
+        simple = delay(simple, lat.vec_op, "simple")
+        result = Mux(self.take_mul, product, Mux(self.take_add, total, simple))
 
         # Clamp (which also canonicalises any NaN) and the bf16 rounding.
         pre = ClampBounds(rlo=self.rlo, rhi=self.rhi, lo_le_hi=self.lo_le_hi, nan=self.nan)
