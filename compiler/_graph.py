@@ -48,8 +48,8 @@ from isa.functions import Function
 from isa.numerics import VecOp, f32_to_bf16_bits
 
 __all__ = [
-    "INF", "Val", "InputBlock", "ConstBlock", "StateSlot", "Chain", "VecVal", "FnVal",
-    "History", "Graph", "build", "is_acc", "operands",
+    "INF", "PartialSums", "Val", "InputBlock", "ConstBlock", "StateSlot", "Chain", "VecVal",
+    "FnVal", "History", "Graph", "build", "is_acc", "operands",
 ]
 
 INF = float("inf")
@@ -123,7 +123,7 @@ class Chain(Val):
     """
 
     terms: list[tuple[int, Val]]
-    unit: tuple[int, int]
+    unit: tuple[int, ...]
 
 
 @dataclass(eq=False)
@@ -207,6 +207,13 @@ class Graph:
         Nonzero weight tiles per NNIR node id (what the node costs in matrix cycles).
     concat_linears : int
         Linears of a concat read straight from the concat's operands (see :func:`build`).
+    positions : dict
+        ``id(val)`` -> (NNIR node id, row, block) of the tensor block it first appears as:
+        a key that names the same block in every build of one model.
+    pinned : list of Val
+        Every value of ``positions``, kept alive so that no other value takes its id.
+    cut_chains : dict
+        Per NNIR node id, how many of its sums :class:`PartialSums` cut in two.
     """
 
     tiles: list[np.ndarray] = field(default_factory=list)
@@ -215,6 +222,9 @@ class Graph:
     histories: list[History] = field(default_factory=list)
     node_tiles: dict[int, int] = field(default_factory=dict)
     concat_linears: int = 0
+    positions: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    pinned: list[Val] = field(default_factory=list)
+    cut_chains: dict[int, int] = field(default_factory=dict)
 
     def live_values(self) -> list[Val]:
         """Return the values the outputs depend on, operands before users.
@@ -283,7 +293,50 @@ def operands(v: Val) -> list[Val]:
     return []
 
 
-def build(nnir: NNIR, block_size: int, split_concat: bool = False) -> Graph:
+@dataclass(frozen=True)
+class PartialSums:
+    """How :func:`build` cuts long chains in two (``docs/compiler.md`` §5a).
+
+    Attributes
+    ----------
+    spacing : int
+        Cycles between two terms of one chain (``mac_spacing``).
+    lead : int
+        Cycles by which the partial's chain must end before the other one: its ``VEC``
+        to tensor RAM and the write landing on the other core.
+    together : bool
+        Keep both chains of an output block on one core (its tiles in one weight store;
+        the partial's write is then local), else place them independently.
+    ready : dict
+        (node id, row, block) -> the cycle a block is expected in tensor RAM (a previous
+        schedule's); a block not listed is taken as ready at cycle 0.
+    """
+
+    spacing: int
+    lead: int
+    together: bool = False
+    ready: dict[tuple[int, int, int], int] = field(default_factory=dict)
+
+    def _end(self, ready: list[int]) -> int:
+        """Return when a chain over terms ready at ``ready`` (sorted) issues its last."""
+        end = -self.spacing
+        for r in ready:
+            end = max(end + self.spacing, r)
+        return end
+
+    def cut(self, ready: list[int]) -> int:
+        """Return how many of the earliest terms (``ready`` sorted) the partial should take
+        so that both chains end soonest; 0 if one chain is expected to be as fast."""
+        best, cut = self._end(ready), 0
+        for k in range(1, len(ready)):
+            end = max(self._end(ready[:k]) + self.lead, self._end(ready[k:]))
+            if end < best:
+                best, cut = end, k
+        return cut
+
+
+def build(nnir: NNIR, block_size: int, split_concat: bool = False,
+          partial_sums: PartialSums | None = None) -> Graph:
     """Return the fused block graph of ``nnir`` for block size ``block_size``.
 
     A ``linear`` of a last-axis ``concat`` (a recurrent cell's ``W [x, h]``) is one chain per
@@ -297,7 +350,7 @@ def build(nnir: NNIR, block_size: int, split_concat: bool = False) -> Graph:
     ValueError
         For a node the back end cannot lower (non-streaming ``conv1d``); the message names it.
     """
-    builder = _Builder(nnir, block_size, split_concat)
+    builder = _Builder(nnir, block_size, split_concat, partial_sums)
     graph = builder.run()
     graph.fuse()
     return graph
@@ -306,10 +359,12 @@ def build(nnir: NNIR, block_size: int, split_concat: bool = False) -> Graph:
 class _Builder:
     """Translates NNIR nodes, in order, to the block values of their outputs."""
 
-    def __init__(self, nnir: NNIR, block_size: int, split_concat: bool = False) -> None:
+    def __init__(self, nnir: NNIR, block_size: int, split_concat: bool = False,
+                 partial_sums: PartialSums | None = None) -> None:
         self.nnir = nnir
         self.b = block_size
         self.split_concat = split_concat
+        self.partial_sums = partial_sums
         self.graph = Graph()
         self.tensors: dict[int, _Tensor] = {}
         self._tile_ids: dict[bytes, int] = {}
@@ -325,6 +380,11 @@ class _Builder:
         for node in self.nnir.nodes:
             self.node = node
             self.tensors[node.id] = self._lower(node)
+            for r, row in enumerate(self.tensors[node.id].blocks):
+                for i, v in enumerate(row):
+                    if id(v) not in self.graph.positions:
+                        self.graph.positions[id(v)] = (node.id, r, i)
+                        self.graph.pinned.append(v)
         for out in self.nnir.outputs:
             for row in self.tensors[out].blocks:
                 self.graph.outputs.extend(row)
@@ -586,12 +646,40 @@ class _Builder:
                         self._tile_ids[key] = len(self.graph.tiles)
                         self.graph.tiles.append(zero)
                     terms = [(self._tile_ids[key], taps[-1][1][r][0])]
-                v: Val = Chain(self._id, terms, (self._id, o))
-                if bias_blocks is not None and (bias_blocks[o] != 0).any():
-                    v = VecVal(self._id, VecOp.ADD, v, self._const(bias_blocks[o]))
-                row.append(v)
+                bias_block = (self._const(bias_blocks[o]) if bias_blocks is not None
+                              and (bias_blocks[o] != 0).any() else None)
+                row.append(self._sum(terms, o, bias_block))
             blocks.append(row)
         return blocks
+
+    def _sum(self, terms: list[tuple[int, Val]], o: int, bias: Val | None) -> Val:
+        """Return Σ ``terms`` (+ ``bias``) for output block ``o``: one chain, or with
+        ``partial_sums`` a chain of its later terms whose ``VEC`` adds, as its tensor-RAM
+        operand, the partial sum of the earlier ones (and the bias) rounded to bf16.
+
+        The terms are ranked by when their blocks are expected in tensor RAM
+        (:class:`PartialSums`); the partial takes the earliest ``k`` of them, ``k`` chosen
+        by :meth:`PartialSums.cut`, and the chain is split only if that is expected to
+        finish sooner.
+        """
+        plan = self.partial_sums
+        k = 0
+        if plan is not None:
+            ready = [plan.ready.get(self.graph.positions.get(id(x), (-1, 0, 0)), 0)
+                     if not isinstance(x, StateSlot) else 0 for _, x in terms]
+            order = sorted(range(len(terms)), key=lambda i: ready[i])
+            k = plan.cut([ready[i] for i in order])
+        if not k:
+            v: Val = Chain(self._id, terms, (self._id, o))
+            return v if bias is None else VecVal(self._id, VecOp.ADD, v, bias)
+        assert plan is not None
+        self.graph.cut_chains[self._id] = self.graph.cut_chains.get(self._id, 0) + 1
+        units = [(self._id, o)] * 2 if plan.together else [(self._id, o, 0), (self._id, o, 1)]
+        part: Val = Chain(self._id, [terms[i] for i in sorted(order[:k])], units[1])
+        if bias is not None:
+            part = VecVal(self._id, VecOp.ADD, part, bias)
+        rest = Chain(self._id, [terms[i] for i in sorted(order[k:])], units[0])
+        return VecVal(self._id, VecOp.ADD, rest, part)
 
     def _only_matrix_operand(self, node: Node) -> bool:
         """Return whether ``node`` is a concat along the last axis whose only users are

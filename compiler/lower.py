@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler._graph import Graph, build
+from compiler._graph import Graph, PartialSums, build
 from compiler._ops import (
     Buf,
     Op,
@@ -47,7 +47,7 @@ _MAX_WAIT = (1 << Wait.FIELDS[0].width) - 1
 
 
 def lower(nnir: NNIR, config: Config, name: str | None = None,
-          split_reduction: bool = True) -> Program:
+          split_reduction: bool = True, partial_sums: bool = True) -> Program:
     """Compile ``nnir`` for ``config``.
 
     Parameters
@@ -91,21 +91,7 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
     if beats > config.io_depth:
         raise AllocationError(f"input descriptor table: needs {beats} input beats, has "
                               f"{config.io_depth} (io_depth)")
-    graph = build(nnir, b)
-    ops = _scheduled(graph, nnir, config)
-    if split_reduction and config.num_cores > 1:
-        ops = _try_split(graph, nnir, config, ops)
-    if graph.concat_linears:
-        # A recurrent cell: also try its input and recurrent chains apart (_graph.build).
-        split = build(nnir, b, split_concat=True)
-        try:
-            other = _scheduled(split, nnir, config)
-            if split_reduction and config.num_cores > 1:
-                other = _try_split(split, nnir, config, other)
-        except AllocationError:  # the extra VECs' accumulators or instructions
-            other = None
-        if other is not None and _latency(other, config) < _latency(ops, config):
-            graph, ops = split, other
+    graph, ops = _best(nnir, config, split_reduction, partial_sums)
     weights = _weight_slots(ops, nnir, config)
     for v in ops.vaccs:
         macs = [op for op in v.writers if op.is_mac]
@@ -133,11 +119,76 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
     for key, ids in (("input_axis", nnir.inputs), ("output_axis", nnir.outputs)):
         if ids and "stream_axis" in nnir.node(ids[0]).attrs:
             meta[key] = int(nnir.node(ids[0]).attrs["stream_axis"])
-    meta["layers"] = _layers(nnir, ops, graph.node_tiles, config)
+    meta["layers"] = _layers(nnir, ops, graph, config)
     program = Program(config=config, cores=cores, inputs=inputs, outputs=outputs,
                       input_dests=dests.reshape(-1, 2), meta=meta)
     program.validate()
     return program
+
+
+#: Schedules with long chains cut, each cut from the previous schedule's ready cycles.
+_PARTIAL_ROUNDS = 2
+
+
+def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
+          ) -> tuple[Graph, OpGraph]:
+    """Return the block graph and schedule of lowest latency among the forms tried (the
+    first tried on a tie): every chain whole; a recurrent cell's input and recurrent chains
+    apart (``split_concat``); and with ``partial_sums``, each of those with long chains cut
+    in two, the cuts chosen from when the previous form's schedule had each block ready,
+    twice (the second time from the first cut's own schedule).
+    """
+    b = config.block_size
+    lat = latencies(config)
+    best: tuple[Graph, OpGraph] | None = None
+    first = build(nnir, b)
+    for split_concat in (False, True)[:2 if first.concat_linears else 1]:
+        graph = first if not split_concat else build(nnir, b, split_concat=True)
+        try:
+            whole = _scheduled(graph, nnir, config)
+            if split_reduction and config.num_cores > 1:
+                whole = _try_split(graph, nnir, config, whole)
+        except AllocationError:  # the extra VECs' accumulators or instructions
+            if not split_concat:
+                raise
+            continue
+        candidates = [(graph, whole)]
+        for together in (False, True)[:2 if partial_sums else 0]:
+            previous = graph, whole
+            for _ in range(_PARTIAL_ROUNDS):
+                plan = PartialSums(lat.mac_spacing, lat.vec_remote_write + 1, together,
+                                   _ready(*previous, config))
+                cut = build(nnir, b, split_concat=split_concat, partial_sums=plan)
+                try:
+                    ops = _scheduled(cut, nnir, config)
+                    if split_reduction and config.num_cores > 1:
+                        ops = _try_split(cut, nnir, config, ops)
+                except AllocationError:
+                    break
+                previous = cut, ops
+                candidates.append(previous)
+        for candidate in candidates:
+            if best is None or _latency(candidate[1], config) < _latency(best[1], config):
+                best = candidate
+    assert best is not None
+    return best
+
+
+def _ready(graph: Graph, ops: OpGraph, config: Config) -> dict[tuple[int, int, int], int]:
+    """Return, per block of ``graph`` (by :attr:`Graph.positions`) held in tensor RAM, the
+    first cycle in which ``ops``' schedule lets every core of its buffer read it."""
+    lat = latencies(config)
+    ready = {}
+    for key, pos in graph.positions.items():
+        buf = ops.val_bufs.get(key)
+        if buf is None:
+            continue
+        if buf.kind == "input":
+            ready[pos] = buf.beat + lat.input_write + 1
+        elif buf.writer is not None and buf.writer.cycle >= 0:
+            ready[pos] = buf.writer.cycle + 1 + max(
+                (write_latency(buf.writer, c, config) for c in buf.mask), default=0)
+    return ready
 
 
 def _scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
@@ -345,8 +396,7 @@ def _last_write(op: Op, config: Config) -> int:
     return op.cycle + max(write_latency(op, c, config) for c in cores)
 
 
-def _layers(nnir: NNIR, ops: OpGraph, node_tiles: dict[int, int],
-            config: Config) -> list[dict[str, Any]]:
+def _layers(nnir: NNIR, ops: OpGraph, graph: Graph, config: Config) -> list[dict[str, Any]]:
     """Return the per-node records of ``Program.meta["layers"]``, in graph order."""
     by_node: dict[int, list[Op]] = {}
     for op in ops.ops:
@@ -359,10 +409,11 @@ def _layers(nnir: NNIR, ops: OpGraph, node_tiles: dict[int, int],
         records.append({
             "name": node.name or f"%{node.id}",
             "op": node.op,
-            "tiles": node_tiles.get(node.id, 0),
+            "tiles": graph.node_tiles.get(node.id, 0),
             "macs": sum(op.is_mac for op in mine),
             "cores": sorted({op.core for op in mine}),
             "start": min(op.cycle for op in mine),
             "end": max(_last_write(op, config) for op in mine),
+            "partial_sums": graph.cut_chains.get(node.id, 0),
         })
     return records

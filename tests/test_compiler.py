@@ -6,9 +6,11 @@ program's static ones.
 
 Tolerance (derived in ``docs/compiler.md`` §8): with u = 2⁻⁸ the unit roundoff of bf16 (8
 significant bits), an output may differ from the float32 model by at most
-``u · (2 + 3 · layers) · M``, where ``M`` is the same model run on absolute values (``|x|``,
-``|W|``, ``|b|``, activations dropped): a first-order bound on the rounding of inputs,
-weights, biases and every stored activation, propagated through the layers.
+``u · (2 + 3 · layers + cut) · M``, where ``M`` is the same model run on absolute values
+(``|x|``, ``|W|``, ``|b|``, activations dropped) and ``cut`` counts the layers whose sums
+the compiler cut in two: a first-order bound on the rounding of inputs, weights, biases,
+every stored activation and each cut layer's rounded partial sum, propagated through the
+layers.
 """
 
 from __future__ import annotations
@@ -186,12 +188,15 @@ def run_program(program: Program, x: torch.Tensor, axis: int | None,
     return np.asarray(got)
 
 
-def excess(model: Net, x: torch.Tensor, got: np.ndarray) -> float:
-    """Return by how much ``got`` exceeds the bf16 bound around ``model(x)`` (≤ 0: within)."""
+def excess(model: Net, x: torch.Tensor, got: np.ndarray, program: Program) -> float:
+    """Return by how much ``got`` exceeds the bf16 bound around ``model(x)`` (≤ 0: within);
+    ``program`` computed ``got`` (its layers whose sums it cut in two count one rounding
+    more)."""
     with torch.no_grad():
         expected = model(x).numpy()
         bound = magnitude_model(model)(x.abs()).numpy()
-    steps = 2 + 3 * (len(model.specs) + (model.head is not None))
+    cut = sum(bool(layer.get("partial_sums")) for layer in program.meta["layers"])
+    steps = 2 + 3 * (len(model.specs) + (model.head is not None)) + cut
     return float((np.abs(got - expected) - U * steps * bound).max())
 
 
@@ -200,7 +205,7 @@ def check_net(model: Net, x: torch.Tensor, config: Config) -> Program:
     axis = 2 if model.streaming else None
     program, _, output_axis = compile_model(model, x, config, axis)
     got = run_program(program, x, axis, output_axis)
-    worst = excess(model, x, got)
+    worst = excess(model, x, got, program)
     assert worst <= 1e-6, (f"the error exceeds the bf16 bound by {worst:.3g}: {model.specs}, "
                            f"head {model.head}, input {list(x.shape)}")
     return program
@@ -228,10 +233,10 @@ def test_tolerance_catches_a_wrong_weight() -> None:
     x = torch.randn(1, 20, 4)
     program, _, output_axis = compile_model(model, x, CONFIGS["c2b8"], axis=2)
     got = run_program(program, x, 2, output_axis)
-    assert excess(model, x, got) <= 1e-6
+    assert excess(model, x, got, program) <= 1e-6
     with torch.no_grad():
         model.mats[0].weight[3, 5, 2] += 0.5
-    assert excess(model, x, got) > 0
+    assert excess(model, x, got, program) > 0
 
 
 # -- elementwise ops and data movement -------------------------------------------------------
@@ -444,8 +449,9 @@ def test_split_reduction_is_bit_identical() -> None:
              (nn.Linear(256, 80), torch.randn(2, 256), "c3b16")]
     for net, inputs, config_name in cases:
         config = CONFIGS[config_name].with_depths(Depths.ideal())
-        split, _, _ = compile_model(net, inputs, config)
-        whole, _, _ = compile_model(net, inputs, config, split_reduction=False)
+        split, _, _ = compile_model(net, inputs, config, partial_sums=False)
+        whole, _, _ = compile_model(net, inputs, config, split_reduction=False,
+                                    partial_sums=False)
         assert accs_count(split) > 0, config_name
         a = run_program(split, inputs, None, None)
         b = run_program(whole, inputs, None, None)
