@@ -40,7 +40,7 @@ from isa.instructions import Dest, End, Fn, Instruction, Mac, Vec, Wait, encode_
 from isa.program import CoreImage, TensorLayout
 from isa.timing import latencies
 
-__all__ = ["lower"]
+__all__ = ["lower", "assemble", "scheduled"]
 
 #: The longest single WAIT the format can encode.
 _MAX_WAIT = (1 << Wait.FIELDS[0].width) - 1
@@ -84,14 +84,22 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
     ValueError
         If a node cannot be lowered (a non-streaming ``conv1d``); the message names it.
     """
-    b = config.block_size
-    inputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.inputs]
-    outputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.outputs]
-    beats = sum(t.beats for t in inputs)
+    beats = sum(TensorLayout(tuple(nnir.node(i).shape), config.block_size).beats
+                for i in nnir.inputs)
     if beats > config.io_depth:
         raise AllocationError(f"input descriptor table: needs {beats} input beats, has "
                               f"{config.io_depth} (io_depth)")
     graph, ops = _best(nnir, config, split_reduction, partial_sums)
+    return assemble(nnir, config, graph, ops, name)
+
+
+def assemble(nnir: NNIR, config: Config, graph: Graph, ops: OpGraph,
+             name: str | None = None) -> Program:
+    """Return the validated program of ``nnir``'s block ``graph`` scheduled as ``ops``
+    (pass 4 of :func:`lower`, which documents the result and the errors)."""
+    b = config.block_size
+    inputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.inputs]
+    outputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.outputs]
     weights = _weight_slots(ops, nnir, config)
     for v in ops.vaccs:
         macs = [op for op in v.writers if op.is_mac]
@@ -145,7 +153,7 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
     for split_concat in (False, True)[:2 if first.concat_linears else 1]:
         graph = first if not split_concat else build(nnir, b, split_concat=True)
         try:
-            whole = _scheduled(graph, nnir, config)
+            whole = scheduled(graph, nnir, config)
             if split_reduction and config.num_cores > 1:
                 whole = _try_split(graph, nnir, config, whole)
         except AllocationError:  # the extra VECs' accumulators or instructions
@@ -160,7 +168,7 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
                                    _ready(*previous, config))
                 cut = build(nnir, b, split_concat=split_concat, partial_sums=plan)
                 try:
-                    ops = _scheduled(cut, nnir, config)
+                    ops = scheduled(cut, nnir, config)
                     if split_reduction and config.num_cores > 1:
                         ops = _try_split(cut, nnir, config, ops)
                 except AllocationError:
@@ -191,8 +199,8 @@ def _ready(graph: Graph, ops: OpGraph, config: Config) -> dict[tuple[int, int, i
     return ready
 
 
-def _scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
-               ) -> OpGraph:
+def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
+              ) -> OpGraph:
     """Return the operations of ``graph`` placed (see :func:`generate` for ``plan``) and
     scheduled, with accumulators assigned: of the schedules with and without interleaved
     chains (:func:`compiler._schedule.schedule`), the one of lower latency.
@@ -239,7 +247,7 @@ def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGr
     # With one matrix layer the two plans are the same.
     for final_only in (True, False)[:2 if len(graph.node_tiles) > 1 else 1]:
         try:
-            split = _scheduled(graph, nnir, config, SplitPlan(orders, final_only))
+            split = scheduled(graph, nnir, config, SplitPlan(orders, final_only))
         except AllocationError:  # a moved piece's tiles or the hand-overs do not fit
             continue
         if split.splits and _latency(split, config) < _latency(best, config):
