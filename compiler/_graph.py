@@ -365,6 +365,7 @@ class _Builder:
         self.b = block_size
         self.split_concat = split_concat
         self.partial_sums = partial_sums
+        self._splats: set[int] = set()  # ids of the blocks of splat tensors
         self.graph = Graph()
         self.tensors: dict[int, _Tensor] = {}
         self._tile_ids: dict[bytes, int] = {}
@@ -380,6 +381,8 @@ class _Builder:
         for node in self.nnir.nodes:
             self.node = node
             self.tensors[node.id] = self._lower(node)
+            if self.tensors[node.id].splat:
+                self._splats.update(id(v) for row in self.tensors[node.id].blocks for v in row)
             for r, row in enumerate(self.tensors[node.id].blocks):
                 for i, v in enumerate(row):
                     if id(v) not in self.graph.positions:
@@ -577,7 +580,7 @@ class _Builder:
             terms = [(self._ones(self._lanes(c, k), scale, x.splat), v)
                      for k, v in enumerate(row)]
             self.graph.node_tiles[self._id] = self.graph.node_tiles.get(self._id, 0) + len(terms)
-            blocks.append([Chain(self._id, terms, (self._id, 0))])
+            blocks.append([self._sum(terms, 0, None)])
         return _Tensor(tuple(node.shape), blocks, splat=True)
 
     def _splat(self, x: _Tensor) -> _Tensor:
@@ -681,6 +684,46 @@ class _Builder:
         rest = Chain(self._id, [terms[i] for i in sorted(order[k:])], units[0])
         return VecVal(self._id, VecOp.ADD, rest, part)
 
+    def _row_scale(self, row: list[Val]) -> tuple[Val, list[Val]] | None:
+        """Return ``(s, xs)`` if every block of ``row`` is ``xs[i] · s`` (unclamped) with
+        one splat ``s`` (a per-row scalar such as a norm's ``rsqrt``), else None."""
+        common: Val | None = None
+        xs = []
+        for v in row:
+            if not (isinstance(v, VecVal) and v.op == VecOp.MUL and v.lo == -INF
+                    and v.hi == INF and v.a is not None and v.t is not None):
+                return None
+            s = next((o for o in (v.a, v.t) if id(o) in self._splats), None)
+            other = v.t if s is v.a else v.a
+            if s is None or other is s or (common is not None and s is not common):
+                return None
+            common = s
+            xs.append(other)
+        return None if common is None else (common, xs)
+
+    def _scaled_linear(self, node: Node, x: _Tensor,
+                       scales: list[tuple[Val, list[Val]] | None]) -> _Tensor:
+        """``W (x · s) + b`` for a per-row scalar ``s`` as ``(W x) · s + b``: the chains
+        run on ``x`` while ``s`` is computed (a norm's statistics), and two ``VEC`` s finish
+        each block once it is known. One rounding fewer than the scaled blocks' (the
+        product stays in fp32)."""
+        w = node.attrs["weight"]
+        tiles = self._tiles(w)
+        rows = [xs for _, xs in scales]  # type: ignore[misc]
+        sums = self._matrix(_Tensor(x.shape, rows), [(tiles, rows)], None, w.shape[0])
+        bias = node.attrs["bias"]
+        bias_blocks = None if bias is None else self._blocked(bias[None, :])[0]
+        blocks = []
+        for (s, _), row in zip(scales, sums, strict=True):  # type: ignore[misc]
+            out: list[Val] = []
+            for o, v in enumerate(row):
+                v = VecVal(self._id, VecOp.MUL, v, s)
+                if bias_blocks is not None and (bias_blocks[o] != 0).any():
+                    v = VecVal(self._id, VecOp.ADD, v, self._const(bias_blocks[o]))
+                out.append(v)
+            blocks.append(out)
+        return _Tensor(tuple(node.shape), blocks)
+
     def _only_matrix_operand(self, node: Node) -> bool:
         """Return whether ``node`` is a concat along the last axis whose only users are
         ``linear`` nodes (which then read its operands' blocks directly)."""
@@ -695,6 +738,9 @@ class _Builder:
         w = node.attrs["weight"]
         source = self.nnir.node(node.inputs[0])
         if source.op != "concat" or x.blocks:
+            scales = [self._row_scale(row) for row in x.blocks]
+            if all(scales) and x.blocks:
+                return self._scaled_linear(node, x, scales)
             blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"],
                                   w.shape[0])
             return _Tensor(tuple(node.shape), blocks)

@@ -8,7 +8,9 @@ then exact arithmetic in float64) and propagates, through it, a first-order boun
 ``|x̂ − x|`` for each value, where ``x̂`` is what the machine computes: every op's result is
 charged one rounding, ``u·(|x| + e)`` with u = 2⁻⁸ (whether the machine stores it in
 tensor RAM in bf16 or keeps it in an fp32 accumulator, so the bound is conservative for
-fused ops), and operand errors propagate by each op's rules below. A test then checks
+fused ops), and operand errors propagate by each op's rules below. A matrix layer or
+reduction whose sums the compiler cut in two (``cut``) is charged one rounding more, of its
+partial sum at its worst case. A test then checks
 ``|VM − PyTorch| ≤ e + |R − PyTorch|``: the second term is the exact effect of rounding the
 parameters, computed, not bounded. The streaming program computes timestep t of the same
 graph, so the bound of the graph before ``streaming_transform`` holds for it.
@@ -69,9 +71,9 @@ def _linear(x: np.ndarray, e: np.ndarray, w: np.ndarray, b: np.ndarray | None,
 
 
 def _partial(mag: np.ndarray, b: np.ndarray | None, cut: bool) -> np.ndarray | float:
-    """The rounding of a partial sum where the compiler cut a matrix layer's sums in two:
-    the sum of some of its terms plus the bias, rounded to bf16 (``docs/compiler.md`` §5a),
-    of magnitude at most the layer's ``Σ|w||x| + |b|``."""
+    """The rounding of a partial sum where the compiler cut a matrix layer's or a
+    reduction's sums in two: the sum of some of its terms plus the bias, rounded to bf16
+    (``docs/compiler.md`` §5a), of magnitude at most the layer's ``Σ|w||x| + |b|``."""
     if not cut:
         return 0.0
     return U * (mag + (0.0 if b is None else np.abs(b.astype(np.float64))))
@@ -121,7 +123,8 @@ def _node_error(node: Node, xs: list[np.ndarray], es: list[np.ndarray], y: np.nd
             return np.max(es[0], axis=axis, keepdims=True) + 0 * y
         # A mean is a sum by tiles of bf16(1/n), which R uses too.
         scale = 1.0 if op == "sum" else _inverse(n)
-        return _round(y, scale * (np.sum(es[0], axis=axis, keepdims=True) + n * _U32 * mag))
+        return _round(y, scale * (np.sum(es[0], axis=axis, keepdims=True) + n * _U32 * mag)
+                      + _partial(scale * mag, None, cut))
     raise ValueError(f"no error rule for op {op!r}")
 
 

@@ -196,6 +196,29 @@ def test_gelu_layernorm_softmax_streams(config_name: str) -> None:
     compile_and_check(model, torch.randn(1, 40, 5), CONFIGS[config_name], axis=2)
 
 
+def test_cut_sums_stay_within_the_uncut_bound() -> None:
+    # The model of the test above, whose bound with its cut layers charged at their worst
+    # case is infinite (compile_and_check then checks it uncut): compiled with the cuts, it
+    # stays within the bound of the uncut program, whose error it does not exceed.
+    torch.manual_seed(3)
+    model = Block(40).eval()
+    x = torch.randn(1, 40, 5)
+    gm, expected = vollo_torch.fx.prepare_shape(model, x)
+    nnir = vollo_torch.fx.nnir.to_nnir(gm)
+    stream, output_axis = nnir.streaming_transform(2)
+    exp = expected.numpy().astype(np.float64)
+    errors = {}
+    for partial_sums in (True, False):
+        program = stream.to_program(CONFIGS["c2b8"], partial_sums=partial_sums)
+        assert bool(cut_layers(program)) == partial_sums
+        got = np.asarray(program.to_vm().run_timesteps(x.numpy(), 2, output_axis))
+        errors[partial_sums] = np.abs(got - exp)
+    ((rounded, bound),) = error_bound(nnir, x.numpy())
+    assert np.isfinite(bound).all()
+    assert (errors[True] - bound - np.abs(rounded - exp) - 1e-6 * (1 + np.abs(exp))).max() <= 0
+    assert errors[True].max() <= errors[False].max()
+
+
 # -- random models -----------------------------------------------------------------------------
 
 #: Activations and norms the random models draw from (existing ops among them).
