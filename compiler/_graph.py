@@ -701,28 +701,34 @@ class _Builder:
             xs.append(other)
         return None if common is None else (common, xs)
 
-    def _scaled_linear(self, node: Node, x: _Tensor,
-                       scales: list[tuple[Val, list[Val]] | None]) -> _Tensor:
-        """``W (x · s) + b`` for a per-row scalar ``s`` as ``(W x) · s + b``: the chains
-        run on ``x`` while ``s`` is computed (a norm's statistics), and two ``VEC`` s finish
-        each block once it is known. One rounding fewer than the scaled blocks' (the
-        product stays in fp32)."""
-        w = node.attrs["weight"]
-        tiles = self._tiles(w)
+    def _scaled_matrix(self, x: _Tensor, scales: list[tuple[Val, list[Val]] | None],
+                       tiles: list[list[int | None]],
+                       history: list[tuple[list[list[int | None]], list[list[Val]]]],
+                       bias: np.ndarray | None, out_channels: int) -> list[list[Val]]:
+        """``W (x · s) + H + b`` for a per-row scalar ``s`` (a norm's ``rsqrt``), as
+        ``(W x) · s + H + b``: the chains of ``W x`` run while ``s`` is computed, then two
+        ``VEC`` s finish each block. ``H`` is a streaming convolution's sum over its
+        ``history`` taps (inputs of earlier inferences, already scaled), computed with the
+        bias early and added from tensor RAM, rounded to bf16 like a cut sum's partial."""
         rows = [xs for _, xs in scales]  # type: ignore[misc]
-        sums = self._matrix(_Tensor(x.shape, rows), [(tiles, rows)], None, w.shape[0])
-        bias = node.attrs["bias"]
+        sums = self._matrix(_Tensor(x.shape, rows), [(tiles, rows)], None, out_channels)
+        count = self.graph.node_tiles[self._id]
+        rest = self._matrix(x, history, bias, out_channels) if history else None
+        self.graph.node_tiles[self._id] += count if history else 0
         bias_blocks = None if bias is None else self._blocked(bias[None, :])[0]
         blocks = []
-        for (s, _), row in zip(scales, sums, strict=True):  # type: ignore[misc]
+        for r, ((s, _), row) in enumerate(zip(scales, sums, strict=True)):  # type: ignore[misc]
             out: list[Val] = []
             for o, v in enumerate(row):
                 v = VecVal(self._id, VecOp.MUL, v, s)
-                if bias_blocks is not None and (bias_blocks[o] != 0).any():
+                if rest is not None:
+                    v = VecVal(self._id, VecOp.ADD, v, rest[r][o])
+                    self.graph.cut_chains[self._id] = self.graph.cut_chains.get(self._id, 0) + 1
+                elif bias_blocks is not None and (bias_blocks[o] != 0).any():
                     v = VecVal(self._id, VecOp.ADD, v, self._const(bias_blocks[o]))
                 out.append(v)
             blocks.append(out)
-        return _Tensor(tuple(node.shape), blocks)
+        return blocks
 
     def _only_matrix_operand(self, node: Node) -> bool:
         """Return whether ``node`` is a concat along the last axis whose only users are
@@ -740,7 +746,8 @@ class _Builder:
         if source.op != "concat" or x.blocks:
             scales = [self._row_scale(row) for row in x.blocks]
             if all(scales) and x.blocks:
-                return self._scaled_linear(node, x, scales)
+                return _Tensor(tuple(node.shape), self._scaled_matrix(
+                    x, scales, self._tiles(w), [], node.attrs["bias"], w.shape[0]))
             blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"],
                                   w.shape[0])
             return _Tensor(tuple(node.shape), blocks)
@@ -813,6 +820,12 @@ class _Builder:
             # Depthwise: a diagonal weight per tap; only its diagonal tiles can be nonzero.
             tiles = self._diagonal_tiles(w[:, 0, j]) if depthwise else self._tiles(w[:, :, j])
             taps.append((tiles, xs))
+        scales = [self._row_scale(row) for row in x.blocks]
+        if all(scales) and x.blocks:
+            # The current tap on the unscaled input; the window holds the scaled blocks.
+            blocks = self._scaled_matrix(x, scales, taps[-1][0], taps[:-1],
+                                         node.attrs["bias"], cout)
+            return _Tensor(tuple(node.shape), blocks)
         blocks = self._matrix(x, taps, node.attrs["bias"], cout)
         return _Tensor(tuple(node.shape), blocks)
 

@@ -491,8 +491,12 @@ class _Generator:
 
     def _copy_functions(self) -> None:
         """Give every core that reads a direct ``FN`` value its own ``FN`` (same address),
-        and make its reads wait for that one."""
-        for buf, v in self.fn_copies:
+        and make its reads wait for that one.
+
+        Users before operands: moving or copying an ``FN`` of a function value makes it read
+        its operand on another core, which the operand's own copies must then serve.
+        """
+        for buf, v in reversed(self.fn_copies):
             first = buf.writer
             assert first is not None
             readers = {op.core for op in self.ops if op.tram is buf}

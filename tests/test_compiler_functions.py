@@ -196,6 +196,15 @@ def test_gelu_layernorm_softmax_streams(config_name: str) -> None:
     compile_and_check(model, torch.randn(1, 40, 5), CONFIGS[config_name], axis=2)
 
 
+def test_function_of_a_function_read_on_another_core() -> None:
+    # tanh read by a Linear (core 0) and by abs, whose FN the placement moves to the core
+    # of its reader (the sum): that core needs its own copy of tanh's FN. (Once missed:
+    # the moved abs read a tensor-RAM word nothing wrote.)
+    torch.manual_seed(0)
+    model = RandomNet(1, [(4, "tanh", "scale", False), (1, None, None, False)], False).eval()
+    compile_and_check(model, torch.tensor([[-1.3328]]), CONFIGS["c2b8"])
+
+
 def test_cut_sums_stay_within_the_uncut_bound() -> None:
     # The model of the test above, whose bound with its cut layers charged at their worst
     # case is infinite (compile_and_check then checks it uncut): compiled with the cuts, it
