@@ -202,8 +202,9 @@ def _ready(graph: Graph, ops: OpGraph, config: Config) -> dict[tuple[int, int, i
 def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
               ) -> OpGraph:
     """Return the operations of ``graph`` placed (see :func:`generate` for ``plan``) and
-    scheduled, with accumulators assigned: of the schedules with and without interleaved
-    chains (:func:`compiler._schedule.schedule`), the one of lower latency.
+    scheduled, with accumulators assigned: of the schedules by path length, with
+    interleaved chains and with the longest remaining chains first
+    (:func:`compiler._schedule.schedule`), the one of lowest latency (the first on a tie).
 
     Raises
     ------
@@ -211,15 +212,15 @@ def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None =
         If a weight store or accumulator store overflows.
     """
     best: OpGraph | None = None
-    for interleave in (False, True):
+    for interleave, long_first in ((False, False), (True, False), (False, True)):
         ops = generate(graph, config, plan)
         _weight_slots(ops, nnir, config)  # refuse an overflowing placement before scheduling
-        schedule(ops, config, interleave)
+        schedule(ops, config, interleave, long_first)
         if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
             # Too many values live at once in this schedule: assign accumulators first, on
             # an order that keeps few live, and schedule again under the reuse constraints.
             _check_accumulators(constrain_reuse(ops, config), config)
-            schedule(ops, config, interleave)
+            schedule(ops, config, interleave, long_first)
         if best is None or _latency(ops, config) < _latency(best, config):
             best = ops
     assert best is not None
