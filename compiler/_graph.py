@@ -343,7 +343,10 @@ def build(nnir: NNIR, block_size: int, split_concat: bool = False,
     output block over every operand's blocks; with ``split_concat``, one chain per operand
     instead, added by ``VEC`` s (the chains on ``h`` and the bias go to tensor RAM while the
     chain on ``x`` waits for the input): shorter chains, one ``VEC`` more.
-    ``Graph.concat_linears`` counts the linears this applies to.
+    ``Graph.concat_linears`` counts the linears this applies to. With ``partial_sums``, a
+    long sum (matrix layer, ``sum``/``mean``) may be cut in two chains
+    (:meth:`_Builder._sum`, :class:`PartialSums`). A matrix layer whose input is a norm's
+    ``x · s`` (``s`` a per-row splat) is computed as ``(W x) · s`` in every form.
 
     Raises
     ------

@@ -8,7 +8,9 @@
    ``VEC`` operations, the streaming-window updates and the constraints between them;
 3. :func:`compiler._schedule.schedule`: give every operation its issue cycle, then assign
    accumulators. Passes 2 and 3 run again with reductions split across cores
-   (:func:`_try_split`), and the schedule of lowest latency is kept;
+   (:func:`_try_split`), and passes 1–3 for other forms of the graph (:func:`_best`: a
+   recurrent cell's chains apart, long sums cut in two); the schedule of lowest latency is
+   kept;
 4. here: allocate weight stores, tensor RAM and clamp tables, encode each core's
    instructions (``WAIT`` s fill the gaps) and assemble the program.
 
@@ -65,6 +67,12 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
         such a schedule if its latency is lower. The chains accumulate in the same order
         either way, so the outputs are bit-identical; False compiles every output block on
         one core.
+    partial_sums : bool
+        Also try cutting long sums (matrix layers, ``sum``/``mean``) in two chains, the
+        partial one rounded to bf16 and added by the other's finishing ``VEC``
+        (``docs/compiler.md`` §5a), and keep that form if its latency is lower. It adds one
+        bf16 rounding of a partial sum to each cut output; False keeps every sum one fp32
+        chain.
 
     Returns
     -------
@@ -72,8 +80,8 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
         Validated; one inference (one timestep of a streaming model) per run. ``meta`` holds
         ``name``, ``streaming``, ``input_axis`` and ``output_axis`` (for a streaming model)
         and ``layers``: per NNIR node that emits instructions, its ``name``, ``op``,
-        ``tiles`` (nonzero weight tiles), ``macs``, ``cores``, ``start`` (first issue cycle)
-        and ``end`` (last write cycle).
+        ``tiles`` (nonzero weight tiles), ``macs``, ``cores``, ``start`` (first issue cycle),
+        ``end`` (last write cycle) and ``partial_sums`` (its sums cut in two).
 
     Raises
     ------
