@@ -150,42 +150,47 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
           ) -> tuple[Graph, OpGraph]:
     """Return the block graph and schedule of lowest latency among the forms tried (the
     first tried on a tie): every chain whole; a recurrent cell's input and recurrent chains
-    apart (``split_concat``); and with ``partial_sums``, each of those with long chains cut
-    in two, the cuts chosen from when the previous form's schedule had each block ready,
-    twice (the second time from the first cut's own schedule).
+    apart (``split_concat``); and with ``partial_sums``, long chains cut in two, the cuts
+    chosen from when the previous form's schedule had each block ready, twice (the second
+    time from the first cut's own schedule), with a block's two chains placed apart or
+    together. Reductions are split across cores (:func:`_try_split`) in the uncut forms and
+    in the best cut one (measured: elsewhere it rarely helped and it triples the work).
     """
     b = config.block_size
     lat = latencies(config)
+    split = split_reduction and config.num_cores > 1
     best: tuple[Graph, OpGraph] | None = None
+
+    def keep(candidate: tuple[Graph, OpGraph]) -> None:
+        nonlocal best
+        if best is None or _latency(candidate[1], config) < _latency(best[1], config):
+            best = candidate
+
     first = build(nnir, b)
-    for split_concat in (False, True)[:2 if first.concat_linears else 1]:
-        graph = first if not split_concat else build(nnir, b, split_concat=True)
+    whole = scheduled(first, nnir, config)
+    keep((first, _try_split(first, nnir, config, whole) if split else whole))
+    if first.concat_linears:
+        graph = build(nnir, b, split_concat=True)
         try:
-            whole = scheduled(graph, nnir, config)
-            if split_reduction and config.num_cores > 1:
-                whole = _try_split(graph, nnir, config, whole)
+            ops = scheduled(graph, nnir, config)
+            keep((graph, _try_split(graph, nnir, config, ops) if split else ops))
         except AllocationError:  # the extra VECs' accumulators or instructions
-            if not split_concat:
-                raise
-            continue
-        candidates = [(graph, whole)]
-        for together in (False, True)[:2 if partial_sums else 0]:
-            previous = graph, whole
-            for _ in range(_PARTIAL_ROUNDS):
-                plan = PartialSums(lat.mac_spacing, lat.vec_remote_write + 1, together,
-                                   _ready(*previous, config))
-                cut = build(nnir, b, split_concat=split_concat, partial_sums=plan)
-                try:
-                    ops = scheduled(cut, nnir, config)
-                    if split_reduction and config.num_cores > 1:
-                        ops = _try_split(cut, nnir, config, ops)
-                except AllocationError:
-                    break
-                previous = cut, ops
-                candidates.append(previous)
-        for candidate in candidates:
-            if best is None or _latency(candidate[1], config) < _latency(best[1], config):
-                best = candidate
+            pass
+    cuts: list[tuple[Graph, OpGraph]] = []
+    for together in (False, True)[:2 if partial_sums else 0]:
+        previous = first, whole
+        for _ in range(_PARTIAL_ROUNDS):
+            plan = PartialSums(lat.mac_spacing, lat.vec_remote_write + 1, together,
+                               _ready(*previous, config))
+            cut = build(nnir, b, partial_sums=plan)
+            try:
+                previous = cut, scheduled(cut, nnir, config)
+            except AllocationError:
+                break
+            cuts.append(previous)
+    if cuts:
+        graph, ops = min(cuts, key=lambda c: _latency(c[1], config))
+        keep((graph, _try_split(graph, nnir, config, ops) if split else ops))
     assert best is not None
     return best
 
