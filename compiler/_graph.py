@@ -48,8 +48,8 @@ from isa.functions import Function
 from isa.numerics import VecOp, f32_to_bf16_bits
 
 __all__ = [
-    "INF", "Val", "InputBlock", "ConstBlock", "StateSlot", "Chain", "VecVal", "FnVal",
-    "History", "Graph", "build", "is_acc", "operands",
+    "INF", "PartialSums", "Val", "InputBlock", "ConstBlock", "StateSlot", "Chain", "VecVal",
+    "FnVal", "History", "Graph", "build", "is_acc", "operands",
 ]
 
 INF = float("inf")
@@ -123,7 +123,7 @@ class Chain(Val):
     """
 
     terms: list[tuple[int, Val]]
-    unit: tuple[int, int]
+    unit: tuple[int, ...]
 
 
 @dataclass(eq=False)
@@ -207,6 +207,13 @@ class Graph:
         Nonzero weight tiles per NNIR node id (what the node costs in matrix cycles).
     concat_linears : int
         Linears of a concat read straight from the concat's operands (see :func:`build`).
+    positions : dict
+        ``id(val)`` -> (NNIR node id, row, block) of the tensor block it first appears as:
+        a key that names the same block in every build of one model.
+    pinned : list of Val
+        Every value of ``positions``, kept alive so that no other value takes its id.
+    cut_chains : dict
+        Per NNIR node id, how many of its sums :class:`PartialSums` cut in two.
     """
 
     tiles: list[np.ndarray] = field(default_factory=list)
@@ -215,6 +222,9 @@ class Graph:
     histories: list[History] = field(default_factory=list)
     node_tiles: dict[int, int] = field(default_factory=dict)
     concat_linears: int = 0
+    positions: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    pinned: list[Val] = field(default_factory=list)
+    cut_chains: dict[int, int] = field(default_factory=dict)
 
     def live_values(self) -> list[Val]:
         """Return the values the outputs depend on, operands before users.
@@ -283,21 +293,67 @@ def operands(v: Val) -> list[Val]:
     return []
 
 
-def build(nnir: NNIR, block_size: int, split_concat: bool = False) -> Graph:
+@dataclass(frozen=True)
+class PartialSums:
+    """How :func:`build` cuts long chains in two (``docs/compiler.md`` §5a).
+
+    Attributes
+    ----------
+    spacing : int
+        Cycles between two terms of one chain (``mac_spacing``).
+    lead : int
+        Cycles by which the partial's chain must end before the other one: its ``VEC``
+        to tensor RAM and the write landing on the other core.
+    together : bool
+        Keep both chains of an output block on one core (its tiles in one weight store;
+        the partial's write is then local), else place them independently.
+    ready : dict
+        (node id, row, block) -> the cycle a block is expected in tensor RAM (a previous
+        schedule's); a block not listed is taken as ready at cycle 0.
+    """
+
+    spacing: int
+    lead: int
+    together: bool = False
+    ready: dict[tuple[int, int, int], int] = field(default_factory=dict)
+
+    def _end(self, ready: list[int]) -> int:
+        """Return when a chain over terms ready at ``ready`` (sorted) issues its last."""
+        end = -self.spacing
+        for r in ready:
+            end = max(end + self.spacing, r)
+        return end
+
+    def cut(self, ready: list[int]) -> int:
+        """Return how many of the earliest terms (``ready`` sorted) the partial should take
+        so that both chains end soonest; 0 if one chain is expected to be as fast."""
+        best, cut = self._end(ready), 0
+        for k in range(1, len(ready)):
+            end = max(self._end(ready[:k]) + self.lead, self._end(ready[k:]))
+            if end < best:
+                best, cut = end, k
+        return cut
+
+
+def build(nnir: NNIR, block_size: int, split_concat: bool = False,
+          partial_sums: PartialSums | None = None) -> Graph:
     """Return the fused block graph of ``nnir`` for block size ``block_size``.
 
     A ``linear`` of a last-axis ``concat`` (a recurrent cell's ``W [x, h]``) is one chain per
     output block over every operand's blocks; with ``split_concat``, one chain per operand
     instead, added by ``VEC`` s (the chains on ``h`` and the bias go to tensor RAM while the
     chain on ``x`` waits for the input): shorter chains, one ``VEC`` more.
-    ``Graph.concat_linears`` counts the linears this applies to.
+    ``Graph.concat_linears`` counts the linears this applies to. With ``partial_sums``, a
+    long sum (matrix layer, ``sum``/``mean``) may be cut in two chains
+    (:meth:`_Builder._sum`, :class:`PartialSums`). A matrix layer whose input is a norm's
+    ``x · s`` (``s`` a per-row splat) is computed as ``(W x) · s`` in every form.
 
     Raises
     ------
     ValueError
         For a node the back end cannot lower (non-streaming ``conv1d``); the message names it.
     """
-    builder = _Builder(nnir, block_size, split_concat)
+    builder = _Builder(nnir, block_size, split_concat, partial_sums)
     graph = builder.run()
     graph.fuse()
     return graph
@@ -306,10 +362,13 @@ def build(nnir: NNIR, block_size: int, split_concat: bool = False) -> Graph:
 class _Builder:
     """Translates NNIR nodes, in order, to the block values of their outputs."""
 
-    def __init__(self, nnir: NNIR, block_size: int, split_concat: bool = False) -> None:
+    def __init__(self, nnir: NNIR, block_size: int, split_concat: bool = False,
+                 partial_sums: PartialSums | None = None) -> None:
         self.nnir = nnir
         self.b = block_size
         self.split_concat = split_concat
+        self.partial_sums = partial_sums
+        self._splats: set[int] = set()  # ids of the blocks of splat tensors
         self.graph = Graph()
         self.tensors: dict[int, _Tensor] = {}
         self._tile_ids: dict[bytes, int] = {}
@@ -325,6 +384,13 @@ class _Builder:
         for node in self.nnir.nodes:
             self.node = node
             self.tensors[node.id] = self._lower(node)
+            if self.tensors[node.id].splat:
+                self._splats.update(id(v) for row in self.tensors[node.id].blocks for v in row)
+            for r, row in enumerate(self.tensors[node.id].blocks):
+                for i, v in enumerate(row):
+                    if id(v) not in self.graph.positions:
+                        self.graph.positions[id(v)] = (node.id, r, i)
+                        self.graph.pinned.append(v)
         for out in self.nnir.outputs:
             for row in self.tensors[out].blocks:
                 self.graph.outputs.extend(row)
@@ -517,7 +583,7 @@ class _Builder:
             terms = [(self._ones(self._lanes(c, k), scale, x.splat), v)
                      for k, v in enumerate(row)]
             self.graph.node_tiles[self._id] = self.graph.node_tiles.get(self._id, 0) + len(terms)
-            blocks.append([Chain(self._id, terms, (self._id, 0))])
+            blocks.append([self._sum(terms, 0, None)])
         return _Tensor(tuple(node.shape), blocks, splat=True)
 
     def _splat(self, x: _Tensor) -> _Tensor:
@@ -586,11 +652,85 @@ class _Builder:
                         self._tile_ids[key] = len(self.graph.tiles)
                         self.graph.tiles.append(zero)
                     terms = [(self._tile_ids[key], taps[-1][1][r][0])]
-                v: Val = Chain(self._id, terms, (self._id, o))
-                if bias_blocks is not None and (bias_blocks[o] != 0).any():
-                    v = VecVal(self._id, VecOp.ADD, v, self._const(bias_blocks[o]))
-                row.append(v)
+                bias_block = (self._const(bias_blocks[o]) if bias_blocks is not None
+                              and (bias_blocks[o] != 0).any() else None)
+                row.append(self._sum(terms, o, bias_block))
             blocks.append(row)
+        return blocks
+
+    def _sum(self, terms: list[tuple[int, Val]], o: int, bias: Val | None) -> Val:
+        """Return Σ ``terms`` (+ ``bias``) for output block ``o``: one chain, or with
+        ``partial_sums`` a chain of its later terms whose ``VEC`` adds, as its tensor-RAM
+        operand, the partial sum of the earlier ones (and the bias) rounded to bf16.
+
+        The terms are ranked by when their blocks are expected in tensor RAM
+        (:class:`PartialSums`); the partial takes the earliest ``k`` of them, ``k`` chosen
+        by :meth:`PartialSums.cut`, and the chain is split only if that is expected to
+        finish sooner.
+        """
+        plan = self.partial_sums
+        k = 0
+        if plan is not None:
+            ready = [plan.ready.get(self.graph.positions.get(id(x), (-1, 0, 0)), 0)
+                     if not isinstance(x, StateSlot) else 0 for _, x in terms]
+            order = sorted(range(len(terms)), key=lambda i: ready[i])
+            k = plan.cut([ready[i] for i in order])
+        if not k:
+            v: Val = Chain(self._id, terms, (self._id, o))
+            return v if bias is None else VecVal(self._id, VecOp.ADD, v, bias)
+        assert plan is not None
+        self.graph.cut_chains[self._id] = self.graph.cut_chains.get(self._id, 0) + 1
+        units = [(self._id, o)] * 2 if plan.together else [(self._id, o, 0), (self._id, o, 1)]
+        part: Val = Chain(self._id, [terms[i] for i in sorted(order[:k])], units[1])
+        if bias is not None:
+            part = VecVal(self._id, VecOp.ADD, part, bias)
+        rest = Chain(self._id, [terms[i] for i in sorted(order[k:])], units[0])
+        return VecVal(self._id, VecOp.ADD, rest, part)
+
+    def _row_scale(self, row: list[Val]) -> tuple[Val, list[Val]] | None:
+        """Return ``(s, xs)`` if every block of ``row`` is ``xs[i] · s`` (unclamped) with
+        one splat ``s`` (a per-row scalar such as a norm's ``rsqrt``), else None."""
+        common: Val | None = None
+        xs = []
+        for v in row:
+            if not (isinstance(v, VecVal) and v.op == VecOp.MUL and v.lo == -INF
+                    and v.hi == INF and v.a is not None and v.t is not None):
+                return None
+            s = next((o for o in (v.a, v.t) if id(o) in self._splats), None)
+            other = v.t if s is v.a else v.a
+            if s is None or other is s or (common is not None and s is not common):
+                return None
+            common = s
+            xs.append(other)
+        return None if common is None else (common, xs)
+
+    def _scaled_matrix(self, x: _Tensor, scales: list[tuple[Val, list[Val]] | None],
+                       tiles: list[list[int | None]],
+                       history: list[tuple[list[list[int | None]], list[list[Val]]]],
+                       bias: np.ndarray | None, out_channels: int) -> list[list[Val]]:
+        """``W (x · s) + H + b`` for a per-row scalar ``s`` (a norm's ``rsqrt``), as
+        ``(W x) · s + H + b``: the chains of ``W x`` run while ``s`` is computed, then two
+        ``VEC`` s finish each block. ``H`` is a streaming convolution's sum over its
+        ``history`` taps (inputs of earlier inferences, already scaled), computed with the
+        bias early and added from tensor RAM, rounded to bf16 like a cut sum's partial."""
+        rows = [xs for _, xs in scales]  # type: ignore[misc]
+        sums = self._matrix(_Tensor(x.shape, rows), [(tiles, rows)], None, out_channels)
+        count = self.graph.node_tiles[self._id]
+        rest = self._matrix(x, history, bias, out_channels) if history else None
+        self.graph.node_tiles[self._id] += count if history else 0
+        bias_blocks = None if bias is None else self._blocked(bias[None, :])[0]
+        blocks = []
+        for r, ((s, _), row) in enumerate(zip(scales, sums, strict=True)):  # type: ignore[misc]
+            out: list[Val] = []
+            for o, v in enumerate(row):
+                v = VecVal(self._id, VecOp.MUL, v, s)
+                if rest is not None:
+                    v = VecVal(self._id, VecOp.ADD, v, rest[r][o])
+                    self.graph.cut_chains[self._id] = self.graph.cut_chains.get(self._id, 0) + 1
+                elif bias_blocks is not None and (bias_blocks[o] != 0).any():
+                    v = VecVal(self._id, VecOp.ADD, v, self._const(bias_blocks[o]))
+                out.append(v)
+            blocks.append(out)
         return blocks
 
     def _only_matrix_operand(self, node: Node) -> bool:
@@ -607,6 +747,10 @@ class _Builder:
         w = node.attrs["weight"]
         source = self.nnir.node(node.inputs[0])
         if source.op != "concat" or x.blocks:
+            scales = [self._row_scale(row) for row in x.blocks]
+            if all(scales) and x.blocks:
+                return _Tensor(tuple(node.shape), self._scaled_matrix(
+                    x, scales, self._tiles(w), [], node.attrs["bias"], w.shape[0]))
             blocks = self._matrix(x, [(self._tiles(w), x.blocks)], node.attrs["bias"],
                                   w.shape[0])
             return _Tensor(tuple(node.shape), blocks)
@@ -679,6 +823,12 @@ class _Builder:
             # Depthwise: a diagonal weight per tap; only its diagonal tiles can be nonzero.
             tiles = self._diagonal_tiles(w[:, 0, j]) if depthwise else self._tiles(w[:, :, j])
             taps.append((tiles, xs))
+        scales = [self._row_scale(row) for row in x.blocks]
+        if all(scales) and x.blocks:
+            # The current tap on the unscaled input; the window holds the scaled blocks.
+            blocks = self._scaled_matrix(x, scales, taps[-1][0], taps[:-1],
+                                         node.attrs["bias"], cout)
+            return _Tensor(tuple(node.shape), blocks)
         blocks = self._matrix(x, taps, node.attrs["bias"], cout)
         return _Tensor(tuple(node.shape), blocks)
 

@@ -142,6 +142,8 @@ class OpGraph:
         ``id(chain)`` -> the ``MAC`` of each of the chain's terms, in term order.
     splits : int
         Chains whose reduction is split across cores.
+    val_bufs : dict
+        ``id(val)`` -> the buffer holding a block value of the graph in tensor RAM.
     """
 
     ops: list[Op]
@@ -150,6 +152,7 @@ class OpGraph:
     inputs: list[Buf]
     chain_macs: dict[int, list[Op]]
     splits: int
+    val_bufs: dict[int, Buf]
 
 
 def write_latency(op: Op, core: int, config: Config) -> int:
@@ -275,7 +278,8 @@ class _Generator:
             if not buf.mask:
                 buf.mask.add(buf.writer.core if buf.writer is not None else 0)
         splits = sum(len(p) - 1 for p in self.pieces.values())
-        return OpGraph(self.ops, self.bufs, self.vaccs, inputs, self.chain_macs, splits)
+        return OpGraph(self.ops, self.bufs, self.vaccs, inputs, self.chain_macs, splits,
+                       self.buf_of)
 
     # -- placement -----------------------------------------------------------------------
 
@@ -487,8 +491,12 @@ class _Generator:
 
     def _copy_functions(self) -> None:
         """Give every core that reads a direct ``FN`` value its own ``FN`` (same address),
-        and make its reads wait for that one."""
-        for buf, v in self.fn_copies:
+        and make its reads wait for that one.
+
+        Users before operands: moving or copying an ``FN`` of a function value makes it read
+        its operand on another core, which the operand's own copies must then serve.
+        """
+        for buf, v in reversed(self.fn_copies):
             first = buf.writer
             assert first is not None
             readers = {op.core for op in self.ops if op.tram is buf}

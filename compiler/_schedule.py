@@ -93,7 +93,8 @@ def _tail(op: Op, config: Config) -> int:
 _FIRST = 1 << 30
 
 
-def schedule(graph: OpGraph, config: Config, interleave: bool = False) -> None:
+def schedule(graph: OpGraph, config: Config, interleave: bool = False,
+             long_chains_first: bool = False) -> None:
     """Set the issue ``cycle`` of every operation of ``graph`` (see the module docstring).
 
     By priority, a core runs its chains a few at a time (as many as the accumulate loop
@@ -101,6 +102,8 @@ def schedule(graph: OpGraph, config: Config, interleave: bool = False) -> None:
     ``interleave`` the ``MAC`` earliest in its chain goes first instead (then priority),
     which advances all of a core's chains together: no issue slot is lost to the
     accumulate loop when fewer chains than ``mac_spacing`` remain, but they finish late.
+    With ``long_chains_first`` a ``MAC`` also ranks by the ``MAC`` s created after it in its
+    chain (each worth ``mac_spacing`` cycles of that chain's path).
     """
     ops = graph.ops
     n_cores = config.num_cores
@@ -122,6 +125,14 @@ def schedule(graph: OpGraph, config: Config, interleave: bool = False) -> None:
             # the next chains on its core, which would run first and stall those readers.
             # Output VECs keep their rank, so they fill the cycles after a core's last MAC.
             prio[op.index] += _FIRST
+    if long_chains_first:
+        # A chain's MACs in creation order rank by the terms still to come after them, so
+        # that the longest remaining chains go first and none is left alone at the end,
+        # where the accumulate loop would idle the core between its terms.
+        for vacc in graph.vaccs:
+            macs = [w for w in vacc.writers if w.is_mac]
+            for k, op in enumerate(macs):
+                prio[op.index] += lats.mac_spacing * (len(macs) - 1 - k)
     # With interleave, a MAC's position in its chain ranks before its priority.
     rank = [0] * len(ops)
     if interleave:

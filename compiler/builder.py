@@ -108,7 +108,7 @@ class ProgramBuilder:
             nothing but the input and output ports; models on shared cores share their
             memories, each in its own region.
         **kwargs
-            Passed to ``NNIR.to_program`` (``split_reduction``).
+            Passed to ``NNIR.to_program`` (``split_reduction``, ``partial_sums``).
 
         Returns
         -------

@@ -8,7 +8,9 @@
    ``VEC`` operations, the streaming-window updates and the constraints between them;
 3. :func:`compiler._schedule.schedule`: give every operation its issue cycle, then assign
    accumulators. Passes 2 and 3 run again with reductions split across cores
-   (:func:`_try_split`), and the schedule of lowest latency is kept;
+   (:func:`_try_split`), and passes 1–3 for other forms of the graph (:func:`_best`: a
+   recurrent cell's chains apart, long sums cut in two); the schedule of lowest latency is
+   kept;
 4. here: allocate weight stores, tensor RAM and clamp tables, encode each core's
    instructions (``WAIT`` s fill the gaps) and assemble the program.
 
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler._graph import Graph, build
+from compiler._graph import Graph, PartialSums, build
 from compiler._ops import (
     Buf,
     Op,
@@ -40,14 +42,14 @@ from isa.instructions import Dest, End, Fn, Instruction, Mac, Vec, Wait, encode_
 from isa.program import CoreImage, TensorLayout
 from isa.timing import latencies
 
-__all__ = ["lower"]
+__all__ = ["lower", "assemble", "scheduled"]
 
 #: The longest single WAIT the format can encode.
 _MAX_WAIT = (1 << Wait.FIELDS[0].width) - 1
 
 
 def lower(nnir: NNIR, config: Config, name: str | None = None,
-          split_reduction: bool = True) -> Program:
+          split_reduction: bool = True, partial_sums: bool = True) -> Program:
     """Compile ``nnir`` for ``config``.
 
     Parameters
@@ -65,6 +67,12 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
         such a schedule if its latency is lower. The chains accumulate in the same order
         either way, so the outputs are bit-identical; False compiles every output block on
         one core.
+    partial_sums : bool
+        Also try cutting long sums (matrix layers, ``sum``/``mean``) in two chains, the
+        partial one rounded to bf16 and added by the other's finishing ``VEC``
+        (``docs/compiler.md`` §5a), and keep that form if its latency is lower. It adds one
+        bf16 rounding of a partial sum to each cut output; False keeps every sum one fp32
+        chain.
 
     Returns
     -------
@@ -72,8 +80,8 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
         Validated; one inference (one timestep of a streaming model) per run. ``meta`` holds
         ``name``, ``streaming``, ``input_axis`` and ``output_axis`` (for a streaming model)
         and ``layers``: per NNIR node that emits instructions, its ``name``, ``op``,
-        ``tiles`` (nonzero weight tiles), ``macs``, ``cores``, ``start`` (first issue cycle)
-        and ``end`` (last write cycle).
+        ``tiles`` (nonzero weight tiles), ``macs``, ``cores``, ``start`` (first issue cycle),
+        ``end`` (last write cycle) and ``partial_sums`` (its sums cut in two).
 
     Raises
     ------
@@ -84,28 +92,22 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
     ValueError
         If a node cannot be lowered (a non-streaming ``conv1d``); the message names it.
     """
-    b = config.block_size
-    inputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.inputs]
-    outputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.outputs]
-    beats = sum(t.beats for t in inputs)
+    beats = sum(TensorLayout(tuple(nnir.node(i).shape), config.block_size).beats
+                for i in nnir.inputs)
     if beats > config.io_depth:
         raise AllocationError(f"input descriptor table: needs {beats} input beats, has "
                               f"{config.io_depth} (io_depth)")
-    graph = build(nnir, b)
-    ops = _scheduled(graph, nnir, config)
-    if split_reduction and config.num_cores > 1:
-        ops = _try_split(graph, nnir, config, ops)
-    if graph.concat_linears:
-        # A recurrent cell: also try its input and recurrent chains apart (_graph.build).
-        split = build(nnir, b, split_concat=True)
-        try:
-            other = _scheduled(split, nnir, config)
-            if split_reduction and config.num_cores > 1:
-                other = _try_split(split, nnir, config, other)
-        except AllocationError:  # the extra VECs' accumulators or instructions
-            other = None
-        if other is not None and _latency(other, config) < _latency(ops, config):
-            graph, ops = split, other
+    graph, ops = _best(nnir, config, split_reduction, partial_sums)
+    return assemble(nnir, config, graph, ops, name)
+
+
+def assemble(nnir: NNIR, config: Config, graph: Graph, ops: OpGraph,
+             name: str | None = None) -> Program:
+    """Return the validated program of ``nnir``'s block ``graph`` scheduled as ``ops``
+    (pass 4 of :func:`lower`, which documents the result and the errors)."""
+    b = config.block_size
+    inputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.inputs]
+    outputs = [TensorLayout(tuple(nnir.node(i).shape), b) for i in nnir.outputs]
     weights = _weight_slots(ops, nnir, config)
     for v in ops.vaccs:
         macs = [op for op in v.writers if op.is_mac]
@@ -133,18 +135,89 @@ def lower(nnir: NNIR, config: Config, name: str | None = None,
     for key, ids in (("input_axis", nnir.inputs), ("output_axis", nnir.outputs)):
         if ids and "stream_axis" in nnir.node(ids[0]).attrs:
             meta[key] = int(nnir.node(ids[0]).attrs["stream_axis"])
-    meta["layers"] = _layers(nnir, ops, graph.node_tiles, config)
+    meta["layers"] = _layers(nnir, ops, graph, config)
     program = Program(config=config, cores=cores, inputs=inputs, outputs=outputs,
                       input_dests=dests.reshape(-1, 2), meta=meta)
     program.validate()
     return program
 
 
-def _scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
-               ) -> OpGraph:
+#: Schedules with long chains cut, each cut from the previous schedule's ready cycles.
+_PARTIAL_ROUNDS = 2
+
+
+def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
+          ) -> tuple[Graph, OpGraph]:
+    """Return the block graph and schedule of lowest latency among the forms tried (the
+    first tried on a tie): every chain whole; a recurrent cell's input and recurrent chains
+    apart (``split_concat``); and with ``partial_sums``, long chains cut in two, the cuts
+    chosen from when the previous form's schedule had each block ready, twice (the second
+    time from the first cut's own schedule), with a block's two chains placed apart or
+    together. Reductions are split across cores (:func:`_try_split`) in the uncut forms and
+    in the best cut one (measured: elsewhere it rarely helped and it triples the work).
+    """
+    b = config.block_size
+    lat = latencies(config)
+    split = split_reduction and config.num_cores > 1
+    best: tuple[Graph, OpGraph] | None = None
+
+    def keep(candidate: tuple[Graph, OpGraph]) -> None:
+        nonlocal best
+        if best is None or _latency(candidate[1], config) < _latency(best[1], config):
+            best = candidate
+
+    first = build(nnir, b)
+    whole = scheduled(first, nnir, config)
+    keep((first, _try_split(first, nnir, config, whole) if split else whole))
+    if first.concat_linears:
+        graph = build(nnir, b, split_concat=True)
+        try:
+            ops = scheduled(graph, nnir, config)
+            keep((graph, _try_split(graph, nnir, config, ops) if split else ops))
+        except AllocationError:  # the extra VECs' accumulators or instructions
+            pass
+    cuts: list[tuple[Graph, OpGraph]] = []
+    for together in (False, True)[:2 if partial_sums else 0]:
+        previous = first, whole
+        for _ in range(_PARTIAL_ROUNDS):
+            plan = PartialSums(lat.mac_spacing, lat.vec_remote_write + 1, together,
+                               _ready(*previous, config))
+            cut = build(nnir, b, partial_sums=plan)
+            try:
+                previous = cut, scheduled(cut, nnir, config)
+            except AllocationError:
+                break
+            cuts.append(previous)
+    if cuts:
+        graph, ops = min(cuts, key=lambda c: _latency(c[1], config))
+        keep((graph, _try_split(graph, nnir, config, ops) if split else ops))
+    assert best is not None
+    return best
+
+
+def _ready(graph: Graph, ops: OpGraph, config: Config) -> dict[tuple[int, int, int], int]:
+    """Return, per block of ``graph`` (by :attr:`Graph.positions`) held in tensor RAM, the
+    first cycle in which ``ops``' schedule lets every core of its buffer read it."""
+    lat = latencies(config)
+    ready = {}
+    for key, pos in graph.positions.items():
+        buf = ops.val_bufs.get(key)
+        if buf is None:
+            continue
+        if buf.kind == "input":
+            ready[pos] = buf.beat + lat.input_write + 1
+        elif buf.writer is not None and buf.writer.cycle >= 0:
+            ready[pos] = buf.writer.cycle + 1 + max(
+                (write_latency(buf.writer, c, config) for c in buf.mask), default=0)
+    return ready
+
+
+def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
+              ) -> OpGraph:
     """Return the operations of ``graph`` placed (see :func:`generate` for ``plan``) and
-    scheduled, with accumulators assigned: of the schedules with and without interleaved
-    chains (:func:`compiler._schedule.schedule`), the one of lower latency.
+    scheduled, with accumulators assigned: of the schedules by path length, with
+    interleaved chains and with the longest remaining chains first
+    (:func:`compiler._schedule.schedule`), the one of lowest latency (the first on a tie).
 
     Raises
     ------
@@ -152,15 +225,15 @@ def _scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None 
         If a weight store or accumulator store overflows.
     """
     best: OpGraph | None = None
-    for interleave in (False, True):
+    for interleave, long_first in ((False, False), (True, False), (False, True)):
         ops = generate(graph, config, plan)
         _weight_slots(ops, nnir, config)  # refuse an overflowing placement before scheduling
-        schedule(ops, config, interleave)
+        schedule(ops, config, interleave, long_first)
         if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
             # Too many values live at once in this schedule: assign accumulators first, on
             # an order that keeps few live, and schedule again under the reuse constraints.
             _check_accumulators(constrain_reuse(ops, config), config)
-            schedule(ops, config, interleave)
+            schedule(ops, config, interleave, long_first)
         if best is None or _latency(ops, config) < _latency(best, config):
             best = ops
     assert best is not None
@@ -188,7 +261,7 @@ def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGr
     # With one matrix layer the two plans are the same.
     for final_only in (True, False)[:2 if len(graph.node_tiles) > 1 else 1]:
         try:
-            split = _scheduled(graph, nnir, config, SplitPlan(orders, final_only))
+            split = scheduled(graph, nnir, config, SplitPlan(orders, final_only))
         except AllocationError:  # a moved piece's tiles or the hand-overs do not fit
             continue
         if split.splits and _latency(split, config) < _latency(best, config):
@@ -345,8 +418,7 @@ def _last_write(op: Op, config: Config) -> int:
     return op.cycle + max(write_latency(op, c, config) for c in cores)
 
 
-def _layers(nnir: NNIR, ops: OpGraph, node_tiles: dict[int, int],
-            config: Config) -> list[dict[str, Any]]:
+def _layers(nnir: NNIR, ops: OpGraph, graph: Graph, config: Config) -> list[dict[str, Any]]:
     """Return the per-node records of ``Program.meta["layers"]``, in graph order."""
     by_node: dict[int, list[Op]] = {}
     for op in ops.ops:
@@ -359,10 +431,11 @@ def _layers(nnir: NNIR, ops: OpGraph, node_tiles: dict[int, int],
         records.append({
             "name": node.name or f"%{node.id}",
             "op": node.op,
-            "tiles": node_tiles.get(node.id, 0),
+            "tiles": graph.node_tiles.get(node.id, 0),
             "macs": sum(op.is_mac for op in mine),
             "cores": sorted({op.core for op in mine}),
             "start": min(op.cycle for op in mine),
             "end": max(_last_write(op, config) for op in mine),
+            "partial_sums": graph.cut_chains.get(node.id, 0),
         })
     return records

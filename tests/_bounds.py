@@ -8,7 +8,9 @@ then exact arithmetic in float64) and propagates, through it, a first-order boun
 ``|x̂ − x|`` for each value, where ``x̂`` is what the machine computes: every op's result is
 charged one rounding, ``u·(|x| + e)`` with u = 2⁻⁸ (whether the machine stores it in
 tensor RAM in bf16 or keeps it in an fp32 accumulator, so the bound is conservative for
-fused ops), and operand errors propagate by each op's rules below. A test then checks
+fused ops), and operand errors propagate by each op's rules below. A matrix layer or
+reduction whose sums the compiler cut in two (``cut``) is charged one rounding more, of its
+partial sum at its worst case. A test then checks
 ``|VM − PyTorch| ≤ e + |R − PyTorch|``: the second term is the exact effect of rounding the
 parameters, computed, not bounded. The streaming program computes timestep t of the same
 graph, so the bound of the graph before ``streaming_transform`` holds for it.
@@ -21,8 +23,9 @@ import numpy as np
 from compiler.nnir import BINARY_OPS, FUNCTIONS, NNIR, REDUCTIONS, Node, evaluate
 from isa.functions import Function, reference
 from isa.numerics import round_to_bf16
+from isa.program import Program
 
-__all__ = ["U", "error_bound"]
+__all__ = ["U", "error_bound", "cut_layers"]
 
 #: Relative error of one rounding to bf16 (8 significant bits).
 U = 2.0**-8
@@ -60,27 +63,39 @@ def _fn_error(function: Function, x: np.ndarray, e: np.ndarray) -> np.ndarray:
     return np.where(crosses, np.inf, spread)
 
 
-def _linear(x: np.ndarray, e: np.ndarray, w: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _linear(x: np.ndarray, e: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+            y: np.ndarray, cut: bool) -> np.ndarray:
     aw = np.abs(w.astype(np.float64))
     mag = np.abs(x) @ aw.T
-    return _round(y, e @ aw.T + w.shape[1] * _U32 * mag)
+    return _round(y, e @ aw.T + w.shape[1] * _U32 * mag + _partial(mag, b, cut))
 
 
-def _node_error(node: Node, xs: list[np.ndarray], es: list[np.ndarray], y: np.ndarray
-                ) -> np.ndarray:
-    """The bound on the error of ``node``'s result ``y`` from its operands' (``xs``, ``es``)."""
+def _partial(mag: np.ndarray, b: np.ndarray | None, cut: bool) -> np.ndarray | float:
+    """The rounding of a partial sum where the compiler cut a matrix layer's or a
+    reduction's sums in two: the sum of some of its terms plus the bias, rounded to bf16
+    (``docs/compiler.md`` §5a), of magnitude at most the layer's ``Σ|w||x| + |b|``."""
+    if not cut:
+        return 0.0
+    return U * (mag + (0.0 if b is None else np.abs(b.astype(np.float64))))
+
+
+def _node_error(node: Node, xs: list[np.ndarray], es: list[np.ndarray], y: np.ndarray,
+                cut: bool = False) -> np.ndarray:
+    """The bound on the error of ``node``'s result ``y`` from its operands' (``xs``, ``es``);
+    ``cut``: the compiler cut some of the node's sums in two."""
     op, a = node.op, node.attrs
     if op in ("input", "constant"):
         return np.zeros_like(y)
     if op == "linear":
-        return _linear(xs[0], es[0], a["weight"], y)
+        return _linear(xs[0], es[0], a["weight"], a["bias"], y, cut)
     if op == "conv1d":
         mag_node = Node(node.id, op, node.inputs, node.shape, node.precision,
                         {**a, "weight": np.abs(a["weight"]), "bias": None}, node.name)
         mag = evaluate(mag_node, [np.abs(xs[0]).astype(np.float32)]).astype(np.float64)
         prop = evaluate(mag_node, [es[0].astype(np.float32)]).astype(np.float64)
         taps = a["weight"].shape[1] * a["kernel_size"]
-        return _round(y, prop + taps * _U32 * mag)
+        bias = None if a["bias"] is None else a["bias"].reshape(-1, 1)
+        return _round(y, prop + taps * _U32 * mag + _partial(mag, bias, cut))
     if op in BINARY_OPS:
         if len(xs) == 1:
             s = abs(float(a["scalar"]))
@@ -108,14 +123,17 @@ def _node_error(node: Node, xs: list[np.ndarray], es: list[np.ndarray], y: np.nd
             return np.max(es[0], axis=axis, keepdims=True) + 0 * y
         # A mean is a sum by tiles of bf16(1/n), which R uses too.
         scale = 1.0 if op == "sum" else _inverse(n)
-        return _round(y, scale * (np.sum(es[0], axis=axis, keepdims=True) + n * _U32 * mag))
+        return _round(y, scale * (np.sum(es[0], axis=axis, keepdims=True) + n * _U32 * mag)
+                      + _partial(scale * mag, None, cut))
     raise ValueError(f"no error rule for op {op!r}")
 
 
-def error_bound(nnir: NNIR, *inputs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def error_bound(nnir: NNIR, *inputs: np.ndarray, cut: frozenset[str] = frozenset()
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Return, per output of the non-streaming ``nnir`` run on ``inputs``, the value of
     ``R`` (the graph with input and parameters rounded to bf16, in float64) and the bound
-    on the machine's distance from it (see the module docstring)."""
+    on the machine's distance from it (see the module docstring). ``cut`` names the nodes
+    some of whose sums the compiler cut in two (:func:`cut_layers`)."""
     values: dict[int, np.ndarray] = {}
     errors: dict[int, np.ndarray] = {}
     for node in nnir.nodes:
@@ -130,8 +148,16 @@ def error_bound(nnir: NNIR, *inputs: np.ndarray) -> list[tuple[np.ndarray, np.nd
         values[node.id] = y
         with np.errstate(all="ignore"):
             errors[node.id] = np.broadcast_to(
-                _node_error(node, xs, [errors[i] for i in node.inputs], y), y.shape)
+                _node_error(node, xs, [errors[i] for i in node.inputs], y,
+                            (node.name or f"%{node.id}") in cut), y.shape)
     return [(values[i], errors[i]) for i in nnir.outputs]
+
+
+def cut_layers(program: Program) -> frozenset[str]:
+    """Return the names of the nodes some of whose sums ``program`` cuts in two (its
+    ``meta["layers"]``' ``partial_sums``)."""
+    return frozenset(layer["name"] for layer in program.meta.get("layers", [])
+                     if layer.get("partial_sums"))
 
 
 def _inverse(n: int) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _bounds import error_bound
+from _bounds import cut_layers, error_bound
 from _models import Fn
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -101,20 +101,26 @@ def compile_and_check(model: nn.Module, x: torch.Tensor, config: Config,
 
     A ``drawn`` (Hypothesis) example whose bound is infinite — a norm whose spread rounding
     could wipe out, such as LayerNorm of four near-equal values — is rejected, not run.
+    The bound of a layer whose sums the compiler cut in two charges their rounded partial
+    sums at their worst case, ``u · Σ|w||x|``, which ahead of a norm can reach the pole of
+    its rsqrt or reciprocal; such a model is checked as compiled without cuts
+    (``partial_sums=False``), which :func:`test_cut_sums_stay_within_the_uncut_bound`
+    compares.
     """
     gm, expected = vollo_torch.fx.prepare_shape(model, x)
     nnir = vollo_torch.fx.nnir.to_nnir(gm)
-    ((rounded, bound),) = error_bound(nnir, x.numpy())
+    stream, output_axis = nnir.streaming_transform(axis) if axis is not None else (nnir, None)
+    for partial_sums in (True, False):
+        program = stream.to_program(config, partial_sums=partial_sums)
+        ((rounded, bound),) = error_bound(nnir, x.numpy(), cut=cut_layers(program))
+        if np.isfinite(bound).all():
+            break
     if drawn:
         assume(np.isfinite(bound).all())
+    vm = program.to_vm()
     if axis is None:
-        program = nnir.to_program(config)
-        vm = program.to_vm()
         got = np.asarray(vm.run(x.numpy()))
     else:
-        stream, output_axis = nnir.streaming_transform(axis)
-        program = stream.to_program(config)
-        vm = program.to_vm()
         got = np.asarray(vm.run_timesteps(x.numpy(), axis, output_axis))
     assert vm.cycle_count() == program.cycle_count_per_inference()
     exp = expected.detach().numpy().astype(np.float64)
@@ -157,11 +163,12 @@ def test_bound_catches_wrong_numerics(wrong: Callable[..., torch.Tensor],
     lin = nn.Linear(20, 20)
     x = torch.randn(3, 20)
     gm, _ = vollo_torch.fx.prepare_shape(Fn(lambda m, x: wrong(m.lin(x)), lin=lin), x)
-    got = np.asarray(vollo_torch.fx.nnir.to_nnir(gm).to_program(CONFIGS["c2b8"]).to_vm()
-                     .run(x.numpy()))
+    program = vollo_torch.fx.nnir.to_nnir(gm).to_program(CONFIGS["c2b8"])
+    got = np.asarray(program.to_vm().run(x.numpy()))
     right_model = Fn(lambda m, x: right(m.lin(x)), lin=lin)
     gm, expected = vollo_torch.fx.prepare_shape(right_model, x)
-    ((rounded, bound),) = error_bound(vollo_torch.fx.nnir.to_nnir(gm), x.numpy())
+    ((rounded, bound),) = error_bound(vollo_torch.fx.nnir.to_nnir(gm), x.numpy(),
+                                      cut=cut_layers(program))
     exp = expected.numpy()
     assert (np.abs(got - exp) > bound + np.abs(rounded - exp) + 1e-6 * (1 + abs(exp))).any()
 
@@ -187,6 +194,38 @@ def test_gelu_layernorm_softmax_streams(config_name: str) -> None:
     torch.manual_seed(3)
     model = Block(40).eval()
     compile_and_check(model, torch.randn(1, 40, 5), CONFIGS[config_name], axis=2)
+
+
+def test_function_of_a_function_read_on_another_core() -> None:
+    # tanh read by a Linear (core 0) and by abs, whose FN the placement moves to the core
+    # of its reader (the sum): that core needs its own copy of tanh's FN. (Once missed:
+    # the moved abs read a tensor-RAM word nothing wrote.)
+    torch.manual_seed(0)
+    model = RandomNet(1, [(4, "tanh", "scale", False), (1, None, None, False)], False).eval()
+    compile_and_check(model, torch.tensor([[-1.3328]]), CONFIGS["c2b8"])
+
+
+def test_cut_sums_stay_within_the_uncut_bound() -> None:
+    # The model of the test above, whose bound with its cut layers charged at their worst
+    # case is infinite (compile_and_check then checks it uncut): compiled with the cuts, it
+    # stays within the bound of the uncut program, whose error it does not exceed.
+    torch.manual_seed(3)
+    model = Block(40).eval()
+    x = torch.randn(1, 40, 5)
+    gm, expected = vollo_torch.fx.prepare_shape(model, x)
+    nnir = vollo_torch.fx.nnir.to_nnir(gm)
+    stream, output_axis = nnir.streaming_transform(2)
+    exp = expected.numpy().astype(np.float64)
+    errors = {}
+    for partial_sums in (True, False):
+        program = stream.to_program(CONFIGS["c2b8"], partial_sums=partial_sums)
+        assert bool(cut_layers(program)) == partial_sums
+        got = np.asarray(program.to_vm().run_timesteps(x.numpy(), 2, output_axis))
+        errors[partial_sums] = np.abs(got - exp)
+    ((rounded, bound),) = error_bound(nnir, x.numpy())
+    assert np.isfinite(bound).all()
+    assert (errors[True] - bound - np.abs(rounded - exp) - 1e-6 * (1 + np.abs(exp))).max() <= 0
+    assert errors[True].max() <= errors[False].max()
 
 
 # -- random models -----------------------------------------------------------------------------

@@ -296,6 +296,39 @@ UNUSUAL_CONFIGS = {"c2b8_unusual": Config.ip_core(2, 8, depths=UNUSUAL, name="c2
                    "c1b4_unusual": Config.ip_core(1, 4, depths=UNUSUAL, name="c1b4_unusual")}
 
 
+class _NormMLP(nn.Module):
+    """Linear 160 -> 16, RMSNorm (no weight), ReLU Linear 16 -> 16: sums of 20 blocks on
+    c2b8, long enough to be cut in two, and a Linear scaled after its norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(160, 16), nn.Linear(16, 16)
+        self.norm = nn.RMSNorm(16, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.down(self.norm(self.up(x))))
+
+
+@pytest.mark.cosim
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("simulator", simulators_for("c2b8"))
+def test_cut_sums_and_scaled_linear_match_vm(simulator: str) -> None:
+    """The compiler's cut sums (a bf16 partial added by the finishing VEC) and a Linear
+    scaled after its norm: bit- and cycle-exact."""
+    need(simulator)
+    torch.manual_seed(6)
+    x = torch.randn(1, 160)
+    model, _ = vollo_torch.fx.prepare_shape(_NormMLP().eval(), x)
+    program = vollo_torch.fx.nnir.to_nnir(model).to_program(Config.preset("c2b8"))
+    layers = {(layer["name"], layer["op"]): layer for layer in program.meta["layers"]}
+    assert layers["up", "linear"]["partial_sums"] > 0
+    # The Linear after the norm starts before the norm's rsqrt is known.
+    assert layers["down", "linear"]["start"] < layers["norm", "fn"]["end"]
+    report = compare(program, random=3, simulator=simulator, seed=6)
+    assert report.ok, report.summary()
+    assert report.output_values > 0
+
+
 @pytest.mark.cosim
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name, simulator", [(n, s) for n, c in UNUSUAL_CONFIGS.items()

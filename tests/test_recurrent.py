@@ -216,7 +216,8 @@ def test_both_gate_forms(monkeypatch: pytest.MonkeyPatch, split: bool) -> None:
 
     real = compiler.lower.build
     monkeypatch.setattr(compiler.lower, "build",
-                        lambda nnir, b, split_concat=False: real(nnir, b, split))
+                        lambda nnir, b, split_concat=False, partial_sums=None:
+                        real(nnir, b, split))
     torch.manual_seed(0)
     model = Sequence(nn.LSTM(40, 40))
     x = torch.randn(12, 40)
