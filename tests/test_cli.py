@@ -191,6 +191,32 @@ def test_compile_prints_cycles(work: Path, capsys: pytest.CaptureFixture[str]) -
     assert program.meta["streaming"] and program.meta["input_axis"] == 2
 
 
+def test_compile_exact_sums(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A 512-wide sum is cut in two by default at the realistic depths (a bf16-rounded
+    # partial); --exact-sums keeps every sum one fp32 chain, at more cycles.
+    (tmp_path / "wide.py").write_text(textwrap.dedent("""\
+        import torch
+
+        def wide():
+            torch.manual_seed(0)
+            return (torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                                        torch.nn.Linear(512, 512)), torch.randn(1, 512))
+        """))
+    programs = {}
+    for flag in ([], ["--exact-sums"]):
+        status, _, err = tidal("-q", "compile", f"{tmp_path / 'wide.py'}:wide", *flag,
+                               "-o", tmp_path / "w.bin", capsys=capsys)
+        assert status == 0, err
+        from compiler import Program
+
+        programs[bool(flag)] = Program.load(tmp_path / "w.bin")
+    cut = [layer["partial_sums"] for layer in programs[False].meta["layers"]]
+    exact = [layer["partial_sums"] for layer in programs[True].meta["layers"]]
+    assert any(cut) and not any(exact)
+    assert (programs[True].cycle_count_per_inference()
+            > programs[False].cycle_count_per_inference())
+
+
 def test_compile_bad_config(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = tidal("compile", f"{work / 'models.py'}:mlp", "--config", "c7b3",
                            "-o", work / "x.bin", capsys=capsys)

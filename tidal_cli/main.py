@@ -213,8 +213,10 @@ def _rtl_failure(exc: Exception) -> CliError:
 
 
 def compile_model(model_spec: str, config: isa.Config, streaming_axis: int | None,
-                  name: str | None) -> isa.Program:
-    """Compile ``model_spec`` (``FILE.py:FUNCTION`` or ``FILE.onnx``) for ``config``.
+                  name: str | None, exact_sums: bool = False) -> isa.Program:
+    """Compile ``model_spec`` (``FILE.py:FUNCTION`` or ``FILE.onnx``) for ``config``;
+    ``exact_sums`` keeps every sum one fp32 chain (``partial_sums=False``,
+    ``docs/compiler.md``).
 
     Raises
     ------
@@ -253,7 +255,7 @@ def compile_model(model_spec: str, config: isa.Config, streaming_axis: int | Non
             raise CliError(f"{model_spec}: cannot stream over axis "
                            f"{streaming_axis}: {one_line(exc)}") from None
     try:
-        return nnir.to_program(config, name=name)
+        return nnir.to_program(config, name=name, partial_sums=not exact_sums)
     except AllocationError as exc:
         raise CliError(f"{model_spec} does not fit {config.name}: {one_line(exc)}") \
             from None
@@ -270,7 +272,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                          else args.model.rpartition(":")[2])
     started = time.perf_counter()
     with step(f"compiling {name} for {config.name}", quiet=args.quiet):
-        program = compile_model(args.model, config, args.streaming_axis, name)
+        program = compile_model(args.model, config, args.streaming_axis, name,
+                                args.exact_sums)
     program.save(args.output)
     print(f"compiled {name} for {config.name} in {time.perf_counter() - started:.2f} s "
           f"-> {args.output}")
@@ -630,6 +633,9 @@ examples:
                         "state (conv windows) on chip")
     p.add_argument("--name", help="program name for reports (default: the function name, or "
                                   "the ONNX file's name without .onnx)")
+    p.add_argument("--exact-sums", action="store_true",
+                   help="keep every sum one fp32 chain: no partial sum rounded to bf16 "
+                        "(more cycles at the realistic depths; docs/compiler.md)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="PROG.bin",
                    help="the program file to write")
 
