@@ -369,8 +369,8 @@ def test_compiled_split_reduction_matches_vm(simulator: str) -> None:
     hand-over): bit- and cycle-exact."""
     need(simulator)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 24), nn.ReLU(), nn.Linear(24, 64), nn.ReLU())
-    gm, _ = vollo_torch.fx.prepare_shape(model, torch.randn(1, 64))
+    model = nn.Sequential(nn.Linear(128, 24), nn.ReLU(), nn.Linear(24, 64), nn.ReLU())
+    gm, _ = vollo_torch.fx.prepare_shape(model, torch.randn(1, 128))
     # At realistic depths a split no longer pays for this shape; at ideal ones it does.
     program = vollo_torch.fx.nnir.to_nnir(gm).to_program(Config.preset("c2b8-ideal"))
     dests = {i.dest for core in program.cores for i in decode_program(core.instructions)
