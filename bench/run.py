@@ -77,7 +77,7 @@ RTL_INFERENCES = {"icarus": 8, "verilator": 256}
 #: Chunked co-simulation (issue 14): timesteps of the seed CNN on the C6B32 under
 #: Verilator, compared unchunked and in chunks on a local Dask cluster of this many
 #: workers; the speed-up target.
-SCALE_STEPS, SCALE_CHUNKS, SCALE_WORKERS, SCALE_TARGET = 2000, 4, 2, 1.7
+SCALE_STEPS, SCALE_CHUNKS, SCALE_WORKERS, SCALE_TARGET = 2000, 2, 2, 1.7
 
 
 def compile_entry(name: str, factory: Callable[[], Any], config: Config
