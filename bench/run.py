@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -76,7 +77,8 @@ VM_TARGETS = {"per_step": 50_000, "vs_torch": 4.0, "mlp_vs_numpy": 3.0}
 RTL_INFERENCES = {"icarus": 8, "verilator": 256}
 #: Chunked co-simulation (issue 14): timesteps of the seed CNN on the C6B32 under
 #: Verilator, compared unchunked and in chunks on a local Dask cluster of this many
-#: workers; the speed-up target.
+#: workers; the speed-up target. One chunk per worker: every chunk pays a simulator launch,
+#: its VM reference and a state read-back (seconds), which more chunks pay again.
 SCALE_STEPS, SCALE_CHUNKS, SCALE_WORKERS, SCALE_TARGET = 2000, 2, 2, 1.7
 
 
@@ -244,13 +246,16 @@ def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
         entry["error"] = "the Verilator model is not in the build cache (not built here)"
         return entry
     beats = cosim.random_inputs(program, steps)
+    load = [os.getloadavg()[0]]
     start = time.perf_counter()
     whole = cosim.compare(program, beats, "verilator", build_dir=build_dir)
     whole_s = time.perf_counter() - start
+    load.append(os.getloadavg()[0])
     start = time.perf_counter()
     chunked = cosim.compare(program, beats, "verilator", build_dir=build_dir,
                             chunks=SCALE_CHUNKS, workers=SCALE_WORKERS)
     chunked_s = time.perf_counter() - start
+    load.append(os.getloadavg()[0])
     if not (whole.ok and chunked.ok):
         bad = whole if not whole.ok else chunked
         first = bad.first_divergence
@@ -262,6 +267,8 @@ def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
         "first_chunk_s": min(c.finished_after for c in chunked.chunks),
         "simulated_cycles": whole.rtl.simulated_cycles if whole.rtl else 0,
         "engine": chunked.engine,
+        # The 1-minute load average before, between and after: other work on the machine.
+        "load": load,
     })
     return entry
 
@@ -277,6 +284,9 @@ def scale_rows(s: dict[str, Any]) -> list[str]:
             f"(efficiency {100 * s['efficiency']:.0f} %, {verdict} the {SCALE_TARGET}× "
             f"target), first chunk after {s['first_chunk_s']:.1f} s; "
             f"{s['simulated_cycles']:,} cycles")
+    if s.get("load"):
+        note += ("; 1-minute load average before, between, after: "
+                 + ", ".join(f"{x:.1f}" for x in s["load"]))
     if s["error"]:
         note += f"; {s['error']}"
     return [f"| {what} | {s['model']} | {s['config']} | {s['speedup']:.2f}× | {note} |"]
