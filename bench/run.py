@@ -247,15 +247,18 @@ def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
         return entry
     beats = cosim.random_inputs(program, steps)
     load = [os.getloadavg()[0]]
+    cpu = [_cpu_seconds()]
     start = time.perf_counter()
     whole = cosim.compare(program, beats, "verilator", build_dir=build_dir)
     whole_s = time.perf_counter() - start
     load.append(os.getloadavg()[0])
+    cpu.append(_cpu_seconds())
     start = time.perf_counter()
     chunked = cosim.compare(program, beats, "verilator", build_dir=build_dir,
                             chunks=SCALE_CHUNKS, workers=SCALE_WORKERS)
     chunked_s = time.perf_counter() - start
     load.append(os.getloadavg()[0])
+    cpu.append(_cpu_seconds())
     if not (whole.ok and chunked.ok):
         bad = whole if not whole.ok else chunked
         first = bad.first_divergence
@@ -269,8 +272,19 @@ def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
         "engine": chunked.engine,
         # The 1-minute load average before, between and after: other work on the machine.
         "load": load,
+        # CPU seconds of this process and its children (simulators; the local workers
+        # and theirs, which have ended): what each comparison costs whatever the load.
+        "unchunked_cpu_s": cpu[1] - cpu[0], "chunked_cpu_s": cpu[2] - cpu[1],
     })
     return entry
+
+
+def _cpu_seconds() -> float:
+    """Return the user + system CPU seconds of this process and its ended children."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def scale_rows(s: dict[str, Any]) -> list[str]:
@@ -284,6 +298,9 @@ def scale_rows(s: dict[str, Any]) -> list[str]:
             f"(efficiency {100 * s['efficiency']:.0f} %, {verdict} the {SCALE_TARGET}× "
             f"target), first chunk after {s['first_chunk_s']:.1f} s; "
             f"{s['simulated_cycles']:,} cycles")
+    if s.get("chunked_cpu_s"):
+        note += (f"; CPU {s['unchunked_cpu_s']:.0f} s unchunked, {s['chunked_cpu_s']:.0f} s "
+                 "chunked")
     if s.get("load"):
         note += ("; 1-minute load average before, between, after: "
                  + ", ".join(f"{x:.1f}" for x in s["load"]))
