@@ -6,12 +6,16 @@ and a fault that only shows late must be reported at its global step. The regres
 runs on a local Dask cluster of two workers; a job whose worker dies and jobs that overrun
 their timeout are reported as such, the others' results kept, and the exit status is 1.
 A model's build holds only its own lock, so chunks using a cached model of a configuration
-never wait for another model of it being built.
+never wait for another model of it being built; local workers do not re-run the caller's
+script.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +159,30 @@ def test_a_build_holds_only_its_models_lock(monkeypatch: pytest.MonkeyPatch,
     assert build_rtl(Config.preset("c1b4"), "icarus", build_dir=tmp_path / "cosim").cached
     removed, busy = _cache.clean(tmp_path)
     assert build.sim_dir in {e.path for e in removed} and busy == []
+
+
+_SCRIPT = '''\
+import os, sys
+from sim.cosim.engine import open_engine
+with open(sys.argv[1], "a") as log:
+    print("script ran", file=log)
+with open_engine(2) as engine:
+    pids = {o.result for o in engine.run(os.getpid, [(), ()])}
+print(len(pids) > 0 and os.getpid() not in pids)
+'''
+
+
+def test_local_workers_do_not_rerun_the_callers_script(tmp_path: Path) -> None:
+    """A script without a ``__main__`` guard starts a local cluster once: its workers do
+    not run it again (they would start clusters of their own, and fail)."""
+    script, log = tmp_path / "script.py", tmp_path / "log.txt"
+    script.write_text(_SCRIPT)
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(script), str(log)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr
+    assert log.read_text() == "script ran\n"
+    assert run.stdout.split() == ["True"], run.stdout
 
 
 _MODELS = '''\
