@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -76,8 +77,9 @@ VM_TARGETS = {"per_step": 50_000, "vs_torch": 4.0, "mlp_vs_numpy": 3.0}
 RTL_INFERENCES = {"icarus": 8, "verilator": 256}
 #: Chunked co-simulation (issue 14): timesteps of the seed CNN on the C6B32 under
 #: Verilator, compared unchunked and in chunks on a local Dask cluster of this many
-#: workers; the speed-up target.
-SCALE_STEPS, SCALE_CHUNKS, SCALE_WORKERS, SCALE_TARGET = 2000, 4, 2, 1.7
+#: workers; the speed-up target. One chunk per worker: every chunk pays a simulator launch,
+#: its VM reference and a state read-back (seconds), which more chunks pay again.
+SCALE_STEPS, SCALE_CHUNKS, SCALE_WORKERS, SCALE_TARGET = 2000, 2, 2, 1.7
 
 
 def compile_entry(name: str, factory: Callable[[], Any], config: Config
@@ -244,13 +246,19 @@ def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
         entry["error"] = "the Verilator model is not in the build cache (not built here)"
         return entry
     beats = cosim.random_inputs(program, steps)
+    load = [os.getloadavg()[0]]
+    cpu = [_cpu_seconds()]
     start = time.perf_counter()
     whole = cosim.compare(program, beats, "verilator", build_dir=build_dir)
     whole_s = time.perf_counter() - start
+    load.append(os.getloadavg()[0])
+    cpu.append(_cpu_seconds())
     start = time.perf_counter()
     chunked = cosim.compare(program, beats, "verilator", build_dir=build_dir,
                             chunks=SCALE_CHUNKS, workers=SCALE_WORKERS)
     chunked_s = time.perf_counter() - start
+    load.append(os.getloadavg()[0])
+    cpu.append(_cpu_seconds())
     if not (whole.ok and chunked.ok):
         bad = whole if not whole.ok else chunked
         first = bad.first_divergence
@@ -262,8 +270,21 @@ def cosim_scale(program: Any, build_dir: Path | None, steps: int = SCALE_STEPS
         "first_chunk_s": min(c.finished_after for c in chunked.chunks),
         "simulated_cycles": whole.rtl.simulated_cycles if whole.rtl else 0,
         "engine": chunked.engine,
+        # The 1-minute load average before, between and after: other work on the machine.
+        "load": load,
+        # CPU seconds of this process and its children (simulators; the local workers
+        # and theirs, which have ended): what each comparison costs whatever the load.
+        "unchunked_cpu_s": cpu[1] - cpu[0], "chunked_cpu_s": cpu[2] - cpu[1],
     })
     return entry
+
+
+def _cpu_seconds() -> float:
+    """Return the user + system CPU seconds of this process and its ended children."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def scale_rows(s: dict[str, Any]) -> list[str]:
@@ -277,6 +298,12 @@ def scale_rows(s: dict[str, Any]) -> list[str]:
             f"(efficiency {100 * s['efficiency']:.0f} %, {verdict} the {SCALE_TARGET}× "
             f"target), first chunk after {s['first_chunk_s']:.1f} s; "
             f"{s['simulated_cycles']:,} cycles")
+    if s.get("chunked_cpu_s"):
+        note += (f"; CPU {s['unchunked_cpu_s']:.0f} s unchunked, {s['chunked_cpu_s']:.0f} s "
+                 "chunked")
+    if s.get("load"):
+        note += ("; 1-minute load average before, between, after: "
+                 + ", ".join(f"{x:.1f}" for x in s["load"]))
     if s["error"]:
         note += f"; {s['error']}"
     return [f"| {what} | {s['model']} | {s['config']} | {s['speedup']:.2f}× | {note} |"]

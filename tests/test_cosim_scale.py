@@ -5,11 +5,17 @@ A chunk starts the VM and the RTL from the VM's memories at its first step
 and a fault that only shows late must be reported at its global step. The regression SPEC
 runs on a local Dask cluster of two workers; a job whose worker dies and jobs that overrun
 their timeout are reported as such, the others' results kept, and the exit status is 1.
+A model's build holds only its own lock, so chunks using a cached model of a configuration
+never wait for another model of it being built; local workers do not re-run the caller's
+script.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,9 @@ from test_cosim import hand_program, random_program
 
 from isa.config import Config
 from isa.numerics import f32_to_bf16_bits
-from sim.cosim import compare, random_inputs
+from sim.cosim import build_rtl, compare, random_inputs
+from sim.cosim import cache as _cache
+from sim.cosim import toolchain as _toolchain
 from sim.cosim._chunks import chunk_bounds
 from sim.vm import VM
 from tidal_cli import regress
@@ -122,6 +130,59 @@ def test_late_fault_is_reported_at_its_global_step() -> None:
     assert [c.ok for c in chunked.chunks] == [True, False]
     assert "chunk 1 (inferences 4..7" in chunked.summary()
     assert "first divergence: output at inference 6" in chunked.summary()
+
+
+def test_a_build_holds_only_its_models_lock(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """While a model builds, its configuration's lock is free and the model's is held.
+
+    A C6B32 build takes 10-25 minutes: under the configuration's lock, every chunk (and
+    ``bench/run.py --scale-only``'s check that the model is cached) of a cached model of
+    that configuration waited for it. ``tidal cache clean`` still leaves the group alone.
+    """
+    seen: dict[str, bool] = {}
+
+    class Runner:
+        def build(self, *, build_dir: Path, **_: object) -> None:
+            with _cache.locked(build_dir.parent, wait=False) as free:
+                seen["configuration lock free"] = free
+            with _cache.locked(build_dir.parent, wait=False, name=build_dir.name) as free:
+                seen["model lock free"] = free
+            (build_dir / "sim.vvp").write_text("")
+
+    monkeypatch.setattr(_toolchain, "make_runner", lambda *_, **__: Runner())
+    build = build_rtl(Config.preset("c1b4"), "icarus", build_dir=tmp_path / "cosim")
+    assert seen == {"configuration lock free": True, "model lock free": False}
+    assert build.build_seconds > 0
+    with _cache.locked(build.sim_dir.parent, name=build.sim_dir.name):
+        assert _cache.clean(tmp_path) == ([], [build.sim_dir.parent.name])
+    assert build_rtl(Config.preset("c1b4"), "icarus", build_dir=tmp_path / "cosim").cached
+    removed, busy = _cache.clean(tmp_path)
+    assert build.sim_dir in {e.path for e in removed} and busy == []
+
+
+_SCRIPT = '''\
+import os, sys
+from sim.cosim.engine import open_engine
+with open(sys.argv[1], "a") as log:
+    print("script ran", file=log)
+with open_engine(2) as engine:
+    pids = {o.result for o in engine.run(os.getpid, [(), ()])}
+print(len(pids) > 0 and os.getpid() not in pids)
+'''
+
+
+def test_local_workers_do_not_rerun_the_callers_script(tmp_path: Path) -> None:
+    """A script without a ``__main__`` guard starts a local cluster once: its workers do
+    not run it again (they would start clusters of their own, and fail)."""
+    script, log = tmp_path / "script.py", tmp_path / "log.txt"
+    script.write_text(_SCRIPT)
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(script), str(log)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr
+    assert log.read_text() == "script ran\n"
+    assert run.stdout.split() == ["True"], run.stdout
 
 
 _MODELS = '''\

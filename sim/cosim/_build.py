@@ -235,8 +235,9 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
     ``rtl/`` that leaves the Verilog unchanged costs a regeneration but no rebuild. No key
     depends on the checkout's path, so another checkout of the same sources reuses both.
     The two most recently used of each are kept, and any used in the last hour. Builds of
-    one configuration are serialised across processes by a file lock, so concurrent
-    builders of one model build it once.
+    one model are serialised across processes by a file lock, so concurrent builders of
+    one model build it once; the configuration's lock is held only to generate the
+    Verilog and to prune, so a build of one model never holds up the users of another.
 
     Parameters
     ----------
@@ -267,10 +268,15 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
         gen_s = _generate(config, rtl_variant, rtl_dir)
         manifest = json.loads((rtl_dir / "manifest.json").read_text())
         sim_dir = cfg_dir / f"{kind}-{_verilog_digest(rtl_dir, manifest)}"
-        stamp = sim_dir / ".tidal-build"
-        exe = sim_dir / ("sim.vvp" if simulator == "icarus" else manifest["top"])
-        build_s = 0.0
-        phases: dict[str, float] = {}
+        os.utime(rtl_dir)                   # in use: the pruning keeps it during the build
+    stamp = sim_dir / ".tidal-build"
+    exe = sim_dir / ("sim.vvp" if simulator == "icarus" else manifest["top"])
+    build_s = 0.0
+    phases: dict[str, float] = {}
+    # The model's own lock, not the configuration's: concurrent builders of this model wait
+    # for one build, but users of the configuration's other models (another checkout's
+    # RTL, the waves build) do not wait minutes for it.
+    with cache.locked(cfg_dir, name=sim_dir.name):
         built = json.loads(stamp.read_text()) if stamp.exists() else None
         # A Verilator model links cocotb's libraries from the environment that built it
         # (another checkout's venv, perhaps): rebuild if they are gone.
@@ -305,6 +311,7 @@ def build_rtl(config: Config, simulator: str = "verilator", *, waves: bool = Fal
             stamp.write_text(json.dumps({"seconds": build_s, "phases": phases, "needs": needs}))
             fresh_s = build_s
         os.utime(sim_dir)                       # most recently used: kept by the pruning
+    with cache.locked(cfg_dir):
         os.utime(rtl_dir)
         prune(cfg_dir, KEEP_BUILDS, "rtl-*", min_age=PRUNE_AGE)
         prune(cfg_dir, KEEP_BUILDS, f"{kind}-" + "[0-9a-f]" * 16, min_age=PRUNE_AGE)

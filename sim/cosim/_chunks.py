@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,23 +100,37 @@ def compare_chunked(program: Program, beats: Sequence[np.ndarray], simulator: st
     bounds = chunk_bounds(len(beats), chunks)
     if scheduler is None:
         require_simulator(simulator)
-    # The fast VM gives the state at every chunk's first step in a fraction of the run.
+    if workers is None and scheduler is None:
+        workers = min(chunks, default_workers())
+    # The fast VM takes the state at every chunk's first step while the cluster starts.
+    with ThreadPoolExecutor(1) as pool:
+        states = pool.submit(_chunk_states, program, beats, models, bounds)
+        with open_engine(workers, scheduler) as engine:
+            jobs = [(program, first, list(beats[first:first + count]), state, simulator,
+                     build_dir, rtl_variant, list(models[first:first + count]))
+                    for (first, count), state in zip(bounds, states.result(), strict=True)]
+            outcomes = sorted(engine.run(run_chunk, jobs), key=lambda o: o.index)
+            description = engine.description
+    return merge(program, simulator, bounds, outcomes, description,
+                 time.perf_counter() - start)
+
+
+def _chunk_states(program: Program, beats: Sequence[np.ndarray], models: Sequence[int],
+                  bounds: Sequence[tuple[int, int]]) -> list[dict[str, list[np.ndarray]]]:
+    """Return the VM's state at the first step of every chunk of ``bounds`` (fast VM).
+
+    Raises
+    ------
+    ScheduleError
+        If the VM refuses the program.
+    """
     vm = VM(program)
     states = []
     for first, count in bounds:
         states.append(vm.state())
         for k in range(first, first + count):
             run_step(vm, beats[k], models[k])
-    jobs = [(program, first, list(beats[first:first + count]), state, simulator, build_dir,
-             rtl_variant, list(models[first:first + count]))
-            for (first, count), state in zip(bounds, states, strict=True)]
-    if workers is None and scheduler is None:
-        workers = min(chunks, default_workers())
-    with open_engine(workers, scheduler) as engine:
-        outcomes = sorted(engine.run(run_chunk, jobs), key=lambda o: o.index)
-        description = engine.description
-    return merge(program, simulator, bounds, outcomes, description,
-                 time.perf_counter() - start)
+    return states
 
 
 def _shift(d: Divergence, first: int) -> Divergence:

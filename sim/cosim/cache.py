@@ -6,7 +6,9 @@ is ``$TIDAL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/tidal``, else ``~/.cache/
 :mod:`sim.cosim` keeps its builds under ``<root>/cosim/`` (the layout is documented there);
 every entry is named by a hash of everything that decides its content, never by the
 checkout's path, and is built under :func:`locked` so that concurrent builders of one entry
-wait for each other instead of corrupting it. ``tidal cache`` shows and cleans the cache.
+wait for each other instead of corrupting it (a builder of another entry of the same group
+does not wait: a model's build holds its own lock, ``.lock-<model>``, and the group's only
+briefly). ``tidal cache`` shows and cleans the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ __all__ = ["CACHE_ENV", "Entry", "root", "locked", "entries", "clean", "compiler
 
 #: Environment variable overriding the cache's root directory.
 CACHE_ENV = "TIDAL_CACHE_DIR"
-#: The name of the lock file in a locked directory.
+#: The name of the lock file in a locked directory (others are ``.lock-<name>``).
 LOCK = ".lock"
 
 
@@ -40,7 +42,7 @@ def root() -> Path:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, wait: bool = True) -> Iterator[bool]:
+def locked(directory: Path, wait: bool = True, name: str | None = None) -> Iterator[bool]:
     """Hold an exclusive lock on ``directory`` (created if missing) across processes.
 
     Parameters
@@ -48,6 +50,9 @@ def locked(directory: Path, wait: bool = True) -> Iterator[bool]:
     directory : Path
     wait : bool
         Wait for the lock (True), or yield False at once if another process holds it.
+    name : str, optional
+        Lock one entry of ``directory`` instead (file ``.lock-<name>`` in it), e.g. a model
+        being built, so that users of the group's other entries do not wait for it.
 
     Yields
     ------
@@ -55,7 +60,7 @@ def locked(directory: Path, wait: bool = True) -> Iterator[bool]:
         Whether the lock is held.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK, "w") as fh:
+    with open(directory / (LOCK if name is None else f"{LOCK}-{name}"), "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -114,8 +119,9 @@ def clean(cache: Path | None = None, older_than_days: float | None = None
           ) -> tuple[list[Entry], list[str]]:
     """Delete cache entries; return those deleted and the groups skipped as busy.
 
-    A group whose lock another process holds (a build is running) is skipped. The group
-    directories themselves stay (they hold the lock files).
+    A group whose lock, or the lock of one of whose entries, another process holds (a
+    build is running) is skipped. The group directories themselves stay (they hold the
+    lock files).
 
     Parameters
     ----------
@@ -130,7 +136,8 @@ def clean(cache: Path | None = None, older_than_days: float | None = None
     busy: list[str] = []
     for group in sorted(p for p in base.glob("*") if p.is_dir()):
         with locked(group, wait=False) as held:
-            if not held:
+            if not held or any(_held(group, lock.name.removeprefix(f"{LOCK}-"))
+                               for lock in group.glob(f"{LOCK}-*")):
                 busy.append(group.name)
                 continue
             for entry in entries(cache):
@@ -138,6 +145,12 @@ def clean(cache: Path | None = None, older_than_days: float | None = None
                     shutil.rmtree(entry.path, ignore_errors=True)
                     removed.append(entry)
     return removed, busy
+
+
+def _held(group: Path, name: str) -> bool:
+    """Return True if another process holds the lock of entry ``name`` of ``group``."""
+    with locked(group, wait=False, name=name) as free:
+        return not free
 
 
 def compiler_version() -> str:

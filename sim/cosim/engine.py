@@ -16,6 +16,11 @@ A job whose worker dies (killed, out of memory, lost machine) is reported as a
 cluster does not retry it (``distributed.scheduler.allowed-failures`` is 0 there, so the
 next worker is not killed too), and no more jobs are in flight than there are worker
 threads, so no job waits on a worker (to be lost with it).
+
+Local worker processes do not run the caller's script again: ``multiprocessing`` starts
+them by re-running ``__main__`` (a script that imports PyTorch, or one without an ``if
+__name__ == "__main__"`` guard, which then fails), and jobs never need it (their
+functions are importable, as on a remote worker).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -137,6 +143,24 @@ class Engine:
             yield outcome
 
 
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Hide the ``__main__`` module's file and spec from ``multiprocessing`` (module doc).
+
+    Spawned processes re-run ``__main__`` only if it has one of them; while the local
+    cluster lives (its nannies restart dead workers), it has neither.
+    """
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 def _worker_of(client: Any, future: Any) -> str:
     """Return the address of the worker that ran ``future`` ("?" once it is forgotten)."""
     try:
@@ -199,7 +223,7 @@ def open_engine(workers: int | None = None, scheduler: str | None = None
     # A job that kills its worker is reported, not retried on (and killing) the next one.
     # Any free port for the scheduler's web server: 8787 may be another cluster's.
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+            _main_script_hidden(), LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                          dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
             Client(cluster) as client:
         yield Engine(client, f"LocalCluster, {n} workers", n)
