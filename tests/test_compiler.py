@@ -393,8 +393,8 @@ def test_realistic_depths_latency_does_not_regress() -> None:
 def test_cut_sum_is_its_rounded_partial_plus_the_rest() -> None:
     # A Linear 256 -> 64 whose sums are cut in two (the plan without a previous schedule:
     # the partial takes the first input blocks). Integer data keep every fp32 sum exact in
-    # any order, and sums of hundreds to thousands make the partial's rounding to bf16 visible, so the
-    # VM's result is predicted bit for bit: bf16(rest + bf16(partial + bias)).
+    # any order, and sums of hundreds to thousands make the partial's rounding to bf16
+    # visible, so the VM's result is predicted bit for bit: bf16(rest + bf16(partial + bias)).
     config = CONFIGS["c6b32"]
     lat = latencies(config)
     torch.manual_seed(5)
