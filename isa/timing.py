@@ -86,6 +86,9 @@ class Latencies:
         A ``VEC`` writes another core's tensor RAM or accumulator.
     vec_output : int
         A ``VEC`` presents its output beat.
+    fn_table_read : int
+        An ``FN``'s read of the function table, from the cycle its address is presented to
+        the cycle the entry can be used.
     fn_write : int
         An ``FN`` writes its own tensor RAM or accumulator.
     """
@@ -101,6 +104,7 @@ class Latencies:
     vec_local_write: int
     vec_remote_write: int
     vec_output: int
+    fn_table_read: int
     fn_write: int
 
 
@@ -110,7 +114,8 @@ def _latencies(d: Depths, tree_levels: int) -> Latencies:
     accumulate = products + tree_levels * d.fp32_add
     vec_op = max(d.fp32_add, d.vec_mul + d.norm_round)
     local = d.mem_read + vec_op + d.clamp_round
-    fn_body = 1 + (d.mem_read + 1) + d.vec_mul + d.norm_round + d.fp32_add
+    table_read = d.mem_read + 1
+    fn_body = 1 + table_read + d.vec_mul + d.norm_round + d.fp32_add
     return Latencies(
         input_write=d.link,
         mac_products=products,
@@ -123,6 +128,7 @@ def _latencies(d: Depths, tree_levels: int) -> Latencies:
         vec_local_write=local,
         vec_remote_write=local + d.link,
         vec_output=local + d.output,
+        fn_table_read=table_read,
         fn_write=d.mem_read + max(tree_levels, fn_body) + d.clamp_round,
     )
 

@@ -148,7 +148,7 @@ class FunctionUnit(wiring.Component):
         b, d, lat = cfg.block_size, cfg.depths, latencies(cfg)
         levels = cfg.tree_levels
         mul = d.vec_mul + d.norm_round
-        body = 1 + (d.mem_read + 1) + mul + d.fp32_add
+        body = 1 + lat.fn_table_read + mul + d.fp32_add
         round_at = d.mem_read + max(levels, body)
         write = round_at + d.clamp_round
         assert write == lat.fn_write, (write, lat.fn_write)
@@ -191,7 +191,7 @@ class FunctionUnit(wiring.Component):
         consts_next = stage(consts, "fn_consts_next")
         is_max = fn[round_at] == Function.MAX_LANES
         indices = [Signal(addr_bits(len(table())), name=f"index_{i}") for i in range(b)]
-        entries = self._rom(m, indices, d.mem_read + 1)
+        entries = self._rom(m, indices, lat.fn_table_read, delay)
         rounded = []
         for i in range(b):
             out = Signal(16, name=f"result_{i}")
@@ -216,9 +216,11 @@ class FunctionUnit(wiring.Component):
         ]
         return m
 
-    def _rom(self, m: Module, addresses: list[Value], latency: int) -> list[Value]:
+    def _rom(self, m: Module, addresses: list[Value], latency: int,
+             delay: Callable[[Value, int, str], Value]) -> list[Value]:
         """Return the table entries at ``addresses``, one read port each, ``latency`` (at
-        least 2) cycles later, from a register.
+        least 2) cycles later, from a register (``delay(value, cycles, name)`` adds the
+        registers).
 
         The table spans many block RAMs (``ROM_BANK`` words each); in the ``"native"``
         flavour (the one synthesised) it is built as banks of that size, and with a
@@ -231,7 +233,7 @@ class FunctionUnit(wiring.Component):
             m.submodules.rom = Instance(
                 "tidal_rom", p_WIDTH=32, p_DEPTH=len(tab), p_PORTS=len(addresses),
                 i_clk=ClockSignal(), i_raddr=Cat(*addresses), o_rdata=rdata)
-            return [self._delay(m, rdata[32 * i:32 * i + 32], latency - 1, f"entry{i}")
+            return [delay(rdata[32 * i:32 * i + 32], latency - 1, f"entry{i}")
                     for i in range(len(addresses))]
         low = addr_bits(ROM_BANK)
         banks = []
@@ -247,24 +249,15 @@ class FunctionUnit(wiring.Component):
             for k, rom in enumerate(banks):
                 port = rom.read_port(domain="sync")
                 m.d.comb += port.addr.eq(addr[:low])
-                data.append(self._delay(m, port.data, int(split), f"rom{k}_{i}"))
+                data.append(delay(port.data, int(split), f"rom{k}_{i}"))
             # The bank select as an AND-OR of one-hot selects (decoded beside the read
             # when there is a cycle for it), which synthesis balances into a shallow tree.
-            bank = self._delay(m, addr[low:], 1, f"bank{i}")
-            picked = [word & self._delay(m, bank == k, int(split),
-                                         f"bank{i}_{k}").replicate(32)
+            bank = delay(addr[low:], 1, f"bank{i}")
+            picked = [word & delay(bank == k, int(split), f"bank{i}_{k}").replicate(32)
                       for k, word in enumerate(data)]
-            out.append(self._delay(m, functools.reduce(operator.or_, picked),
-                                   latency - 1 - split, f"entry{i}"))
+            out.append(delay(functools.reduce(operator.or_, picked), latency - 1 - split,
+                             f"entry{i}"))
         return out
-
-    @staticmethod
-    def _delay(m: Module, value: Value, cycles: int, name: str) -> Value:
-        for k in range(cycles):
-            reg = Signal.like(value, name=f"{name}_d{k}", reset_less=True)
-            m.d.sync += reg.eq(value)
-            value = reg
-        return value
 
 
 #: Words of one bank of the function table's ROM in the ``"native"`` flavour: one ECP5
@@ -325,7 +318,8 @@ class FunctionLane(wiring.Component):
         cfg = self.config
         d, levels = cfg.depths, cfg.tree_levels
         mul = d.vec_mul + d.norm_round
-        body = 1 + (d.mem_read + 1) + mul + d.fp32_add
+        table_read = latencies(cfg).fn_table_read
+        body = 1 + table_read + mul + d.fp32_add
 
         def stage(value: Value, name: str) -> Signal:
             # Datapath registers have no reset: they only matter under the unit's valid bit.
@@ -339,15 +333,15 @@ class FunctionLane(wiring.Component):
             return value
 
         # Index stage: the table address and what the rest of the selection needs,
-        # registered; the ROM read takes M + 1 cycles, beside which the selection
-        # completes in two stages and is padded to M + 1.
+        # registered; the ROM read takes fn_table_read cycles, beside which the selection
+        # completes in two stages and is padded to that length.
         first = {k: stage(v, k) for k, v in
                  _select_index(m, self.consts, self.x, addr_bits(len(table())),
                                "sel").items()}
         m.d.comb += self.index.eq(first.pop("index"))
         entry = self.entry
         sel = _select_rest(m, self.consts_next, first, "sel", reg=stage)
-        sel = {k: delay(v, d.mem_read, k) for k, v in sel.items()}
+        sel = {k: delay(v, table_read - 1, k) for k, v in sel.items()}
         a, bb = Signal(32, name="a"), Signal(32, name="b")
         m.d.comb += [a.eq((entry & sel["t_to_a"].replicate(32)) | sel["a"]),
                      bb.eq((entry & sel["t_to_b"].replicate(32)) | sel["b"])]
