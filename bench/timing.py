@@ -51,7 +51,7 @@ from rtl.arith import Bf16Mul, ClampRound, Fp32Add, Fp32Max, Fp32Min, Fp32MulBf1
 from rtl.core import Core  # noqa: E402
 from rtl.function import FunctionUnit  # noqa: E402
 from rtl.lane import Lane  # noqa: E402
-from rtl.memory import add_memory  # noqa: E402
+from rtl.memory import add_memory, own_copy  # noqa: E402
 from rtl.vector import VectorUnit  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "timing.json"
@@ -139,6 +139,39 @@ class MemoryRead(wiring.Component):
             m.d.sync += reg.eq(data)
             data = reg
         m.d.comb += self.rdata.eq(data)
+        return m
+
+
+class LaneCopies(wiring.Component):
+    """A ``width``-bit slice of a C6B32 tensor RAM (4,096 words, read at the realistic
+    ``mem_read``) read by ``lanes`` lanes, each through its own copy of the memory's last
+    output register (:func:`rtl.memory.own_copy`, as :class:`~rtl.lane.Lane` does) beside the
+    shared one the other units read: the block RAM's output drives ``lanes + 1`` registers.
+
+    Members
+    -------
+    waddr, raddr : In(12)
+    wdata : In(width)
+    we : In(1)
+    out : Out((lanes + 1) × width)
+        The copies, then the shared register.
+    """
+
+    def __init__(self, width: int = 128, lanes: int = 32) -> None:
+        self.width, self.lanes = width, lanes
+        super().__init__({"waddr": In(12), "raddr": In(12), "wdata": In(width), "we": In(1),
+                          "out": Out((lanes + 1) * width)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        latency = Depths.realistic().mem_read
+        port = add_memory(m, "tram", width=self.width, depth=4096, flavour="native",
+                          latency=latency)
+        m.d.comb += [port.waddr.eq(self.waddr), port.wdata.eq(self.wdata),
+                     port.we.eq(self.we), port.raddr.eq(self.raddr)]
+        copies = [own_copy(m, port.rdata_pre, latency, f"act{lane}")
+                  for lane in range(self.lanes)]
+        m.d.comb += self.out.eq(Cat(*copies, port.rdata))
         return m
 
 
@@ -263,6 +296,8 @@ UNITS: list[Unit] = [
     # A 128-bit slice of the 512-bit bus: the fan-out of each net is the same, and the
     # whole bus (16,384 lane registers) takes nextpnr over ten minutes per depth.
     *[Unit("fan-out 32 × 128", str(s), functools.partial(FanOut, s, 128)) for s in (1, 2)],
+    # The tensor RAM's read at C6B32 scale: each of 32 lanes registers its own copy.
+    Unit("tensor RAM → 32 lane copies × 128", "-", LaneCopies, whole=True),
     # Whole units of ip_core(1, 2) at the realistic depths, with random memory contents:
     # their stages include the muxes and control the builders' rows do not.
     Unit("rtl.lane.Lane (ip_core(1, 2))", "-", _lane, whole=True, registered=False),
@@ -347,7 +382,10 @@ def synthesise(top: wiring.Component, work: Path) -> dict[str, int]:
     its cell counts; raise :class:`FlowError` if the netlist is not fully mapped or holds
     no logic."""
     (work / "top.il").write_text(rtlil.convert(top, name="top"))
-    _run([str(YOSYS), "-q", "-p", "read_rtlil top.il; synth_ecp5 -nodsp -top top "
+    # Amaranth puts a signal's `keep` on its wire; Yosys merges identical flip-flops unless
+    # the cell itself has it (the lanes' copies of the tensor RAM's output register).
+    _run([str(YOSYS), "-q", "-p", "read_rtlil top.il; "
+          "setattr -set keep 1 a:keep %ci1:+$dff[Q] a:keep %d; synth_ecp5 -nodsp -top top "
           "-json top.json; tee -q -o stat.json stat -json"], work)
     stat = json.loads((work / "stat.json").read_text())
     # $scopeinfo cells only record the flattened hierarchy's names.

@@ -244,7 +244,7 @@ class Core(wiring.Component):
         dots = Signal(32 * b)
         place(m, "matrix", module="tidal_matrix", signature=matrix_signature(cfg),
               connections={"waddr": mac.weight[:addr_bits(cfg.weight_store_depth)],
-                           "act": tram.rdata, "valid": accum.lane_valid, "dots": dots},
+                           "act": tram.rdata_pre, "valid": accum.lane_valid, "dots": dots},
               flavour=flavour, native=self.matrix)
         m.d.comb += [
             accum.issue.eq(seq.issue & (opcode == Opcode.MAC)),

@@ -5,6 +5,9 @@ each tile product. Everything a lane owns is inside it and every input is shared
 lanes of a core (weight address, activation block, valid), so that the ``"instance"``
 flavour converts the lane to Verilog once and instantiates it B times per core, which is what
 keeps a full C6B32 cheap to build and fast to simulate (``docs/rtl.md``, "Verilog").
+Each lane also holds its own copy of the tensor RAM's last output register
+(:func:`rtl.memory.own_copy`), so the activation block reaches B lanes as a register's
+fan-out rather than through one shared register into every lane's multiplier.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
 from rtl.dot import DotUnit
-from rtl.memory import add_memory, addr_bits, check_flavour
+from rtl.memory import add_memory, addr_bits, check_flavour, own_copy
 
 __all__ = ["lane_signature", "Lane"]
 
@@ -38,9 +41,11 @@ class Lane(wiring.Component):
 
     A ``MAC`` issued in cycle ``t`` presents the tile address on ``waddr`` in cycle ``t``
     (the slice reads with ``Depths.mem_read`` cycles of latency, like the tensor RAM), the
-    activation block on ``act`` and ``valid`` in cycle ``t + mem_read``, and finds its lane
-    of the tile product on ``out`` in cycle ``t + mem_read + dot_latency``
-    (:func:`isa.timing.latencies` ``.mac_accumulate``).
+    tensor RAM's data on ``act`` one register early (its ``rdata_pre``, cycle
+    ``t + mem_read - 1``; with ``mem_read`` 1 the read data itself in ``t + 1``) and
+    ``valid`` in cycle ``t + mem_read``, and finds its lane of the tile product on ``out``
+    in cycle ``t + mem_read + dot_latency`` (:func:`isa.timing.latencies`
+    ``.mac_accumulate``).
 
     Parameters
     ----------
@@ -56,7 +61,8 @@ class Lane(wiring.Component):
     waddr : In(addr_bits(weight_store_depth))
         Weight-store address of the tile (cycle ``t``).
     act : In(16 * B)
-        Activation block, bf16 lanes (cycle ``t + mem_read``).
+        Activation block, bf16 lanes, before the tensor RAM's last output register (cycle
+        ``t + mem_read - 1``; ``t + 1`` when ``mem_read`` is 1): the lane registers it.
     valid : In(1)
         A tile product enters this cycle (cycle ``t + mem_read``).
     out : Out(32)
@@ -81,7 +87,7 @@ class Lane(wiring.Component):
         m.submodules.dot = dot = DotUnit(cfg.block_size, cfg.depths)
         m.d.comb += [
             wmem.raddr.eq(self.waddr),
-            dot.a.eq(self.act),
+            dot.a.eq(own_copy(m, self.act, cfg.depths.mem_read, "act")),
             dot.w.eq(wmem.rdata),
             dot.valid.eq(self.valid),
             self.out.eq(dot.out),

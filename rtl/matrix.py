@@ -36,7 +36,8 @@ def matrix_signature(config: Config) -> wiring.Signature:
 class Matrix(wiring.Component):
     """B dot-product lanes, each with its slice of the weight store.
 
-    Timing as :class:`~rtl.lane.Lane`: tile address in cycle ``t``, activations and
+    Timing as :class:`~rtl.lane.Lane`: tile address in cycle ``t``, activations in
+    ``t + mem_read - 1`` (one register early: every lane registers its own copy) and
     ``valid`` in ``t + mem_read``, the tile product on ``dots`` in ``t + mac_accumulate``
     (:func:`isa.timing.latencies`).
 
@@ -53,9 +54,10 @@ class Matrix(wiring.Component):
     waddr : In(addr_bits(weight_store_depth))
         Weight-store address of the tile (cycle ``t``).
     act : In(16 * B)
-        Activation block (cycle ``t + 1``).
+        Activation block, the tensor RAM's ``rdata_pre`` (cycle ``t + mem_read - 1``; the
+        read data in ``t + 1`` when ``mem_read`` is 1).
     valid : In(1)
-        A tile product enters this cycle (cycle ``t + 1``).
+        A tile product enters this cycle (cycle ``t + mem_read``).
     dots : Out(32 * B)
         The tile product, fp32, lane ``i`` at bits ``[32i, 32i + 32)``.
     """

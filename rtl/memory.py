@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Signal, Value, unsigned
 from amaranth.lib import memory, wiring
 
-__all__ = ["FLAVOURS", "MemPort", "addr_bits", "check_flavour", "add_memory", "place"]
+__all__ = ["FLAVOURS", "MemPort", "addr_bits", "check_flavour", "add_memory", "own_copy",
+           "place"]
 
 #: The build flavours (see the module docstring).
 FLAVOURS = ("native", "instance")
@@ -60,6 +61,10 @@ class MemPort:
     rdata : Signal(width)
         Data of the word at ``raddr`` of cycle ``t``, in cycle ``t + latency`` (old data if
         the word is written in cycle ``t``); see :func:`add_memory`.
+    rdata_pre : Signal(width)
+        The same data a cycle early, in cycle ``t + latency - 1``: the input of the last
+        output register, for a consumer that keeps its own copy of that register (only
+        meaningful when ``latency`` is at least 2).
     we : Signal(1)
         Write enable; the write happens in the cycle it is high.
     waddr : Signal(addr_bits(depth))
@@ -71,6 +76,7 @@ class MemPort:
         self.width, self.depth = width, depth
         self.raddr = Signal(abits, name=f"{name}_raddr")
         self.rdata = Signal(width, name=f"{name}_rdata")
+        self.rdata_pre = Signal(width, name=f"{name}_rdata_pre")
         self.we = Signal(name=f"{name}_we")
         self.waddr = Signal(abits, name=f"{name}_waddr")
         self.wdata = Signal(width, name=f"{name}_wdata")
@@ -112,12 +118,14 @@ def add_memory(m: Module, name: str, *, width: int, depth: int, flavour: str,
     port = MemPort(name, width, depth)
     # The memory's own synchronous read drives `raw`; `latency - 1` registers follow.
     raw = Signal(width, name=f"{name}_rdata_raw")
+    pre: Value = raw
     rdata: Value = raw
     for k in range(1, latency):
+        pre = rdata
         reg = Signal(width, name=f"{name}_rdata{k}", reset_less=True)
         m.d.sync += reg.eq(rdata)
         rdata = reg
-    m.d.comb += port.rdata.eq(rdata)
+    m.d.comb += [port.rdata.eq(rdata), port.rdata_pre.eq(pre)]
     if flavour == "instance":
         m.submodules[name] = Instance(
             "tidal_mem", p_WIDTH=width, p_DEPTH=depth,
@@ -138,6 +146,34 @@ def add_memory(m: Module, name: str, *, width: int, depth: int, flavour: str,
         wp = mem.write_port()
         m.d.comb += [wp.addr.eq(port.waddr), wp.data.eq(port.wdata), wp.en.eq(port.we)]
     return port
+
+
+def own_copy(m: Module, pre: Value, latency: int, name: str) -> Value:
+    """Return a consumer's own copy of a memory's last output register.
+
+    A memory read by many consumers (the tensor RAM by the B lanes of a core) would drive
+    all of them from one output register, and that register's fan-out would sit in front of
+    each consumer's first stage. A consumer that registers :attr:`MemPort.rdata_pre` itself
+    sees the same data in the same cycle as ``rdata`` and can be placed beside its copy.
+    The copies are identical, so the register carries the ``keep`` attribute: synthesis
+    must not merge them back into one (the ``make timing`` flow makes Yosys honour it on
+    the flip-flop; vendor tools read it as "preserve").
+
+    Parameters
+    ----------
+    pre : Value
+        The memory's ``rdata_pre``.
+    latency : int
+        The memory's read latency: at 1 there is no output register to copy and ``pre``
+        (then the memory's own read data) is returned as it is.
+    name : str
+        Name of the copy.
+    """
+    if latency < 2:
+        return pre
+    copy = Signal(len(pre), name=name, reset_less=True, attrs={"keep": 1})
+    m.d.sync += copy.eq(pre)
+    return copy
 
 
 def place(m: Module, name: str, *, module: str, signature: wiring.Signature,
