@@ -57,8 +57,9 @@ INDESC_MASK_BITS = MAX_CORES
 MODEL_INDEX_BITS = 4
 MAX_MODELS = 1 << MODEL_INDEX_BITS
 #: Cycles the model index must be held on the input port before an inference's first beat
-#: (the model table's read, then the instruction memory's read of the model's entry).
-MODEL_SETUP = 3
+#: (the model table's read, then three cycles for a core to fetch the model's entry word
+#: into its issue register from a registered fetch address: ``rtl/sequencer.py``).
+MODEL_SETUP = 4
 #: The machine's model table word (one per model, from :func:`model_table`): the entry pc
 #: at bits [0, 17), the model's first input descriptor at [17, 34), its input beats at
 #: [34, 51) (17 bits: up to io_depth = 2**16 beats). A model with 0 input beats is no model.
