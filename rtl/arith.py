@@ -178,7 +178,8 @@ def _product_exponent(m: Module, e_sum: Value, wp: int, name: str) -> tuple[Valu
     exponents, so the caller forms them beside the significand multiply."""
     biased = _wire(m, e_sum - 127, f"{name}_biased")
     sentinel = Signal(wp, name=f"{name}_sentinel")
-    m.d.comb += sentinel.eq(Cat(biased == wp - 1 - j for j in range(wp)))
+    # Compared with the sum itself, beside the subtraction rather than after it.
+    m.d.comb += sentinel.eq(Cat(e_sum == 127 + wp - 1 - j for j in range(wp)))
     return biased, sentinel
 
 
@@ -277,7 +278,8 @@ def _significand(m: Module, x: Value, name: str) -> tuple[Value, Value]:
     exp = x[-9:-1]
     hidden = Signal(name=f"{name}_hidden")
     eff_exp = Signal(8, name=f"{name}_exp")
-    m.d.comb += [hidden.eq(exp.any()), eff_exp.eq(Mux(hidden, exp, 1))]
+    # Exponent 0 becomes 1: only bit 0 depends on the zero test, the rest is wiring.
+    m.d.comb += [hidden.eq(exp.any()), eff_exp.eq(Cat(exp[0] | ~hidden, exp[1:]))]
     return Cat(x[:-9], hidden), eff_exp
 
 
