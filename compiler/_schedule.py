@@ -119,7 +119,7 @@ def schedule(graph: OpGraph, config: Config, interleave: bool = False,
                              + [lat + prio[j] for j, lat in succ[op.index]
                                 if not (op.is_mac and ops[j].is_mac and ops[j].acc is op.acc)])
     for op in ops:
-        if not op.is_mac and op.dest != Dest.OUTPUT:
+        if not op.is_mac and op.dest != Dest.OUTPUT and succ[op.index]:
             # Such a VEC finishes a value that other operations, often on other cores, wait
             # for, in one issue slot. By path length alone it would rank below the MACs of
             # the next chains on its core, which would run first and stall those readers.

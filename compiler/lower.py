@@ -190,7 +190,14 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
             cuts.append(previous)
     if cuts:
         graph, ops = min(cuts, key=lambda c: _latency(c[1], config))
-        keep((graph, _try_split(graph, nnir, config, ops) if split else ops))
+        balance = False
+        try:
+            balanced = scheduled(graph, nnir, config, balance_cuts=True)
+            if _latency(balanced, config) < _latency(ops, config):
+                ops, balance = balanced, True
+        except AllocationError:
+            pass
+        keep((graph, _try_split(graph, nnir, config, ops, balance) if split else ops))
     assert best is not None
     return best
 
@@ -212,8 +219,8 @@ def _ready(graph: Graph, ops: OpGraph, config: Config) -> dict[tuple[int, int, i
     return ready
 
 
-def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
-              ) -> OpGraph:
+def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None,
+              balance_cuts: bool = False) -> OpGraph:
     """Return the operations of ``graph`` placed (see :func:`generate` for ``plan``) and
     scheduled, with accumulators assigned: of the schedules by path length, with
     interleaved chains and with the longest remaining chains first
@@ -226,7 +233,7 @@ def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None =
     """
     best: OpGraph | None = None
     for interleave, long_first in ((False, False), (True, False), (False, True)):
-        ops = generate(graph, config, plan)
+        ops = generate(graph, config, plan, balance_cuts)
         _weight_slots(ops, nnir, config)  # refuse an overflowing placement before scheduling
         schedule(ops, config, interleave, long_first)
         if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
@@ -246,7 +253,8 @@ def _latency(ops: OpGraph, config: Config) -> int:
             + latencies(config).vec_output + 1)
 
 
-def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGraph:
+def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph,
+               balance_cuts: bool = False) -> OpGraph:
     """Return the schedule of lowest latency among ``whole`` (every chain on one core) and
     the schedules with reductions split across cores; ``whole`` on a tie.
 
@@ -261,7 +269,8 @@ def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGr
     # With one matrix layer the two plans are the same.
     for final_only in (True, False)[:2 if len(graph.node_tiles) > 1 else 1]:
         try:
-            split = scheduled(graph, nnir, config, SplitPlan(orders, final_only))
+            split = scheduled(graph, nnir, config, SplitPlan(orders, final_only),
+                              balance_cuts)
         except AllocationError:  # a moved piece's tiles or the hand-overs do not fit
             continue
         if split.splits and _latency(split, config) < _latency(best, config):
