@@ -119,11 +119,14 @@ class Chain(Val):
     """Σ over ``terms`` of tile · block, accumulated in fp32 (``terms``: (tile id, Val)).
 
     ``unit`` groups chains that share weight tiles (same layer and output block) so that the
-    placement can keep them on one core.
+    placement can keep them on one core. ``with_next`` marks the partial of a sum cut in two
+    whose chains are placed together: the placement never separates it from the chain
+    created after it (the rest of the same sum).
     """
 
     terms: list[tuple[int, Val]]
     unit: tuple[int, ...]
+    with_next: bool = False
 
 
 @dataclass(eq=False)
@@ -310,12 +313,17 @@ class PartialSums:
     ready : dict
         (node id, row, block) -> the cycle a block is expected in tensor RAM (a previous
         schedule's); a block not listed is taken as ready at cycle 0.
+    paired : bool
+        With ``together``, keep the two chains on one core also where the placement spreads
+        a layer's rows over the cores (a layer of fewer output blocks than cores), which
+        otherwise separates them like rows (:attr:`Chain.with_next`).
     """
 
     spacing: int
     lead: int
     together: bool = False
     ready: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    paired: bool = False
 
     def _end(self, ready: list[int]) -> int:
         """Return when a chain over terms ready at ``ready`` (sorted) issues its last."""
@@ -681,7 +689,8 @@ class _Builder:
         assert plan is not None
         self.graph.cut_chains[self._id] = self.graph.cut_chains.get(self._id, 0) + 1
         units = [(self._id, o)] * 2 if plan.together else [(self._id, o, 0), (self._id, o, 1)]
-        part: Val = Chain(self._id, [terms[i] for i in sorted(order[:k])], units[1])
+        part: Val = Chain(self._id, [terms[i] for i in sorted(order[:k])], units[1],
+                          plan.together and plan.paired)
         if bias is not None:
             part = VecVal(self._id, VecOp.ADD, part, bias)
         rest = Chain(self._id, [terms[i] for i in sorted(order[k:])], units[0])

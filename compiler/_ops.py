@@ -222,6 +222,17 @@ def generate(graph: Graph, config: Config, plan: SplitPlan | None = None,
     return _Generator(graph, config, plan, balance_cuts).run()
 
 
+def _rows(chains: list[Chain]) -> list[list[Chain]]:
+    """Return a unit's ``chains`` by row: one chain, or a sum's two chains placed together."""
+    rows: list[list[Chain]] = []
+    for ch in chains:
+        if rows and rows[-1][-1].with_next:
+            rows[-1].append(ch)
+        else:
+            rows.append([ch])
+    return rows
+
+
 class _Generator:
     def __init__(self, graph: Graph, config: Config, plan: SplitPlan | None,
                  balance_cuts: bool) -> None:
@@ -313,7 +324,8 @@ class _Generator:
             groups = list(units.values())
             if len(groups) < n:
                 split = -(-n // len(groups))
-                groups = [g[i::split] for g in groups for i in range(min(split, len(g)))]
+                groups = [[ch for row in rows[i::split] for ch in row]
+                          for rows in map(_rows, groups) for i in range(min(split, len(rows)))]
             groups.sort(key=lambda g: -sum(len(c.terms) for c in g))
             layer = [0] * n
             placed: list[list[Chain]] = [[] for _ in range(n)]

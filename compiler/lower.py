@@ -177,11 +177,12 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
         except AllocationError:  # the extra VECs' accumulators or instructions
             pass
     cuts: list[tuple[Graph, OpGraph]] = []
-    for together in (False, True)[:2 if partial_sums else 0]:
+    for together, paired in ((False, False), (True, False), (True, True))[
+            :3 if partial_sums else 0]:
         previous = first, whole
         for _ in range(_PARTIAL_ROUNDS):
             plan = PartialSums(lat.mac_spacing, lat.vec_remote_write + 1, together,
-                               _ready(*previous, config))
+                               _ready(*previous, config), paired)
             cut = build(nnir, b, partial_sums=plan)
             try:
                 previous = cut, scheduled(cut, nnir, config)
