@@ -282,6 +282,16 @@ class Graph:
             v.node, v.seq = inner.node, inner.seq
 
 
+def _steps(v: Val) -> int:
+    """Return the ``VEC`` and ``FN`` steps (an ``FN`` counted as two: about twice the
+    latency) on the longest path to ``v`` since a chain or a tensor-RAM value."""
+    if isinstance(v, FnVal):
+        return 2 + _steps(v.x)
+    if isinstance(v, VecVal):
+        return 1 + max((_steps(x) for x in (v.a, v.t) if x is not None), default=0)
+    return 0
+
+
 def operands(v: Val) -> list[Val]:
     """Return the values ``v`` reads (a state slot reads its history's source)."""
     if isinstance(v, Chain):
@@ -865,9 +875,14 @@ class _Builder:
         for row_x, row_y in zip(x.blocks, y.blocks, strict=True):
             row = []
             for a, t in zip(row_x, row_y, strict=True):
-                if is_acc(t) and not is_acc(a):
+                if (is_acc(t) and not is_acc(a)) or (
+                        commutative and isinstance(a, FnVal) and isinstance(t, FnVal)
+                        and _steps(t) > _steps(a)):
                     # Keep an accumulator value on the accumulator side: no load needed.
-                    # a - t with the operands swapped is RSUB (t - a).
+                    # a - t with the operands swapped is RSUB (t - a). Of two function
+                    # values (bf16 either way, so the result is the same), the later one
+                    # goes on the accumulator side: its FN then runs where its operand is,
+                    # and the earlier one's operand makes the hop to this core.
                     row.append(self._vec(op if commutative else VecOp.RSUB, t, a))
                 else:
                     row.append(self._vec(op, a, t))
