@@ -142,7 +142,8 @@ def assemble(nnir: NNIR, config: Config, graph: Graph, ops: OpGraph,
     return program
 
 
-#: Schedules with long chains cut, each cut from the previous schedule's ready cycles.
+#: Schedules with long chains cut in two, each cut from the previous schedule's ready
+#: cycles; a last one may also cut them in three.
 _PARTIAL_ROUNDS = 2
 
 
@@ -180,9 +181,9 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
     for together, paired in ((False, False), (True, False), (True, True))[
             :3 if partial_sums else 0]:
         previous = first, whole
-        for _ in range(_PARTIAL_ROUNDS):
+        for pieces in (2,) * _PARTIAL_ROUNDS + (3,):
             plan = PartialSums(lat.mac_spacing, lat.vec_remote_write + 1, together,
-                               _ready(*previous, config), paired)
+                               _ready(*previous, config), paired, pieces)
             cut = build(nnir, b, partial_sums=plan)
             try:
                 previous = cut, scheduled(cut, nnir, config)
@@ -447,5 +448,6 @@ def _layers(nnir: NNIR, ops: OpGraph, graph: Graph, config: Config) -> list[dict
             "start": min(op.cycle for op in mine),
             "end": max(_last_write(op, config) for op in mine),
             "partial_sums": graph.cut_chains.get(node.id, 0),
+            "partial_roundings": graph.cut_roundings.get(node.id, 0),
         })
     return records
