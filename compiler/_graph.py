@@ -119,9 +119,9 @@ class Chain(Val):
     """Σ over ``terms`` of tile · block, accumulated in fp32 (``terms``: (tile id, Val)).
 
     ``unit`` groups chains that share weight tiles (same layer and output block) so that the
-    placement can keep them on one core. ``with_next`` marks the partial of a sum cut in two
-    whose chains are placed together: the placement never separates it from the chain
-    created after it (the rest of the same sum).
+    placement can keep them on one core. ``with_next`` marks a partial of a cut sum whose
+    chains are placed together and paired: the placement never separates it from the chain
+    created after it (the next chain of the same sum).
     """
 
     terms: list[tuple[int, Val]]

@@ -223,7 +223,7 @@ def generate(graph: Graph, config: Config, plan: SplitPlan | None = None,
 
 
 def _rows(chains: list[Chain]) -> list[list[Chain]]:
-    """Return a unit's ``chains`` by row: one chain, or a sum's two chains placed together."""
+    """Return a unit's ``chains`` by row: one chain, or the chains of a paired cut sum."""
     rows: list[list[Chain]] = []
     for ch in chains:
         if rows and rows[-1][-1].with_next:
@@ -360,27 +360,27 @@ class _Generator:
     def _balance_cuts(self, units: dict[tuple[int, ...], list[Chain]],
                       placed: list[list[Chain]], layer: list[int], total: list[int],
                       tiles_on: list[set[int]]) -> None:
-        """Even out one layer's ``MAC`` s per core by moving terms between the two chains
-        of a cut sum (``docs/compiler.md`` §5a) placed on different cores.
+        """Even out one layer's ``MAC`` s per core by moving terms between the rest and
+        the (first) partial of a cut sum (``docs/compiler.md`` §5a) placed on different
+        cores.
 
         A cut sum's chains are whole placement units of about half a sum each, too coarse
         for the greedy placement to balance (32 sums of 32 terms on 6 cores: 162 and 175
         ``MAC`` s). Moving terms between them costs nothing: no hand-over, and the sum
-        is still one partial, rounded once, plus the rest. While the most loaded core
-        holds such a chain whose sibling is on a core with at least two ``MAC`` s fewer,
-        terms go to the sibling: the rest's earliest-ready terms to the partial, or the
-        partial's latest to the rest.
+        rounds the same number of partials. While the most loaded core holds such a chain
+        whose sibling is on a core with at least two ``MAC`` s fewer, terms go to the
+        sibling: the rest's earliest-ready terms to the partial, or the partial's latest to
+        the rest.
         """
         n = self.config.num_cores
         depth = self.config.weight_store_depth
         core_of = {id(ch): c for c in range(n) for ch in placed[c]}
         pairs = []  # (rest chains, partial chains) of each cut output block
         for unit, chains in units.items():
-            if len(unit) == 3 and unit[2] == 0 and (unit[0], unit[1], 1) in units:
-                partial = units[(unit[0], unit[1], 1)]
-                if len(partial) == len(chains) and len({core_of[id(c)] for c in chains}) == 1 \
-                        and len({core_of[id(c)] for c in partial}) == 1:
-                    pairs.append((chains, partial))
+            partial = units.get((*unit[:2], 1)) if len(unit) == 3 and unit[2] == 0 else None
+            if partial is not None and len(partial) == len(chains) and all(
+                    len({core_of[id(c)] for c in cs}) == 1 for cs in (chains, partial)):
+                pairs.append((chains, partial))
         if not pairs:
             return
         while True:

@@ -153,9 +153,11 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
     first tried on a tie): every chain whole; a recurrent cell's input and recurrent chains
     apart (``split_concat``); and with ``partial_sums``, long chains cut in two, the cuts
     chosen from when the previous form's schedule had each block ready, twice (the second
-    time from the first cut's own schedule), with a block's two chains placed apart or
-    together. Reductions are split across cores (:func:`_try_split`) in the uncut forms and
-    in the best cut one (measured: elsewhere it rarely helped and it triples the work).
+    time from the first cut's own schedule), then a third time possibly in three, with a
+    block's chains placed apart, together, or together and paired. The best cut one is
+    also tried with its cut sums balanced across the cores (``balance_cuts``). Reductions
+    are split across cores (:func:`_try_split`) in the uncut forms and in the best cut one
+    (measured: elsewhere it rarely helped and it triples the work).
     """
     b = config.block_size
     lat = latencies(config)
