@@ -119,11 +119,14 @@ class Chain(Val):
     """Σ over ``terms`` of tile · block, accumulated in fp32 (``terms``: (tile id, Val)).
 
     ``unit`` groups chains that share weight tiles (same layer and output block) so that the
-    placement can keep them on one core.
+    placement can keep them on one core. ``with_next`` marks a partial of a cut sum whose
+    chains are placed together and paired: the placement never separates it from the chain
+    created after it (the next chain of the same sum).
     """
 
     terms: list[tuple[int, Val]]
     unit: tuple[int, ...]
+    with_next: bool = False
 
 
 @dataclass(eq=False)
@@ -213,7 +216,10 @@ class Graph:
     pinned : list of Val
         Every value of ``positions``, kept alive so that no other value takes its id.
     cut_chains : dict
-        Per NNIR node id, how many of its sums :class:`PartialSums` cut in two.
+        Per NNIR node id, how many of its sums :class:`PartialSums` cut (in two or three).
+    cut_roundings : dict
+        Per NNIR node id, the most partial sums rounded to bf16 in one of its sums: 1 for a
+        sum cut in two, 2 for one cut in three.
     """
 
     tiles: list[np.ndarray] = field(default_factory=list)
@@ -225,6 +231,7 @@ class Graph:
     positions: dict[int, tuple[int, int, int]] = field(default_factory=dict)
     pinned: list[Val] = field(default_factory=list)
     cut_chains: dict[int, int] = field(default_factory=dict)
+    cut_roundings: dict[int, int] = field(default_factory=dict)
 
     def live_values(self) -> list[Val]:
         """Return the values the outputs depend on, operands before users.
@@ -279,6 +286,16 @@ class Graph:
             v.node, v.seq = inner.node, inner.seq
 
 
+def _steps(v: Val) -> int:
+    """Return the ``VEC`` and ``FN`` steps (an ``FN`` counted as two: about twice the
+    latency) on the longest path to ``v`` since a chain or a tensor-RAM value."""
+    if isinstance(v, FnVal):
+        return 2 + _steps(v.x)
+    if isinstance(v, VecVal):
+        return 1 + max((_steps(x) for x in (v.a, v.t) if x is not None), default=0)
+    return 0
+
+
 def operands(v: Val) -> list[Val]:
     """Return the values ``v`` reads (a state slot reads its history's source)."""
     if isinstance(v, Chain):
@@ -310,12 +327,20 @@ class PartialSums:
     ready : dict
         (node id, row, block) -> the cycle a block is expected in tensor RAM (a previous
         schedule's); a block not listed is taken as ready at cycle 0.
+    paired : bool
+        With ``together``, keep the two chains on one core also where the placement spreads
+        a layer's rows over the cores (a layer of fewer output blocks than cores), which
+        otherwise separates them like rows (:attr:`Chain.with_next`).
+    pieces : int
+        2, or 3 to also consider cutting a sum in three (:meth:`cuts`).
     """
 
     spacing: int
     lead: int
     together: bool = False
     ready: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    paired: bool = False
+    pieces: int = 2
 
     def _end(self, ready: list[int]) -> int:
         """Return when a chain over terms ready at ``ready`` (sorted) issues its last."""
@@ -323,6 +348,26 @@ class PartialSums:
         for r in ready:
             end = max(end + self.spacing, r)
         return end
+
+    def cuts(self, ready: list[int]) -> list[int]:
+        """Return the sizes of the partials, earliest-ready terms first, for terms ready at
+        ``ready`` (sorted): ``[]`` (one chain), ``[k]`` (:meth:`cut`) or, with ``pieces``
+        3 and if expected to end sooner, ``[k1, k2]``: a first partial of ``k1`` terms,
+        rounded to bf16 and added by the ``VEC`` of a second of ``k2`` terms, itself
+        rounded and added by the rest's. Each partial must end ``lead`` cycles before the
+        chain that adds it."""
+        k = self.cut(ready)
+        best = (max(self._end(ready[:k]) + self.lead, self._end(ready[k:])) if k
+                else self._end(ready))
+        sizes = [k] if k else []
+        for k1 in range(1, len(ready) - 1 if self.pieces == 3 else 1):
+            first = self._end(ready[:k1]) + 2 * self.lead
+            for k2 in range(1, len(ready) - k1):
+                end = max(first, self._end(ready[k1:k1 + k2]) + self.lead,
+                          self._end(ready[k1 + k2:]))
+                if end < best:
+                    best, sizes = end, [k1, k2]
+        return sizes
 
     def cut(self, ready: list[int]) -> int:
         """Return how many of the earliest terms (``ready`` sorted) the partial should take
@@ -661,30 +706,38 @@ class _Builder:
     def _sum(self, terms: list[tuple[int, Val]], o: int, bias: Val | None) -> Val:
         """Return Σ ``terms`` (+ ``bias``) for output block ``o``: one chain, or with
         ``partial_sums`` a chain of its later terms whose ``VEC`` adds, as its tensor-RAM
-        operand, the partial sum of the earlier ones (and the bias) rounded to bf16.
+        operand, the partial sum of the earlier ones (and the bias) rounded to bf16 — or
+        of a middle part of them whose ``VEC`` adds, likewise, the earliest ones'.
 
         The terms are ranked by when their blocks are expected in tensor RAM
-        (:class:`PartialSums`); the partial takes the earliest ``k`` of them, ``k`` chosen
-        by :meth:`PartialSums.cut`, and the chain is split only if that is expected to
+        (:class:`PartialSums`); the partials take the earliest of them, in the sizes
+        :meth:`PartialSums.cuts` chooses, and the chain is cut only if that is expected to
         finish sooner.
         """
         plan = self.partial_sums
-        k = 0
+        sizes: list[int] = []
         if plan is not None:
             ready = [plan.ready.get(self.graph.positions.get(id(x), (-1, 0, 0)), 0)
                      if not isinstance(x, StateSlot) else 0 for _, x in terms]
             order = sorted(range(len(terms)), key=lambda i: ready[i])
-            k = plan.cut([ready[i] for i in order])
-        if not k:
+            sizes = plan.cuts([ready[i] for i in order])
+        if not sizes:
             v: Val = Chain(self._id, terms, (self._id, o))
             return v if bias is None else VecVal(self._id, VecOp.ADD, v, bias)
         assert plan is not None
         self.graph.cut_chains[self._id] = self.graph.cut_chains.get(self._id, 0) + 1
-        units = [(self._id, o)] * 2 if plan.together else [(self._id, o, 0), (self._id, o, 1)]
-        part: Val = Chain(self._id, [terms[i] for i in sorted(order[:k])], units[1])
-        if bias is not None:
-            part = VecVal(self._id, VecOp.ADD, part, bias)
-        rest = Chain(self._id, [terms[i] for i in sorted(order[k:])], units[0])
+        self.graph.cut_roundings[self._id] = max(self.graph.cut_roundings.get(self._id, 0),
+                                                 len(sizes))
+        part: Val | None = bias
+        start = 0
+        for piece, k in enumerate(sizes, 1):
+            chain = Chain(self._id, [terms[i] for i in sorted(order[start:start + k])],
+                          (self._id, o) if plan.together else (self._id, o, piece),
+                          plan.together and plan.paired)
+            part = chain if part is None else VecVal(self._id, VecOp.ADD, chain, part)
+            start += k
+        rest = Chain(self._id, [terms[i] for i in sorted(order[start:])],
+                     (self._id, o) if plan.together else (self._id, o, 0))
         return VecVal(self._id, VecOp.ADD, rest, part)
 
     def _row_scale(self, row: list[Val]) -> tuple[Val, list[Val]] | None:
@@ -715,8 +768,13 @@ class _Builder:
         bias early and added from tensor RAM, rounded to bf16 like a cut sum's partial."""
         rows = [xs for _, xs in scales]  # type: ignore[misc]
         sums = self._matrix(_Tensor(x.shape, rows), [(tiles, rows)], None, out_channels)
+        roundings = self.graph.cut_roundings.pop(self._id, 0)
         count = self.graph.node_tiles[self._id]
         rest = self._matrix(x, history, bias, out_channels) if history else None
+        # A block's roundings of partial sums: its own sum's, H's own and H's.
+        roundings += self.graph.cut_roundings.pop(self._id, 0) + (rest is not None)
+        if roundings:
+            self.graph.cut_roundings[self._id] = roundings
         self.graph.node_tiles[self._id] += count if history else 0
         bias_blocks = None if bias is None else self._blocked(bias[None, :])[0]
         blocks = []
@@ -856,9 +914,14 @@ class _Builder:
         for row_x, row_y in zip(x.blocks, y.blocks, strict=True):
             row = []
             for a, t in zip(row_x, row_y, strict=True):
-                if is_acc(t) and not is_acc(a):
+                if (is_acc(t) and not is_acc(a)) or (
+                        commutative and isinstance(a, FnVal) and isinstance(t, FnVal)
+                        and _steps(t) > _steps(a)):
                     # Keep an accumulator value on the accumulator side: no load needed.
-                    # a - t with the operands swapped is RSUB (t - a).
+                    # a - t with the operands swapped is RSUB (t - a). Of two function
+                    # values (bf16 either way, so the result is the same), the later one
+                    # goes on the accumulator side: its FN then runs where its operand is,
+                    # and the earlier one's operand makes the hop to this core.
                     row.append(self._vec(op if commutative else VecOp.RSUB, t, a))
                 else:
                     row.append(self._vec(op, a, t))

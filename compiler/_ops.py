@@ -205,26 +205,47 @@ class SplitPlan:
     final_only: bool
 
 
-def generate(graph: Graph, config: Config, plan: SplitPlan | None = None) -> OpGraph:
+def generate(graph: Graph, config: Config, plan: SplitPlan | None = None,
+             balance_cuts: bool = False) -> OpGraph:
     """Place the live values of ``graph`` on cores and return their operations.
 
     Without a ``plan`` every chain runs on one core and its ``MAC`` s are unordered (the
     scheduler picks the accumulation order). With one, chains are split where a layer's
     output-block placement leaves the cores unbalanced: the first terms of a chain run on
     a less loaded core, whose partial sum ``VEC PASS_A -> ACCS`` copies exactly into the
-    accumulator in which the chain's own core continues it.
+    accumulator in which the chain's own core continues it. With ``balance_cuts``, the
+    two chains of a sum cut in two (``docs/compiler.md`` §5a) placed on different cores
+    trade terms to even out each layer's ``MAC`` s first (:meth:`_Generator._balance_cuts`);
+    the cut then differs from the one ``graph`` was built with. Deterministic: the same
+    arguments give the same placement, so a plan's orders (keyed by chain) stay valid.
     """
-    return _Generator(graph, config, plan).run()
+    return _Generator(graph, config, plan, balance_cuts).run()
+
+
+def _rows(chains: list[Chain]) -> list[list[Chain]]:
+    """Return a unit's ``chains`` by row: one chain, or the chains of a paired cut sum."""
+    rows: list[list[Chain]] = []
+    for ch in chains:
+        if rows and rows[-1][-1].with_next:
+            rows[-1].append(ch)
+        else:
+            rows.append([ch])
+    return rows
 
 
 class _Generator:
-    def __init__(self, graph: Graph, config: Config, plan: SplitPlan | None) -> None:
+    def __init__(self, graph: Graph, config: Config, plan: SplitPlan | None,
+                 balance_cuts: bool) -> None:
         self.graph = graph
         self.config = config
         self.plan = plan
+        self.balance_cuts = balance_cuts
         # id(chain) -> its pieces in accumulation order: (core, term indices); a chain whose
         # reduction is not split is one piece.
         self.pieces: dict[int, list[tuple[int, list[int]]]] = {}
+        # id(chain) -> its terms, where a cut sum's two chains were rebalanced
+        # (:meth:`_balance_cuts`); else the chain's own.
+        self.terms: dict[int, list[tuple[int, Val]]] = {}
         self.chain_macs: dict[int, list[Op]] = {}
         self.ops: list[Op] = []
         self.bufs: list[Buf] = []
@@ -303,7 +324,8 @@ class _Generator:
             groups = list(units.values())
             if len(groups) < n:
                 split = -(-n // len(groups))
-                groups = [g[i::split] for g in groups for i in range(min(split, len(g)))]
+                groups = [[ch for row in rows[i::split] for ch in row]
+                          for rows in map(_rows, groups) for i in range(min(split, len(rows)))]
             groups.sort(key=lambda g: -sum(len(c.terms) for c in g))
             layer = [0] * n
             placed: list[list[Chain]] = [[] for _ in range(n)]
@@ -316,10 +338,12 @@ class _Generator:
                 total[core] += macs
                 tiles_on[core] |= tiles
                 placed[core].extend(group)
+            if self.balance_cuts:
+                self._balance_cuts(units, placed, layer, total, tiles_on)
             for core, mine in enumerate(placed):
                 for ch in mine:
                     order = (self.plan.orders[id(ch)] if self.plan is not None
-                             else list(range(len(ch.terms))))
+                             else list(range(len(self._terms(ch)))))
                     self.pieces[id(ch)] = [(core, order)]
             if self.plan is None:
                 continue
@@ -329,6 +353,71 @@ class _Generator:
                 mean = sum(total) / n
                 self._split(placed, layer, total, tiles_on,
                             [mean - total[c] + layer[c] for c in range(n)])
+
+    def _terms(self, ch: Chain) -> list[tuple[int, Val]]:
+        return self.terms.get(id(ch), ch.terms)
+
+    def _balance_cuts(self, units: dict[tuple[int, ...], list[Chain]],
+                      placed: list[list[Chain]], layer: list[int], total: list[int],
+                      tiles_on: list[set[int]]) -> None:
+        """Even out one layer's ``MAC`` s per core by moving terms between the rest and
+        the (first) partial of a cut sum (``docs/compiler.md`` §5a) placed on different
+        cores.
+
+        A cut sum's chains are whole placement units of about half a sum each, too coarse
+        for the greedy placement to balance (32 sums of 32 terms on 6 cores: 162 and 175
+        ``MAC`` s). Moving terms between them costs nothing: no hand-over, and the sum
+        rounds the same number of partials. While the most loaded core holds such a chain
+        whose sibling is on a core with at least two ``MAC`` s fewer, terms go to the
+        sibling: the rest's earliest-ready terms to the partial, or the partial's latest to
+        the rest.
+        """
+        n = self.config.num_cores
+        depth = self.config.weight_store_depth
+        core_of = {id(ch): c for c in range(n) for ch in placed[c]}
+        pairs = []  # (rest chains, partial chains) of each cut output block
+        for unit, chains in units.items():
+            partial = units.get((*unit[:2], 1)) if len(unit) == 3 and unit[2] == 0 else None
+            if partial is not None and len(partial) == len(chains) and all(
+                    len({core_of[id(c)] for c in cs}) == 1 for cs in (chains, partial)):
+                pairs.append((chains, partial))
+        if not pairs:
+            return
+        while True:
+            src = max(range(n), key=lambda c: (layer[c], -c))
+            moves = []  # (receiving core's load, pair index, receiving core, giver, taker)
+            for k, (rest, partial) in enumerate(pairs):
+                a, b = core_of[id(rest[0])], core_of[id(partial[0])]
+                if src in (a, b) and a != b:
+                    moves.append((layer[b], k, b, rest, partial) if a == src
+                                 else (layer[a], k, a, partial, rest))
+            chosen = None
+            for _, _, dst, mine, other in sorted(moves, key=lambda m: m[:2]):
+                moved = min((layer[src] - layer[dst]) // (2 * len(mine)),
+                            len(self._terms(mine[0])) - 1)
+                if moved <= 0:
+                    return
+                from_rest = any(mine is rest for rest, _ in pairs)
+                given = [ts[:moved] if from_rest else ts[-moved:]
+                         for ts in map(self._terms, mine)]
+                tiles = {t for part in given for t, _ in part}
+                if len(tiles_on[dst] | tiles) <= depth:
+                    chosen = dst, mine, other, moved, given, tiles, from_rest
+                    break
+            if chosen is None:
+                return
+            dst, mine, other, moved, given, tiles, from_rest = chosen
+            for give, take, part in zip(mine, other, given, strict=True):
+                if from_rest:  # the rest's earliest-ready terms go to the partial
+                    self.terms[id(give)] = self._terms(give)[moved:]
+                    self.terms[id(take)] = self._terms(take) + part
+                else:  # the partial's latest go to the rest
+                    self.terms[id(give)] = self._terms(give)[:-moved]
+                    self.terms[id(take)] = part + self._terms(take)
+            tiles_on[dst] |= tiles
+            for core, delta in ((src, -moved * len(mine)), (dst, moved * len(mine))):
+                layer[core] += delta
+                total[core] += delta
 
     def _split(self, placed: list[list[Chain]], layer: list[int], total: list[int],
                tiles_on: list[set[int]], target: list[float]) -> None:
@@ -357,7 +446,7 @@ class _Generator:
                 if len(self.pieces[id(ch)]) > 1 or len(order) < 2:
                     continue
                 moved = min(room, len(order) - 1)
-                tiles = {ch.terms[k][0] for k in order[:moved]}
+                tiles = {self._terms(ch)[k][0] for k in order[:moved]}
                 if len(tiles_on[dst] | tiles) <= depth:
                     break
             else:
@@ -523,7 +612,8 @@ class _Generator:
         ``VEC PASS_A -> ACCS`` copies exactly into the piece's accumulator. With a plan,
         consecutive ``MAC`` s are constrained to issue in the chain's order.
         """
-        macs: list[Op | None] = [None] * len(v.terms)
+        chain_terms = self._terms(v)
+        macs: list[Op | None] = [None] * len(chain_terms)
         vacc: VAcc | None = None
         for core, terms in self.pieces[id(v)]:
             nxt = VAcc(core)
@@ -534,7 +624,7 @@ class _Generator:
                 self._read_acc(send, vacc)
                 nxt.writers.append(send)
             for k in terms:
-                tile, x = v.terms[k]
+                tile, x = chain_terms[k]
                 op = self._new_op(core, v.node, tile=tile, acc=nxt)
                 prev = nxt.writers[-1] if nxt.writers else None
                 if prev is not None and not prev.is_mac:

@@ -118,12 +118,16 @@ def schedule(graph: OpGraph, config: Config, interleave: bool = False,
         prio[op.index] = max([_tail(op, config)]
                              + [lat + prio[j] for j, lat in succ[op.index]
                                 if not (op.is_mac and ops[j].is_mac and ops[j].acc is op.acc)])
+    sent = {id(op.acc) for op in ops if op.dest == Dest.OUTPUT and op.acc is not None}
     for op in ops:
-        if not op.is_mac and op.dest != Dest.OUTPUT:
+        if not op.is_mac and op.dest != Dest.OUTPUT and (succ[op.index]
+                                                         or id(op.acc) not in sent):
             # Such a VEC finishes a value that other operations, often on other cores, wait
             # for, in one issue slot. By path length alone it would rank below the MACs of
             # the next chains on its core, which would run first and stall those readers.
             # Output VECs keep their rank, so they fill the cycles after a core's last MAC.
+            # A value also sent out that nothing in this inference reads (a recurrent
+            # state's new value) goes after its output VEC instead.
             prio[op.index] += _FIRST
     if long_chains_first:
         # A chain's MACs in creation order rank by the terms still to come after them, so

@@ -142,7 +142,8 @@ def assemble(nnir: NNIR, config: Config, graph: Graph, ops: OpGraph,
     return program
 
 
-#: Schedules with long chains cut, each cut from the previous schedule's ready cycles.
+#: Schedules with long chains cut in two, each cut from the previous schedule's ready
+#: cycles; a last one may also cut them in three.
 _PARTIAL_ROUNDS = 2
 
 
@@ -152,9 +153,11 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
     first tried on a tie): every chain whole; a recurrent cell's input and recurrent chains
     apart (``split_concat``); and with ``partial_sums``, long chains cut in two, the cuts
     chosen from when the previous form's schedule had each block ready, twice (the second
-    time from the first cut's own schedule), with a block's two chains placed apart or
-    together. Reductions are split across cores (:func:`_try_split`) in the uncut forms and
-    in the best cut one (measured: elsewhere it rarely helped and it triples the work).
+    time from the first cut's own schedule), then a third time possibly in three, with a
+    block's chains placed apart, together, or together and paired. The best cut one is
+    also tried with its cut sums balanced across the cores (``balance_cuts``). Reductions
+    are split across cores (:func:`_try_split`) in the uncut forms and in the best cut one
+    (measured: elsewhere it rarely helped and it triples the work).
     """
     b = config.block_size
     lat = latencies(config)
@@ -177,11 +180,12 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
         except AllocationError:  # the extra VECs' accumulators or instructions
             pass
     cuts: list[tuple[Graph, OpGraph]] = []
-    for together in (False, True)[:2 if partial_sums else 0]:
+    for together, paired in ((False, False), (True, False), (True, True))[
+            :3 if partial_sums else 0]:
         previous = first, whole
-        for _ in range(_PARTIAL_ROUNDS):
+        for pieces in (2,) * _PARTIAL_ROUNDS + (3,):
             plan = PartialSums(lat.mac_spacing, lat.vec_remote_write + 1, together,
-                               _ready(*previous, config))
+                               _ready(*previous, config), paired, pieces)
             cut = build(nnir, b, partial_sums=plan)
             try:
                 previous = cut, scheduled(cut, nnir, config)
@@ -190,7 +194,14 @@ def _best(nnir: NNIR, config: Config, split_reduction: bool, partial_sums: bool
             cuts.append(previous)
     if cuts:
         graph, ops = min(cuts, key=lambda c: _latency(c[1], config))
-        keep((graph, _try_split(graph, nnir, config, ops) if split else ops))
+        balance = False
+        try:
+            balanced = scheduled(graph, nnir, config, balance_cuts=True)
+            if _latency(balanced, config) < _latency(ops, config):
+                ops, balance = balanced, True
+        except AllocationError:
+            pass
+        keep((graph, _try_split(graph, nnir, config, ops, balance) if split else ops))
     assert best is not None
     return best
 
@@ -212,8 +223,8 @@ def _ready(graph: Graph, ops: OpGraph, config: Config) -> dict[tuple[int, int, i
     return ready
 
 
-def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None
-              ) -> OpGraph:
+def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None = None,
+              balance_cuts: bool = False) -> OpGraph:
     """Return the operations of ``graph`` placed (see :func:`generate` for ``plan``) and
     scheduled, with accumulators assigned: of the schedules by path length, with
     interleaved chains and with the longest remaining chains first
@@ -226,7 +237,7 @@ def scheduled(graph: Graph, nnir: NNIR, config: Config, plan: SplitPlan | None =
     """
     best: OpGraph | None = None
     for interleave, long_first in ((False, False), (True, False), (False, True)):
-        ops = generate(graph, config, plan)
+        ops = generate(graph, config, plan, balance_cuts)
         _weight_slots(ops, nnir, config)  # refuse an overflowing placement before scheduling
         schedule(ops, config, interleave, long_first)
         if max(assign_accumulators(ops).values(), default=0) > config.accum_store_depth:
@@ -246,7 +257,8 @@ def _latency(ops: OpGraph, config: Config) -> int:
             + latencies(config).vec_output + 1)
 
 
-def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGraph:
+def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph,
+               balance_cuts: bool = False) -> OpGraph:
     """Return the schedule of lowest latency among ``whole`` (every chain on one core) and
     the schedules with reductions split across cores; ``whole`` on a tie.
 
@@ -261,7 +273,8 @@ def _try_split(graph: Graph, nnir: NNIR, config: Config, whole: OpGraph) -> OpGr
     # With one matrix layer the two plans are the same.
     for final_only in (True, False)[:2 if len(graph.node_tiles) > 1 else 1]:
         try:
-            split = scheduled(graph, nnir, config, SplitPlan(orders, final_only))
+            split = scheduled(graph, nnir, config, SplitPlan(orders, final_only),
+                              balance_cuts)
         except AllocationError:  # a moved piece's tiles or the hand-overs do not fit
             continue
         if split.splits and _latency(split, config) < _latency(best, config):
@@ -437,5 +450,6 @@ def _layers(nnir: NNIR, ops: OpGraph, graph: Graph, config: Config) -> list[dict
             "start": min(op.cycle for op in mine),
             "end": max(_last_write(op, config) for op in mine),
             "partial_sums": graph.cut_chains.get(node.id, 0),
+            "partial_roundings": graph.cut_roundings.get(node.id, 0),
         })
     return records

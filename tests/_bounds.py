@@ -9,14 +9,17 @@ then exact arithmetic in float64) and propagates, through it, a first-order boun
 charged one rounding, ``u·(|x| + e)`` with u = 2⁻⁸ (whether the machine stores it in
 tensor RAM in bf16 or keeps it in an fp32 accumulator, so the bound is conservative for
 fused ops), and operand errors propagate by each op's rules below. A matrix layer or
-reduction whose sums the compiler cut in two (``cut``) is charged one rounding more, of its
-partial sum at its worst case. A test then checks
+reduction whose sums the compiler cut (``cut``) is charged one rounding more per partial
+sum it rounds (one for a sum cut in two, two for one cut in three), each at its worst
+case. A test then checks
 ``|VM − PyTorch| ≤ e + |R − PyTorch|``: the second term is the exact effect of rounding the
 parameters, computed, not bounded. The streaming program computes timestep t of the same
 graph, so the bound of the graph before ``streaming_transform`` holds for it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -64,25 +67,26 @@ def _fn_error(function: Function, x: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 
 def _linear(x: np.ndarray, e: np.ndarray, w: np.ndarray, b: np.ndarray | None,
-            y: np.ndarray, cut: bool) -> np.ndarray:
+            y: np.ndarray, cut: int) -> np.ndarray:
     aw = np.abs(w.astype(np.float64))
     mag = np.abs(x) @ aw.T
     return _round(y, e @ aw.T + w.shape[1] * _U32 * mag + _partial(mag, b, cut))
 
 
-def _partial(mag: np.ndarray, b: np.ndarray | None, cut: bool) -> np.ndarray | float:
-    """The rounding of a partial sum where the compiler cut a matrix layer's or a
-    reduction's sums in two: the sum of some of its terms plus the bias, rounded to bf16
-    (``docs/compiler.md`` §5a), of magnitude at most the layer's ``Σ|w||x| + |b|``."""
+def _partial(mag: np.ndarray, b: np.ndarray | None, cut: int) -> np.ndarray | float:
+    """The roundings of partial sums where the compiler cut a matrix layer's or a
+    reduction's sums: ``cut`` partials (the sum of some of its terms plus the bias), each
+    rounded to bf16 (``docs/compiler.md`` §5a), of magnitude at most the layer's
+    ``Σ|w||x| + |b|``."""
     if not cut:
         return 0.0
-    return U * (mag + (0.0 if b is None else np.abs(b.astype(np.float64))))
+    return cut * U * (mag + (0.0 if b is None else np.abs(b.astype(np.float64))))
 
 
 def _node_error(node: Node, xs: list[np.ndarray], es: list[np.ndarray], y: np.ndarray,
-                cut: bool = False) -> np.ndarray:
+                cut: int = 0) -> np.ndarray:
     """The bound on the error of ``node``'s result ``y`` from its operands' (``xs``, ``es``);
-    ``cut``: the compiler cut some of the node's sums in two."""
+    ``cut``: the most partial sums the compiler rounds in one of the node's sums."""
     op, a = node.op, node.attrs
     if op in ("input", "constant"):
         return np.zeros_like(y)
@@ -128,12 +132,14 @@ def _node_error(node: Node, xs: list[np.ndarray], es: list[np.ndarray], y: np.nd
     raise ValueError(f"no error rule for op {op!r}")
 
 
-def error_bound(nnir: NNIR, *inputs: np.ndarray, cut: frozenset[str] = frozenset()
+def error_bound(nnir: NNIR, *inputs: np.ndarray, cut: Mapping[str, int] | None = None
                 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Return, per output of the non-streaming ``nnir`` run on ``inputs``, the value of
     ``R`` (the graph with input and parameters rounded to bf16, in float64) and the bound
-    on the machine's distance from it (see the module docstring). ``cut`` names the nodes
-    some of whose sums the compiler cut in two (:func:`cut_layers`)."""
+    on the machine's distance from it (see the module docstring). ``cut`` maps the names
+    of the nodes some of whose sums the compiler cut to the partial sums it rounds in one
+    of them (:func:`cut_layers`)."""
+    cut = cut or {}
     values: dict[int, np.ndarray] = {}
     errors: dict[int, np.ndarray] = {}
     for node in nnir.nodes:
@@ -149,15 +155,15 @@ def error_bound(nnir: NNIR, *inputs: np.ndarray, cut: frozenset[str] = frozenset
         with np.errstate(all="ignore"):
             errors[node.id] = np.broadcast_to(
                 _node_error(node, xs, [errors[i] for i in node.inputs], y,
-                            (node.name or f"%{node.id}") in cut), y.shape)
+                            cut.get(node.name or f"%{node.id}", 0)), y.shape)
     return [(values[i], errors[i]) for i in nnir.outputs]
 
 
-def cut_layers(program: Program) -> frozenset[str]:
-    """Return the names of the nodes some of whose sums ``program`` cuts in two (its
-    ``meta["layers"]``' ``partial_sums``)."""
-    return frozenset(layer["name"] for layer in program.meta.get("layers", [])
-                     if layer.get("partial_sums"))
+def cut_layers(program: Program) -> dict[str, int]:
+    """Return, per name of a node some of whose sums ``program`` cuts, the most partial
+    sums it rounds in one of them (its ``meta["layers"]``' ``partial_roundings``)."""
+    return {layer["name"]: layer["partial_roundings"]
+            for layer in program.meta.get("layers", []) if layer.get("partial_sums")}
 
 
 def _inverse(n: int) -> float:
