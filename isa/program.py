@@ -42,7 +42,8 @@ from isa.timing import OUT, TimingError, accesses, issue_cycles, last_effect, la
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "INDESC_ADDR_BITS", "INDESC_MASK_BITS", "MODEL_INDEX_BITS",
-    "MAX_MODELS", "MODEL_SETUP", "MODEL_FIELD_BITS", "ProgramFormatError", "ProgramError",
+    "INSTR_READ", "MAX_MODELS", "MODEL_SETUP", "MODEL_FIELD_BITS", "ProgramFormatError",
+    "ProgramError",
     "TensorLayout", "CoreImage", "ModelEntry", "Program", "check_meta", "indesc_words",
     "model_table", "reset_entry",
 ]
@@ -56,10 +57,14 @@ INDESC_MASK_BITS = MAX_CORES
 #: models, selected per inference (``docs/architecture.md`` §2).
 MODEL_INDEX_BITS = 4
 MAX_MODELS = 1 << MODEL_INDEX_BITS
-#: Cycles the model index must be held on the input port before an inference's first beat
-#: (the model table's read, then three cycles for a core to fetch the model's entry word
-#: into its issue register from a registered fetch address: ``rtl/sequencer.py``).
-MODEL_SETUP = 4
+#: Read latency of the instruction memory: the read, then a register on its data (the
+#: memory spans several block RAMs, and selecting among their outputs takes a stage).
+INSTR_READ = 2
+#: Cycles the model index must be held on the input port before an inference's first beat:
+#: the model table's read, then a core's refill from the model's entry (a cycle to load the
+#: registered fetch address, the instruction memory's read, a cycle into the issue
+#: register: ``rtl/sequencer.py``).
+MODEL_SETUP = 1 + 1 + INSTR_READ + 1
 #: The machine's model table word (one per model, from :func:`model_table`): the entry pc
 #: at bits [0, 17), the model's first input descriptor at [17, 34), its input beats at
 #: [34, 51) (17 bits: up to io_depth = 2**16 beats). A model with 0 input beats is no model.

@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
 from isa.instructions import PC_BITS, WORD_BITS, Opcode, amaranth_layout
-from isa.program import CoreImage
+from isa.program import INSTR_READ, CoreImage
 from rtl.accum import Accumulator
 from rtl.function import FunctionUnit
 from rtl.interconnect import link_addr_bits, merge, receive
@@ -203,10 +203,12 @@ class Core(wiring.Component):
         reg = self.memories
 
         # Memories (their submodule names are the hierarchical names of the contract).
+        # The instruction memory's data is registered (INSTR_READ): the sequencer fetches
+        # ahead of issue, so only a refill sees the latency (MODEL_SETUP).
         imem = add_memory(m, "imem", width=WORD_BITS, depth=cfg.instr_mem_depth,
-                          flavour=flavour, init=init("imem"), writable=False, registry=reg)
-        # The data memories read with the configuration's latency; the instruction memory
-        # with one cycle (the sequencer prefetches; a deeper fetch would not change issue).
+                          flavour=flavour, init=init("imem"), writable=False, registry=reg,
+                          latency=INSTR_READ)
+        # The data memories read with the configuration's latency.
         rl = cfg.depths.mem_read
         tram = add_memory(m, "tram", width=16 * b, depth=cfg.tensor_ram_depth,
                           flavour=flavour, init=init("tram"), registry=reg, latency=rl)

@@ -122,7 +122,8 @@ def add_memory(m: Module, name: str, *, width: int, depth: int, flavour: str,
     rdata: Value = raw
     for k in range(1, latency):
         pre = rdata
-        reg = Signal(width, name=f"{name}_rdata{k}", reset_less=True)
+        # Kept like the consumers' copies (`own_copy`), or synthesis would merge the two.
+        reg = Signal(width, name=f"{name}_rdata{k}", reset_less=True, attrs={"keep": 1})
         m.d.sync += reg.eq(rdata)
         rdata = reg
     m.d.comb += [port.rdata.eq(rdata), port.rdata_pre.eq(pre)]
@@ -155,9 +156,10 @@ def own_copy(m: Module, pre: Value, latency: int, name: str) -> Value:
     all of them from one output register, and that register's fan-out would sit in front of
     each consumer's first stage. A consumer that registers :attr:`MemPort.rdata_pre` itself
     sees the same data in the same cycle as ``rdata`` and can be placed beside its copy.
-    The copies are identical, so the register carries the ``keep`` attribute: synthesis
-    must not merge them back into one (the ``make timing`` flow makes Yosys honour it on
-    the flip-flop; vendor tools read it as "preserve").
+    The copies are identical, so each copy (and the memory's own output registers) carries
+    the ``keep`` attribute: synthesis must not merge them back into one (the ``make
+    timing`` flow makes Yosys honour it on the flip-flop; vendor tools read it as
+    "preserve").
 
     Parameters
     ----------

@@ -6,36 +6,42 @@ rather than from the instruction memory's read data (which already fills most of
 ``docs/timing.md``). The instruction memory's address is a register too (``imem_addr``):
 whether an instruction issues depends on ``start`` and the ``WAIT`` count, and that logic
 in front of the memory's address (which fans out to all of its block RAMs) was the longest
-path of a core. So fetch runs ahead of issue on its own: programs have no branches, and
-the fetched words queue in three registers (the head is ``instr``), fetching while the
-queue and the word in flight leave room. A ``WAIT n`` makes the next instruction issue
-``n`` cycles after the ``WAIT``; ``END`` ends the core's inference and returns to the entry
-with the words at the entry and the one after it, copied when they were first fetched, so
-that the next inference of the same model may start in the very next cycle.
+path of a core; its data arrives ``INSTR_READ`` cycles after the address
+(``isa/program.py``). So fetch runs ahead of issue on its own: programs have no branches,
+and the fetched words queue in :data:`QUEUE` registers (the head is ``instr``), fetching
+while the queue and the words in flight leave room. A ``WAIT n`` makes the next
+instruction issue ``n`` cycles after the ``WAIT``; ``END`` ends the core's inference and
+returns to the entry with the first :data:`COPIES` words from the entry, copied when they
+were first fetched, so that the next inference of the same model may start in the very
+next cycle.
 
 While idle the queue holds the words from ``entry`` (the entry pc of the model selected on
 the input port), so the model's first instruction issues in cycle 0 of an inference. When
-``entry`` changes while idle the queue refills: the word at the entry is in ``instr`` three
-cycles after ``entry`` changed, which is why the model index is held ``MODEL_SETUP`` cycles
-before an inference (``isa/program.py``: the model table's read, then these three). An
-inference that starts before the refill is complete raises ``error``.
+``entry`` changes while idle the queue refills: the word at the entry is in ``instr``
+``INSTR_READ + 2`` cycles after ``entry`` changed, which is why the model index is held
+``MODEL_SETUP`` cycles before an inference (``isa/program.py``: the model table's read,
+then the refill). An inference that starts before the refill is complete raises ``error``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from isa.config import Config
 from isa.instructions import PC_BITS, WORD_BITS, Opcode, Wait, amaranth_layout
+from isa.program import INSTR_READ
 from rtl.memory import addr_bits
 
-__all__ = ["QUEUE", "Sequencer"]
+__all__ = ["COPIES", "QUEUE", "Sequencer"]
 
 #: Fetched words the sequencer holds: with its fetch decided from registers (the queue's
-#: count and the word in flight), three keep one issue per cycle.
-QUEUE = 3
+#: count and the words in flight), this many keep one issue per cycle.
+QUEUE = INSTR_READ + 2
+#: Words from the entry kept for the return after END: enough to issue one per cycle until
+#: the first word fetched after the END arrives.
+COPIES = INSTR_READ + 1
 
 
 class Sequencer(wiring.Component):
@@ -54,7 +60,7 @@ class Sequencer(wiring.Component):
         Entry pc of the selected model (the top's model table).
     word : In(64)
         The instruction memory's read data: the word at the address presented on
-        ``imem_addr`` in the previous cycle.
+        ``imem_addr`` ``INSTR_READ`` cycles earlier (``isa/program.py``).
     imem_addr : Out(addr_bits(instr_mem_depth))
         Instruction-memory read address, a register (ahead of ``instr`` by the queued words
         and the one in flight).
@@ -93,12 +99,13 @@ class Sequencer(wiring.Component):
         fetch_pc = Signal(width)                 # the address being read (a register)
         queue = [Signal(WORD_BITS, name=f"queue{i}", reset_less=True) for i in range(QUEUE)]
         count = Signal(range(QUEUE + 1))         # queue words held (queue[0] is instr)
-        arriving = Signal()                      # the memory's read data is the next word
+        flight = Signal(INSTR_READ)              # fetches in flight, oldest last
+        arriving = flight[-1]                    # the memory's read data is the next word
         pc = Signal(width)                       # pc of queue[0]
         filled = Signal(width)                   # the entry the queue was filled from
-        first = Signal(WORD_BITS, reset_less=True)   # the words at filled and filled + 1,
-        second = Signal(WORD_BITS, reset_less=True)  # for the return after END
-        copied = Signal(range(3))                # how many of those two are copied
+        # The words at filled, filled + 1, ..., for the return to the entry after END.
+        copies = [Signal(WORD_BITS, name=f"copy{i}", reset_less=True) for i in range(COPIES)]
+        copied = Signal(range(COPIES + 1))       # how many of them are copied
         booted = Signal()
         run = Signal()
         wait = Signal(Wait.FIELDS[0].width)      # cycles still to wait before the next issue
@@ -110,42 +117,51 @@ class Sequencer(wiring.Component):
         issue = Signal()
         is_end = issue & (opcode == Opcode.END)
         refill = ~booted | (idle & (self.entry != filled))
-        # Fetch from registers only: room for the word read now, counting the one arriving.
-        fetch = count + arriving < QUEUE
+        # Fetch from registers only: room for the word read now, counting those in flight.
+        in_flight = sum(flight[i] for i in range(INSTR_READ))
+        fetch = count + in_flight < QUEUE
+        kept = count - issue
 
         m.d.comb += [
             issue.eq((run | (self.start & start_ok)) & (count != 0) & (wait == 0)),
-            # A started inference never waits for a word: three registers keep up.
+            # A started inference never waits for a word: the queue's depth keeps up.
             self.error.eq((self.start & ~start_ok) | (run & (count == 0))),
             self.imem_addr.eq(fetch_pc),
         ]
-        # The first two words after a refill are copied (a refill below restarts the count).
-        with m.If(arriving & (copied == 0)):
-            m.d.sync += [first.eq(self.word), copied.eq(1)]
-        with m.If(arriving & (copied == 1)):
-            m.d.sync += [second.eq(self.word), copied.eq(2)]
+        # The first COPIES words after a refill are copied (a refill restarts the count).
+        for i in range(COPIES):
+            with m.If(arriving & (copied == i)):
+                m.d.sync += [copies[i].eq(self.word), copied.eq(i + 1)]
         with m.If(refill):
             m.d.sync += [fetch_pc.eq(self.entry), filled.eq(self.entry), pc.eq(self.entry),
-                         count.eq(0), arriving.eq(0), copied.eq(0), booted.eq(1)]
-        with m.Elif(is_end):
-            # Back to the entry: its two words from the copies, the next one fetched now.
-            # (The word after the entry may be arriving now, at the earliest END.)
-            m.d.sync += [queue[0].eq(first), count.eq(2),
-                         queue[1].eq(Mux(arriving & (copied == 1), self.word, second)),
-                         fetch_pc.eq(filled + 2), arriving.eq(0), pc.eq(filled)]
+                         count.eq(0), flight.eq(0), copied.eq(0), booted.eq(1)]
+        with m.Elif(is_end & (copied == COPIES)):
+            # Back to the entry: its first words from the copies, the next fetched now.
+            m.d.sync += [*(queue[i].eq(copies[i]) for i in range(COPIES)),
+                         count.eq(COPIES), fetch_pc.eq(filled + COPIES), flight.eq(0),
+                         pc.eq(filled)]
         with m.Else():
-            m.d.sync += [fetch_pc.eq(fetch_pc + fetch), arriving.eq(fetch)]
-            with m.If(issue):
-                m.d.sync += pc.eq(pc + 1)
-            # Pop the issued word, then append the arriving one.
-            kept = count - issue
-            for i in range(QUEUE):
-                shifted = queue[i + 1] if i + 1 < QUEUE else queue[i]
-                with m.If(arriving & (kept == i)):
-                    m.d.sync += queue[i].eq(self.word)
-                with m.Elif(issue):
-                    m.d.sync += queue[i].eq(shifted)
-            m.d.sync += count.eq(kept + arriving)
+            m.d.sync += [fetch_pc.eq(fetch_pc + fetch), flight.eq(Cat(fetch, flight[:-1]))]
+            with m.If(is_end):
+                # An END before the copies are complete: the refill's fetches are still
+                # arriving in order, so the queue is the copies so far and what arrives.
+                for i in range(QUEUE):
+                    with m.If(i < copied):
+                        m.d.sync += queue[i].eq(copies[i] if i < COPIES else queue[i])
+                    with m.Elif(arriving & (copied == i)):
+                        m.d.sync += queue[i].eq(self.word)
+                m.d.sync += [count.eq(copied + arriving), pc.eq(filled)]
+            with m.Else():
+                with m.If(issue):
+                    m.d.sync += pc.eq(pc + 1)
+                # Pop the issued word, then append the arriving one.
+                for i in range(QUEUE):
+                    shifted = queue[i + 1] if i + 1 < QUEUE else queue[i]
+                    with m.If(arriving & (kept == i)):
+                        m.d.sync += queue[i].eq(self.word)
+                    with m.Elif(issue):
+                        m.d.sync += queue[i].eq(shifted)
+                m.d.sync += count.eq(kept + arriving)
         with m.If(issue & (opcode == Opcode.WAIT)):
             # WAIT n: the next issue is n cycles later, so n - 1 idle cycles.
             m.d.sync += wait.eq(cycles - 1)

@@ -100,3 +100,15 @@ def test_harness_shifts_out_every_output_bit() -> None:
     sim.add_testbench(bench)
     sim.run()
     assert got == want and sum(got) > 10
+
+
+def test_lane_copies_are_not_merged(tmp_path: Path) -> None:
+    """The lanes' copies of the tensor RAM's output register and the memory's own one
+    (identical flip-flops, kept apart by their ``keep``) survive synthesis as separate
+    registers: merged, the copies would be one register with a fan-out to every lane again."""
+    width, lanes = 8, 4
+    timing.synthesise(timing.Harness(timing.LaneCopies(width, lanes), True), tmp_path)
+    cells = json.loads((tmp_path / "top.json").read_text())["modules"]["top"]["cells"]
+    names = [n.split("_TRELLIS_FF")[0] for n, c in cells.items() if c["type"] == "TRELLIS_FF"]
+    for reg in [f"dut.act{lane}" for lane in range(lanes)] + ["dut.tram_rdata"]:
+        assert names.count(reg) == width, (reg, sorted(set(names)))
