@@ -52,7 +52,7 @@ from rtl.accum import Accumulator
 from rtl.function import FunctionUnit
 from rtl.interconnect import link_addr_bits, merge, receive
 from rtl.matrix import Matrix, matrix_signature
-from rtl.memory import add_memory, addr_bits, check_flavour, place
+from rtl.memory import add_memory, addr_bits, check_flavour, own_copy, place
 from rtl.sequencer import Sequencer
 from rtl.vector import VectorUnit
 
@@ -281,7 +281,9 @@ class Core(wiring.Component):
             fu.fn.eq(fn.fn),
             fu.dest.eq(fn.dest),
             fu.addr.eq(fn.addr),
-            fu.t.eq(tram.rdata),
+            # Its own copy of the tensor RAM's output register, placed beside it (the
+            # vector unit reads the memory's own, the lanes theirs: rtl.memory.own_copy).
+            fu.t.eq(own_copy(m, tram.rdata_pre, rl, "fn_t")),
         ]
 
         # What the link bus brings this core: other cores' TRAM and ACCS blocks.

@@ -113,7 +113,16 @@ class Sequencer(wiring.Component):
         head = queue[0]
         opcode = data.View(amaranth_layout(Opcode.END), head).opcode
         cycles = data.View(amaranth_layout(Opcode.WAIT), head).cycles
-        start_ok = booted & (count != 0) & (filled == self.entry)
+        # Flags of the next cycle, registered so that issue (and the queue's enables behind
+        # it) follows `start` through two gates only: the queue is not empty, the WAIT count
+        # is 0, and the entry read last cycle is the one filled (an index changed later
+        # than MODEL_SETUP allows is the top's error).
+        count_next = Signal.like(count)
+        wait_next = Signal.like(wait)
+        nonempty = Signal()
+        wait_zero = Signal(init=1)
+        match = Signal()
+        start_ok = booted & match & nonempty
         issue = Signal()
         is_end = issue & (opcode == Opcode.END)
         refill = ~booted | (idle & (self.entry != filled))
@@ -123,23 +132,28 @@ class Sequencer(wiring.Component):
         kept = count - issue
 
         m.d.comb += [
-            issue.eq((run | (self.start & start_ok)) & (count != 0) & (wait == 0)),
+            issue.eq((run | (self.start & start_ok)) & nonempty & wait_zero),
             # A started inference never waits for a word: the queue's depth keeps up.
-            self.error.eq((self.start & ~start_ok) | (run & (count == 0))),
+            self.error.eq((self.start & ~start_ok) | (run & ~nonempty)),
             self.imem_addr.eq(fetch_pc),
+            count_next.eq(count),
+            wait_next.eq(wait),
         ]
+        m.d.sync += [count.eq(count_next), nonempty.eq(count_next != 0), wait.eq(wait_next),
+                     wait_zero.eq(wait_next == 0), match.eq(filled == self.entry)]
         # The first COPIES words after a refill are copied (a refill restarts the count).
         for i in range(COPIES):
             with m.If(arriving & (copied == i)):
                 m.d.sync += [copies[i].eq(self.word), copied.eq(i + 1)]
         with m.If(refill):
             m.d.sync += [fetch_pc.eq(self.entry), filled.eq(self.entry), pc.eq(self.entry),
-                         count.eq(0), flight.eq(0), copied.eq(0), booted.eq(1)]
+                         flight.eq(0), copied.eq(0), booted.eq(1)]
+            m.d.comb += count_next.eq(0)
         with m.Elif(is_end & (copied == COPIES)):
             # Back to the entry: its first words from the copies, the next fetched now.
             m.d.sync += [*(queue[i].eq(copies[i]) for i in range(COPIES)),
-                         count.eq(COPIES), fetch_pc.eq(filled + COPIES), flight.eq(0),
-                         pc.eq(filled)]
+                         fetch_pc.eq(filled + COPIES), flight.eq(0), pc.eq(filled)]
+            m.d.comb += count_next.eq(COPIES)
         with m.Else():
             m.d.sync += [fetch_pc.eq(fetch_pc + fetch), flight.eq(Cat(fetch, flight[:-1]))]
             with m.If(is_end):
@@ -150,7 +164,8 @@ class Sequencer(wiring.Component):
                         m.d.sync += queue[i].eq(copies[i] if i < COPIES else queue[i])
                     with m.Elif(arriving & (copied == i)):
                         m.d.sync += queue[i].eq(self.word)
-                m.d.sync += [count.eq(copied + arriving), pc.eq(filled)]
+                m.d.sync += pc.eq(filled)
+                m.d.comb += count_next.eq(copied + arriving)
             with m.Else():
                 with m.If(issue):
                     m.d.sync += pc.eq(pc + 1)
@@ -161,12 +176,12 @@ class Sequencer(wiring.Component):
                         m.d.sync += queue[i].eq(self.word)
                     with m.Elif(issue):
                         m.d.sync += queue[i].eq(shifted)
-                m.d.sync += count.eq(kept + arriving)
+                m.d.comb += count_next.eq(kept + arriving)
         with m.If(issue & (opcode == Opcode.WAIT)):
             # WAIT n: the next issue is n cycles later, so n - 1 idle cycles.
-            m.d.sync += wait.eq(cycles - 1)
+            m.d.comb += wait_next.eq(cycles - 1)
         with m.Elif(wait != 0):
-            m.d.sync += wait.eq(wait - 1)
+            m.d.comb += wait_next.eq(wait - 1)
         run_next = (run | self.start) & ~is_end
         m.d.sync += run.eq(run_next)
         m.d.comb += [
