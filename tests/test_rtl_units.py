@@ -49,8 +49,10 @@ from _unit_programs import (
     vec,
     vector_ops,
 )
+from amaranth.sim import Simulator
 
-from isa.instructions import Dest, End, Mac, Vec, VecOp, decode_program
+from isa.config import Config
+from isa.instructions import Dest, End, Mac, Vec, VecOp, Wait, decode_program, encode
 from isa.numerics import (
     accumulate,
     bf16_bits_to_f32,
@@ -62,8 +64,9 @@ from isa.numerics import (
     unpack_beats,
     vec_op,
 )
-from isa.program import MODEL_SETUP, Program
+from isa.program import INSTR_READ, MODEL_SETUP, Program
 from isa.timing import issue_cycles
+from rtl.sequencer import Sequencer
 from sim.vm import VM, ScheduleError
 
 # The first test of a configuration in a process builds the whole Top's simulator (a minute
@@ -459,3 +462,59 @@ def test_generate_verilog(tmp_path):
     paths = {m["path"] for m in manifest["memories"]}
     assert set(images) <= paths
     assert images["core0.matrix.lane1.wmem"] == [sum(1 << (16 * j) for j in range(b))] * 2
+
+
+# -- the sequencer alone -------------------------------------------------------------------
+
+def _sequencer_issues(program: list, entries: list[int], starts: set[int],
+                      cycles: int) -> list[tuple[int, int, int]]:
+    """Run a Sequencer on ``program`` (words from pc 0) with ``entries[c]`` on ``entry`` and
+    ``start`` in the cycles of ``starts``; the instruction memory answers after INSTR_READ
+    cycles. Return ``(cycle, pc, error)`` for every cycle that issued or raised ``error``."""
+    words = [encode(i) for i in program]
+    seq = Sequencer(Config.ip_core(1, 2))
+    seen: list[tuple[int, int, int]] = []
+
+    async def bench(ctx) -> None:
+        addrs: list[int] = []
+        for cycle in range(cycles):
+            addrs.append(ctx.get(seq.imem_addr))
+            read = addrs[-1 - INSTR_READ] if len(addrs) > INSTR_READ else 0
+            ctx.set(seq.word, words[read] if read < len(words) else 0)
+            ctx.set(seq.entry, entries[min(cycle, len(entries) - 1)])
+            ctx.set(seq.start, cycle in starts)
+            if ctx.get(seq.issue) or ctx.get(seq.error):
+                seen.append((cycle, ctx.get(seq.pc), ctx.get(seq.error)))
+            await ctx.tick()
+
+    sim = Simulator(seq)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen
+
+
+def test_sequencer_refill_takes_model_setup_cycles():
+    """The entry read in cycle c (the model table's read of an index held from c - 1) may
+    start an inference in c + MODEL_SETUP - 1, not a cycle earlier; an END issued before
+    the entry's words are all copied still restarts at the entry with the rest in flight."""
+    program = [Wait(2), End(), End(), Wait(1), End()]  # model 0 at pc 0, model 1 at pc 2
+    change = 20
+    entries = [0] * change + [2]
+    earliest = change + MODEL_SETUP - 1
+    on_time = _sequencer_issues(program, entries, {earliest, earliest + 1}, earliest + 4)
+    assert [(c, pc) for c, pc, err in on_time if c >= change] == [
+        (earliest, 2), (earliest + 1, 2)]
+    assert not any(err for _, _, err in on_time)
+    early = _sequencer_issues(program, entries, {earliest - 1}, earliest + 2)
+    # (What follows an error is undefined: the top's error is sticky.)
+    assert [(c, err) for c, _, err in early if c >= change][0] == (earliest - 1, 1)
+    # After reset: model 0 started at the earliest cycle issues WAIT 2, then END, then
+    # (restarted at once) WAIT 2 again.
+    boot = MODEL_SETUP - 1
+    seen = _sequencer_issues(program, [0], {boot, boot + 3}, boot + 8)
+    assert [(c, pc, err) for c, pc, err in seen] == [
+        (boot, 0, 0), (boot + 2, 1, 0), (boot + 3, 0, 0), (boot + 5, 1, 0)]
+    # An END at the entry, issued while the entry's later words are still arriving.
+    seen = _sequencer_issues([End(), Wait(1), End()], [0], {boot, boot + 1, boot + 2}, boot + 6)
+    assert seen == [(boot, 0, 0), (boot + 1, 0, 0), (boot + 2, 0, 0)]
