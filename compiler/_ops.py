@@ -385,19 +385,20 @@ class _Generator:
             return
         while True:
             src = max(range(n), key=lambda c: (layer[c], -c))
-            moves = []  # (receiving core's load, pair index, receiving core, giver, taker)
+            # (receiving core's load, pair index, receiving core, giver, taker, giver is
+            # the rest)
+            moves = []
             for k, (rest, partial) in enumerate(pairs):
                 a, b = core_of[id(rest[0])], core_of[id(partial[0])]
                 if src in (a, b) and a != b:
-                    moves.append((layer[b], k, b, rest, partial) if a == src
-                                 else (layer[a], k, a, partial, rest))
+                    moves.append((layer[b], k, b, rest, partial, True) if a == src
+                                 else (layer[a], k, a, partial, rest, False))
             chosen = None
-            for _, _, dst, mine, other in sorted(moves, key=lambda m: m[:2]):
+            for _, _, dst, mine, other, from_rest in sorted(moves, key=lambda m: m[:2]):
                 moved = min((layer[src] - layer[dst]) // (2 * len(mine)),
                             len(self._terms(mine[0])) - 1)
                 if moved <= 0:
                     return
-                from_rest = any(mine is rest for rest, _ in pairs)
                 given = [ts[:moved] if from_rest else ts[-moved:]
                          for ts in map(self._terms, mine)]
                 tiles = {t for part in given for t, _ in part}

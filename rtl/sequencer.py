@@ -159,9 +159,9 @@ class Sequencer(wiring.Component):
             with m.If(is_end):
                 # An END before the copies are complete: the refill's fetches are still
                 # arriving in order, so the queue is the copies so far and what arrives.
-                for i in range(QUEUE):
+                for i in range(COPIES):
                     with m.If(i < copied):
-                        m.d.sync += queue[i].eq(copies[i] if i < COPIES else queue[i])
+                        m.d.sync += queue[i].eq(copies[i])
                     with m.Elif(arriving & (copied == i)):
                         m.d.sync += queue[i].eq(self.word)
                 m.d.sync += pc.eq(filled)
