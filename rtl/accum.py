@@ -9,13 +9,14 @@ the accumulator's value (or with −0, which leaves every product unchanged, whe
 The accumulator's value is read from the MAC copy of the accumulator store. The contract
 (``isa.timing``: ``mac_acc_read``) presents that read in ``s − M``; this unit presents it
 one cycle earlier, in ``s − M − 1``, and makes up for it with a bypass one cycle wider, so
-that the adder's operand can be selected in ``s − 1`` and registered: the accumulate stage
-then starts from registers alone, as a stand-alone fp32 adder does (``make timing``,
-``docs/timing.md``). In ``s − 1`` the operand register loads, by priority, −0 (a ``MAC``
-that does not accumulate), the adder's own result that the write register takes at the same
-edge (written in ``s``: the ``MAC`` that entered the adder ``A`` cycles earlier), what the
-store's write port writes in ``s − 1``, the most recent of ``M`` registers capturing what it
-wrote in ``s − 2 .. s − M − 1``, or the memory's read data (writes before ``s − M − 1``).
+that the adder's operand comes from registers alone: the accumulate stage then starts as a
+stand-alone fp32 adder does, behind one operand mux (``make timing``, ``docs/timing.md``).
+The operand is, by priority, −0 (a ``MAC`` that does not accumulate), the write register
+(the adder's result written in ``s``: the ``MAC`` that entered the adder ``A`` cycles
+earlier), the first capture of the store's write port (what it wrote in ``s − 1``), or a
+register loaded in ``s − 1`` with the most recent of the ``M`` captures' writes in
+``s − 2 .. s − M − 1`` or else the memory's read data (writes before ``s − M − 1``). Every
+select is registered.
 The accumulate stage therefore sees every write performed before ``s`` plus the previous
 ``MAC``'s — a superset of what the contract's read in ``s − M`` and its bypass promise, and
 exactly that for every program the VM accepts — which is what lets ``MAC`` s into one
@@ -146,11 +147,11 @@ class Accumulator(wiring.Component):
             wdata = stage(wdata, f"fwd{k}_data")
             fwd.append((we, waddr, wdata))
 
-        # The operand of the MAC entering the adder in s is selected in s - 1 (its address
-        # is acc[s - 1]) and registered. Only the adder's own result, the latest source,
-        # passes a single 2:1 mux whose select is decided in s - 2 (the write register's
-        # next MAC is acc[s + add - 2] then); so are the captures' selects (what the write
-        # port and the first M - 1 captures hold in s - 2, the captures hold in s - 1).
+        # The operand of the MAC entering the adder in s (its address is acc[s - 1] in
+        # s - 1) comes from registers alone. The selects of the adder's own result (the
+        # write register's next MAC is acc[s + add - 2] in s - 2) and of the captures (what
+        # the write port and the first M - 1 captures hold in s - 2, the captures hold in
+        # s - 1) are decided in s - 2.
         early = acc[s - 2]
         take_sum = stage(accumulate[s - 2] & valid[s + add - 2] & (acc[s + add - 2] == early),
                          "bypass_sum_sel")
@@ -168,20 +169,27 @@ class Accumulator(wiring.Component):
             captured = captured | Mux(pick, f_data, 0)
         # "Set" adds −0, which keeps the tile product unchanged (a −0 stays −0).
         minus_zero = Cat(*(Const(_MINUS_ZERO, 32) for _ in range(b)))
-        now = self.we & (self.waddr == acc[s - 1])
-        pre = Mux(~accumulate[s - 1], minus_zero, Mux(now, self.wdata, captured))
+        # The two latest sources are themselves registers when the adder starts: the
+        # adder's own result is the write register, and what the write port writes in
+        # s − 1 is the first capture. So only their selects are registered here, and the
+        # operand mux sits in front of the adder, where the write port's merge and its
+        # address compare, or the adder's last stage, would otherwise be followed by it.
+        take_now = stage(accumulate[s - 1] & self.we & (self.waddr == acc[s - 1]),
+                         "bypass_now_sel")
+        older = stage(Mux(accumulate[s - 1], captured, minus_zero), "acc_older")
+        old = Signal(32 * b, name="acc_old")
+        take_sum = stage(take_sum, "bypass_sum_sel_r")
+        m.d.comb += old.eq(Mux(take_sum, wb_data, Mux(take_now, fwd[0][2], older)))
 
         def reg(value: Value, name: str) -> Signal:
             return stage(value, name)
 
-        old = Signal(32 * b, name="acc_old", reset_less=True)
         sums = []
         for i in range(b):
             lane = slice(32 * i, 32 * i + 32)
             sums.append(fp32_add(m, old[lane], self.dots[lane], name=f"acc_add_{i}",
                                  stages=add, reg=reg))
-        total = Cat(*sums)
-        m.d.sync += [wb_data.eq(total), old.eq(Mux(take_sum, total, pre))]
+        m.d.sync += wb_data.eq(Cat(*sums))
         m.d.comb += [
             self.wb_we.eq(wb_we),
             self.wb_addr.eq(wb_addr),

@@ -428,33 +428,49 @@ def fp32_add(m: Module, a: Value, b: Value, name: str = "fp32_add", *, stages: i
     swap = _wire(m, b[:31] > a[:31], f"{name}_swap")
     # Three extra bits below the significand (guard, round, sticky) are enough for a correct
     # round-to-nearest-even: bits are only lost when the exponents differ by 2 or more, and
-    # then the sum needs at most a 1-bit normalising left shift. So the alignment distance
-    # is the exponent difference clamped at 27; the selected difference is never negative.
-    def distance(big: Value, small: Value, tag: str) -> Value:
-        diff = _wire(m, (big - small)[:8], f"{name}_diff{tag}")
-        # diff ≥ 28 read from its bits, so that no second carry chain follows the first.
-        return Mux(diff[5:].any() | diff[2:5].all(), 27, diff[:5])
+    # then the sum needs at most a 1-bit normalising left shift. The alignment distance is
+    # the difference of the effective exponents, never negative once selected; distances
+    # from 26 up shift everything out (next step).
+    #
+    # The differences are formed from the raw exponent fields, so that their carry chains
+    # start at the registers rather than behind the zero-exponent test: with |big| ≥ |small|
+    # a zero big exponent implies a zero small one (both count as 1, difference 0 = the raw
+    # one), so only a zero small exponent under a non-zero big one changes the difference,
+    # by −1; both candidates are formed and that test selects.
+    ra, rb = a[23:31], b[23:31]
+    za, zb = _wire(m, ~ra.any(), f"{name}_za"), _wire(m, ~rb.any(), f"{name}_zb")
 
-    dist = Signal(range(28), name=f"{name}_dist")
-    m.d.comb += dist.eq(Mux(swap, distance(eb, ea, "ba"), distance(ea, eb, "ab")))
+    def distance(big: Value, small: Value, z_big: Value, z_small: Value, tag: str) -> Value:
+        same = _wire(m, (big - small)[:8], f"{name}_diff{tag}")
+        less = _wire(m, (big + ~small)[:8], f"{name}_diffm{tag}")  # big − small − 1
+        return Mux(z_small & ~z_big, less, same)
+
+    dist = Signal(8, name=f"{name}_dist")
+    m.d.comb += dist.eq(Mux(swap, distance(rb, ra, zb, za, "ba"),
+                            distance(ra, rb, za, zb, "ab")))
     ex = _wire(m, Mux(swap, eb, ea), f"{name}_ex")
-    # Beside the comparison, each significand's trailing zeros plus 3 (31 for a zero
-    # significand): the sticky bit of the next step is then one compare with dist.
-    def trailing(mant: Value, tag: str) -> Value:
+    # The effective exponent minus one is the raw one minus one, or 0 for a zero field.
+    em1 = Mux(swap, Mux(zb, 0, rb - 1), Mux(za, 0, ra - 1))[:8]
+    # Beside the comparison, each significand's trailing zeros plus 3 (255 for a zero
+    # significand, above every finite distance): the sticky bit of the next step is then
+    # one compare with dist.
+    def trailing(mant: Value, x: Value, tag: str) -> Value:
         word = Cat(Const(0, 3), mant, Const(0, 4), Const(1, 1))
-        return _leading_zeros(m, word[::-1], f"{name}_tz{tag}")
+        count = _leading_zeros(m, word[::-1], f"{name}_tz{tag}")
+        return Cat(count, (~x[:31].any()).replicate(3))
 
-    tz_a, tz_b = trailing(ma, "a"), trailing(mb, "b")
+    tz_a, tz_b = trailing(ma, a, "a"), trailing(mb, b, "b")
     sx, sy, mx, my, tzy, ex, em1, dist, nan, inf, inf_sign = st.cut(
         sx=Mux(swap, b[31], a[31]), sy=Mux(swap, a[31], b[31]), mx=Mux(swap, mb, ma),
-        my=Mux(swap, ma, mb), tzy=Mux(swap, tz_a, tz_b), ex=ex,
-        em1=Mux(swap, eb - 1, ea - 1)[:8], dist=dist, nan=nan, inf=inf, inf_sign=inf_sign)
+        my=Mux(swap, ma, mb), tzy=Mux(swap, tz_a, tz_b), ex=ex, em1=em1, dist=dist,
+        nan=nan, inf=inf, inf_sign=inf_sign)
 
     # Step: alignment shift and sticky bit. The shifted significand has two guard bits
     # below it; the sticky bit is the OR of the bits of my shifted out below them, those
-    # below bit dist − 2: there is one exactly when my's trailing zeros + 3 ≤ dist.
+    # below bit dist − 2: there is one exactly when my's trailing zeros + 3 ≤ dist. A
+    # distance of 32 or more (bits 5 and up) clears the shifted word as 26 to 31 do.
     shifted = Signal(26, name=f"{name}_shifted")
-    m.d.comb += shifted.eq(Cat(Const(0, 2), my) >> dist)
+    m.d.comb += shifted.eq(Mux(dist[5:].any(), 0, Cat(Const(0, 2), my) >> dist[:5]))
     sticky = tzy <= dist
     y_al = Cat(sticky, shifted)
     sx, sy, mx, y_al, ex, em1, nan, inf, inf_sign = st.cut(

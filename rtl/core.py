@@ -269,8 +269,9 @@ class Core(wiring.Component):
             vu.addr.eq(vec.addr),
             vu.cores.eq(vec.cores[:n]),
             vu.own.eq(own),
-            vu.a.eq(acc.rdata),
-            vu.t.eq(tram.rdata),
+            # One register early: the lanes keep their own copies (rtl.memory.own_copy).
+            vu.a.eq(acc.rdata_pre),
+            vu.t.eq(tram.rdata_pre),
             vu.bounds.eq(clamp.rdata),
         ]
 
@@ -281,8 +282,8 @@ class Core(wiring.Component):
             fu.fn.eq(fn.fn),
             fu.dest.eq(fn.dest),
             fu.addr.eq(fn.addr),
-            # Its own copy of the tensor RAM's output register, placed beside it (the
-            # vector unit reads the memory's own, the lanes theirs: rtl.memory.own_copy).
+            # Its own copy of the tensor RAM's output register, placed beside it (as the
+            # lanes and the vector unit's lanes keep theirs: rtl.memory.own_copy).
             fu.t.eq(own_copy(m, tram.rdata_pre, rl, "fn_t")),
         ]
 

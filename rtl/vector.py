@@ -9,7 +9,8 @@ cycle                      what happens here
 =========================  =================================================================
 t                          the core presents the accumulator, tensor-RAM and clamp-table
                            read addresses
-t+M                        ``a`` (fp32), ``t`` (bf16) and the clamp entry arrive; the op
+t+M                        ``a`` (fp32), ``t`` (bf16) and the clamp entry arrive (each lane
+                           registers its own copies of ``a`` and ``t``); the op
                            starts: an add (ADD, SUB, RSUB) in all ``vec_op`` stages, a
                            ``vec_mul`` + ``norm_round``-stage multiply (MUL), or a one-stage
                            compare or pass, each padded to ``vec_op`` stages
@@ -56,7 +57,7 @@ from rtl.arith import (
     fp32_mul_bf16,
 )
 from rtl.interconnect import bf16_block
-from rtl.memory import check_flavour, place
+from rtl.memory import check_flavour, own_copy, place
 
 __all__ = ["VectorUnit", "VectorLane", "vector_lane_signature"]
 
@@ -89,12 +90,16 @@ class VectorUnit(wiring.Component):
     own : In(num_cores)
         One-hot mask of this core.
     a : In(32 * B)
-        Accumulator block read for the ``VEC`` of cycle ``t − mem_read`` (cycle
-        ``t + mem_read`` of it).
+        The accumulator block read for the ``VEC`` of cycle ``t``, one register early: the
+        accumulator store's ``rdata_pre`` (cycle ``t + mem_read − 1``; at ``mem_read = 1``
+        its read data, in cycle ``t + 1``). Each lane registers its own copies
+        (:func:`rtl.memory.own_copy`), so that no one register drives all of the lanes'
+        first stages.
     t : In(16 * B)
-        Tensor-RAM block, likewise.
+        The tensor-RAM block, likewise.
     bounds : In(64)
-        Clamp-table entry, likewise: low bound at bits ``[0, 32)``, high at ``[32, 64)``.
+        Clamp-table entry, in cycle ``t + mem_read``: low bound at bits ``[0, 32)``, high
+        at ``[32, 64)``.
     acc_we, tram_we : Out(1)
         Local write of the result of the ``VEC`` issued ``vec_local_write`` cycles ago:
         ``acc_we`` for ``ACC`` and for ``ACCS`` with the own bit set, ``tram_we`` for
@@ -300,9 +305,11 @@ class VectorLane(wiring.Component):
     op : In(VecOp)
         The op (cycle ``t + M``).
     a : In(32)
-        fp32 accumulator element (cycle ``t + M``).
+        fp32 accumulator element, one register early (:class:`VectorUnit`): the lane
+        registers it itself, once for the multiply and once for the other ops, so that it
+        is in cycle ``t + M`` in registers placed beside their logic.
     t : In(16)
-        bf16 tensor-RAM element (cycle ``t + M``).
+        bf16 tensor-RAM element, likewise.
     take_mul, take_add : In(1)
         The op is ``MUL``, or an addition (``ADD``, ``SUB``, ``RSUB``) (cycle
         ``t + M + V``, the clamp's first stage).
@@ -342,14 +349,17 @@ class VectorLane(wiring.Component):
         # be the same operation (including the signs of zero results). Every path ends in a
         # register after vec_op stages; the result is selected by the op in the clamp's
         # first stage, which has room for it (a path's last stage would not: docs/timing.md).
-        op, a, t16 = Value.cast(self.op), self.a, self.t
+        ml = d.mem_read
+        op = Value.cast(self.op)
+        a, t16 = own_copy(m, self.a, ml, "a"), own_copy(m, self.t, ml, "t")
+        a_mul, t_mul = own_copy(m, self.a, ml, "a_mul"), own_copy(m, self.t, ml, "t_mul")
         t = Cat(Const(0, 16), t16)              # bf16 widened exactly
         x = a ^ Cat(Const(0, 31), op == VecOp.RSUB)
         y = t ^ Cat(Const(0, 31), op == VecOp.SUB)
         # The add takes every stage of the op (vec_op ≥ fp32_add): where the multiply is
         # deeper, its padding registers go inside the add, shortening its stages.
         total = stage(fp32_add(m, x, y, name="add", stages=lat.vec_op, reg=stage), "total")
-        product = fp32_mul_bf16(m, a, t16, name="mul", mul_stages=d.vec_mul,
+        product = fp32_mul_bf16(m, a_mul, t_mul, name="mul", mul_stages=d.vec_mul,
                                 round_stages=d.norm_round, reg=stage)
         # Built outside the Switch: a builder's comb assignments must not be conditional.
         vmax = fp32_max(m, a, t, name="max")
