@@ -146,7 +146,9 @@ class LaneCopies(wiring.Component):
     """A ``width``-bit slice of a C6B32 tensor RAM (4,096 words, read at the realistic
     ``mem_read``) read by ``lanes`` lanes, each through its own copy of the memory's last
     output register (:func:`rtl.memory.own_copy`, as :class:`~rtl.lane.Lane` does) beside the
-    shared one the other units read: the block RAM's output drives ``lanes + 1`` registers.
+    memory's own (which a reader without a copy reads): the block RAM's output drives
+    ``lanes + 1`` registers. (In a core the function unit and each vector lane keep copies
+    too, so the tensor RAM's output drives ``B + 1 + 2B`` copies and its own register.)
 
     Members
     -------
