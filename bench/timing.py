@@ -144,25 +144,30 @@ class MemoryRead(wiring.Component):
 
 class LaneCopies(wiring.Component):
     """A ``width``-bit slice of a C6B32 tensor RAM (4,096 words, read at the realistic
-    ``mem_read``) read by ``lanes`` lanes, each through its own copy of the memory's last
-    output register (:func:`rtl.memory.own_copy`, as :class:`~rtl.lane.Lane` does) beside the
-    memory's own (which a reader without a copy reads): the block RAM's output drives
-    ``lanes + 1`` registers. (In a core the function unit and each vector lane keep copies
-    too, so the tensor RAM's output drives ``B + 1 + 2B`` copies and its own register.)
+    ``mem_read``) read through copies of the memory's last output register
+    (:func:`rtl.memory.own_copy`) as in a core: one per lane (as :class:`~rtl.lane.Lane`
+    keeps), one for the function unit and two for the vector lane that owns the bit (one
+    for its multiplier, one for the rest), beside the memory's own register: the block
+    RAM's output drives ``lanes + 4`` registers.
 
     Members
     -------
     waddr, raddr : In(12)
     wdata : In(width)
     we : In(1)
-    out : Out((lanes + 1) × width)
-        The copies, then the shared register.
+    out : Out((lanes + 4) × width)
+        The lanes' copies, the function unit's, the vector lane's two, then the memory's
+        own register.
     """
+
+    #: Copies beside the lanes': the function unit's and the vector lane's two.
+    UNIT_COPIES = ("fn_t", "t", "t_mul")
 
     def __init__(self, width: int = 128, lanes: int = 32) -> None:
         self.width, self.lanes = width, lanes
+        regs = lanes + len(self.UNIT_COPIES) + 1
         super().__init__({"waddr": In(12), "raddr": In(12), "wdata": In(width), "we": In(1),
-                          "out": Out((lanes + 1) * width)})
+                          "out": Out(regs * width)})
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
@@ -171,8 +176,8 @@ class LaneCopies(wiring.Component):
                           latency=latency)
         m.d.comb += [port.waddr.eq(self.waddr), port.wdata.eq(self.wdata),
                      port.we.eq(self.we), port.raddr.eq(self.raddr)]
-        copies = [own_copy(m, port.rdata_pre, latency, f"act{lane}")
-                  for lane in range(self.lanes)]
+        names = [f"act{lane}" for lane in range(self.lanes)] + list(self.UNIT_COPIES)
+        copies = [own_copy(m, port.rdata_pre, latency, name) for name in names]
         m.d.comb += self.out.eq(Cat(*copies, port.rdata))
         return m
 
@@ -299,7 +304,7 @@ UNITS: list[Unit] = [
     # whole bus (16,384 lane registers) takes nextpnr over ten minutes per depth.
     *[Unit("fan-out 32 × 128", str(s), functools.partial(FanOut, s, 128)) for s in (1, 2)],
     # The tensor RAM's read at C6B32 scale: each of 32 lanes registers its own copy.
-    Unit("tensor RAM → 32 lane copies × 128", "-", LaneCopies, whole=True),
+    Unit("tensor RAM → 35 copies × 128", "-", LaneCopies, whole=True),
     # Whole units of ip_core(1, 2) at the realistic depths, with random memory contents:
     # their stages include the muxes and control the builders' rows do not.
     Unit("rtl.lane.Lane (ip_core(1, 2))", "-", _lane, whole=True, registered=False),

@@ -110,5 +110,6 @@ def test_lane_copies_are_not_merged(tmp_path: Path) -> None:
     timing.synthesise(timing.Harness(timing.LaneCopies(width, lanes), True), tmp_path)
     cells = json.loads((tmp_path / "top.json").read_text())["modules"]["top"]["cells"]
     names = [n.split("_TRELLIS_FF")[0] for n, c in cells.items() if c["type"] == "TRELLIS_FF"]
-    for reg in [f"dut.act{lane}" for lane in range(lanes)] + ["dut.tram_rdata"]:
+    copies = [f"act{lane}" for lane in range(lanes)] + list(timing.LaneCopies.UNIT_COPIES)
+    for reg in [f"dut.{name}" for name in copies] + ["dut.tram_rdata"]:
         assert names.count(reg) == width, (reg, sorted(set(names)))
