@@ -303,7 +303,8 @@ UNITS: list[Unit] = [
     # A 128-bit slice of the 512-bit bus: the fan-out of each net is the same, and the
     # whole bus (16,384 lane registers) takes nextpnr over ten minutes per depth.
     *[Unit("fan-out 32 × 128", str(s), functools.partial(FanOut, s, 128)) for s in (1, 2)],
-    # The tensor RAM's read at C6B32 scale: each of 32 lanes registers its own copy.
+    # The tensor RAM's read at C6B32 scale: each bit drives the copies a core keeps (32
+    # lanes', the function unit's, its vector lane's two) and the memory's own register.
     Unit("tensor RAM → 35 copies × 128", "-", LaneCopies, whole=True),
     # Whole units of ip_core(1, 2) at the realistic depths, with random memory contents:
     # their stages include the muxes and control the builders' rows do not.
